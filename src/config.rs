@@ -1,0 +1,510 @@
+//! The gateway's single TOML configuration file: schema, defaults and
+//! validation.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), and every error names the
+//! key it is about (`routes[2].port`, with the line for route entries).
+//! Secrets are never in this file: it names the environment variable or file
+//! that holds them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::path::normalize_path;
+use crate::routing::pattern_segments;
+
+/// A configuration problem, naming the key (or file) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub users: UsersConfig,
+    #[serde(default)]
+    pub upstream: UpstreamDefaults,
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: Vec<String>,
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    #[serde(default = "defaults::pid_file")]
+    pub pid_file: String,
+    #[serde(default = "defaults::upgrade_sock")]
+    pub upgrade_sock: String,
+    #[serde(default = "defaults::grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    #[serde(default = "defaults::graceful_shutdown_timeout_seconds")]
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Idle upstream connections kept per process, across all upstreams.
+    #[serde(default = "defaults::upstream_keepalive_pool_size")]
+    pub upstream_keepalive_pool_size: usize,
+    /// Largest request body accepted, unless a route says otherwise.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "defaults::username_claim")]
+    pub username_claim: String,
+    #[serde(default = "defaults::leeway_seconds")]
+    pub leeway_seconds: u64,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Tokens longer than this are refused before any decoding.
+    #[serde(default = "defaults::max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserSource {
+    Postgres,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersConfig {
+    pub source: UserSource,
+    /// `file` source: a TOML table `username = "uuid"`.
+    pub users: Option<PathBuf>,
+    pub database_url_env: Option<String>,
+    #[serde(default = "defaults::query")]
+    pub query: String,
+    #[serde(default = "defaults::pool_size")]
+    pub pool_size: usize,
+    /// Bound on one directory lookup: pool wait, connect and query.
+    #[serde(default = "defaults::query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    #[serde(default = "defaults::cache_ttl_seconds")]
+    pub cache_ttl_seconds: u64,
+    #[serde(default = "defaults::negative_cache_ttl_seconds")]
+    pub negative_cache_ttl_seconds: u64,
+    #[serde(default = "defaults::cache_capacity")]
+    pub cache_capacity: usize,
+}
+
+/// Upstream timeouts that apply to every route that does not set its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDefaults {
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "defaults::read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "defaults::write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for UpstreamDefaults {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            read_timeout_ms: defaults::read_timeout_ms(),
+            write_timeout_ms: defaults::write_timeout_ms(),
+            idle_timeout_ms: defaults::idle_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub path: String,
+    pub service: String,
+    pub host: String,
+    pub port: u16,
+    /// Fail closed: a route is protected unless it says otherwise.
+    #[serde(default = "defaults::auth_required")]
+    pub auth_required: bool,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<u64>,
+}
+
+mod defaults {
+    pub fn threads() -> usize {
+        2
+    }
+    pub fn pid_file() -> String {
+        "/tmp/robeing-gateway.pid".into()
+    }
+    pub fn upgrade_sock() -> String {
+        "/tmp/robeing-gateway-upgrade.sock".into()
+    }
+    pub fn grace_period_seconds() -> u64 {
+        5
+    }
+    pub fn graceful_shutdown_timeout_seconds() -> u64 {
+        10
+    }
+    pub fn upstream_keepalive_pool_size() -> usize {
+        256
+    }
+    pub fn max_body_bytes() -> u64 {
+        100 * 1024 * 1024
+    }
+    pub fn username_claim() -> String {
+        "username".into()
+    }
+    pub fn leeway_seconds() -> u64 {
+        30
+    }
+    pub fn max_token_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn query() -> String {
+        r#"SELECT id FROM "user" WHERE username = $1"#.into()
+    }
+    pub fn pool_size() -> usize {
+        16
+    }
+    pub fn query_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn cache_ttl_seconds() -> u64 {
+        300
+    }
+    pub fn negative_cache_ttl_seconds() -> u64 {
+        10
+    }
+    pub fn cache_capacity() -> usize {
+        100_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn read_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn write_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    pub fn auth_required() -> bool {
+        true
+    }
+}
+
+/// Where a route entry is, for error messages: `routes[1] (line 23)`.
+pub fn route_key(source: &str, index: usize, route: &Spanned<RouteConfig>, field: &str) -> String {
+    let line = source[..route.span().start.min(source.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1;
+    format!("routes[{index}] (line {line}).{field}")
+}
+
+/// A configuration file as read, with its text kept for error positions.
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub source: String,
+    pub config: Config,
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let config = parse(&source).map_err(|e| match e {
+        ConfigError::Parse { message, .. } => ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        },
+        other => other,
+    })?;
+    Ok(LoadedConfig {
+        path: path.to_owned(),
+        source,
+        config,
+    })
+}
+
+/// Parses and validates configuration text.
+pub fn parse(source: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(source).map_err(|e| ConfigError::Parse {
+        path: PathBuf::from("<config>"),
+        message: e.to_string(),
+    })?;
+    validate(&config, source)?;
+    Ok(config)
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let server = &config.server;
+    if server.listen.is_empty() {
+        return Err(ConfigError::invalid(
+            "server.listen",
+            "needs at least one address",
+        ));
+    }
+    for (i, addr) in server.listen.iter().enumerate() {
+        addr.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                format!("server.listen[{i}]"),
+                format!("'{addr}' is not an IP:port address"),
+            )
+        })?;
+    }
+    if server.threads == 0 {
+        return Err(ConfigError::invalid("server.threads", "must be at least 1"));
+    }
+    positive("server.max_body_bytes", server.max_body_bytes)?;
+
+    let auth = &config.auth;
+    match (&auth.secret_env, &auth.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "auth",
+                "set one of secret_env and secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "auth",
+                "set secret_env or secret_file (the secret itself never goes in this file)",
+            ))
+        }
+        _ => {}
+    }
+    if auth.username_claim.is_empty() {
+        return Err(ConfigError::invalid(
+            "auth.username_claim",
+            "must not be empty",
+        ));
+    }
+    if auth.max_token_bytes < 64 {
+        return Err(ConfigError::invalid(
+            "auth.max_token_bytes",
+            "must be at least 64",
+        ));
+    }
+
+    let users = &config.users;
+    match users.source {
+        UserSource::Postgres => {
+            if users.database_url_env.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::invalid(
+                    "users.database_url_env",
+                    "is required when source = \"postgres\"",
+                ));
+            }
+            if !users.query.contains("$1") {
+                return Err(ConfigError::invalid(
+                    "users.query",
+                    "must take the username as parameter $1",
+                ));
+            }
+            if users.pool_size == 0 {
+                return Err(ConfigError::invalid(
+                    "users.pool_size",
+                    "must be at least 1",
+                ));
+            }
+        }
+        UserSource::File => {
+            if users.users.is_none() {
+                return Err(ConfigError::invalid(
+                    "users.users",
+                    "is required when source = \"file\" (path of a username = \"uuid\" table)",
+                ));
+            }
+        }
+    }
+    positive("users.query_timeout_ms", users.query_timeout_ms)?;
+    positive("users.cache_ttl_seconds", users.cache_ttl_seconds)?;
+    positive("users.cache_capacity", users.cache_capacity as u64)?;
+
+    let up = &config.upstream;
+    positive("upstream.connect_timeout_ms", up.connect_timeout_ms)?;
+    positive("upstream.read_timeout_ms", up.read_timeout_ms)?;
+    positive("upstream.write_timeout_ms", up.write_timeout_ms)?;
+    positive("upstream.idle_timeout_ms", up.idle_timeout_ms)?;
+
+    if config.routes.is_empty() {
+        return Err(ConfigError::invalid(
+            "routes",
+            "needs at least one [[routes]] entry",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, spanned) in config.routes.iter().enumerate() {
+        let route = spanned.get_ref();
+        let key = |field: &str| route_key(source, i, spanned, field);
+        validate_route_path(&route.path).map_err(|m| ConfigError::invalid(key("path"), m))?;
+        if !seen.insert(route.path.as_str()) {
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!("'{}' is already used by an earlier route", route.path),
+            ));
+        }
+        if route.service.trim().is_empty() {
+            return Err(ConfigError::invalid(key("service"), "must not be empty"));
+        }
+        if route.host.trim().is_empty() {
+            return Err(ConfigError::invalid(key("host"), "must not be empty"));
+        }
+        if route.port == 0 {
+            return Err(ConfigError::invalid(key("port"), "must be 1..=65535"));
+        }
+        for (field, value) in [
+            ("connect_timeout_ms", route.connect_timeout_ms),
+            ("read_timeout_ms", route.read_timeout_ms),
+            ("write_timeout_ms", route.write_timeout_ms),
+            ("idle_timeout_ms", route.idle_timeout_ms),
+            ("max_body_bytes", route.max_body_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::invalid(key(field), "must be greater than 0"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_route_path(pattern: &str) -> Result<(), String> {
+    if pattern_segments(pattern).is_none() {
+        return Err(format!(
+            "'{pattern}' must start with '/' and end with '/*' (e.g. \"/api/auth/*\")"
+        ));
+    }
+    let prefix = &pattern[..pattern.len() - 1];
+    match normalize_path(prefix) {
+        Ok(normal) if normal == prefix => Ok(()),
+        _ => Err(format!(
+            "'{pattern}' is not a normalized path (no '//', '.', '..' or encoded characters)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = ["127.0.0.1:8100"]
+
+[auth]
+secret_env = "GATEWAY_JWT_SECRET"
+
+[users]
+source = "file"
+users = "conf/users.toml"
+
+[[routes]]
+path = "/api/auth/*"
+service = "auth-server"
+host = "127.0.0.1"
+port = 9000
+auth_required = false
+"#;
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.server.threads, 2);
+        assert_eq!(c.auth.username_claim, "username");
+        assert_eq!(
+            c.users.query,
+            r#"SELECT id FROM "user" WHERE username = $1"#
+        );
+        assert_eq!(c.upstream.connect_timeout_ms, 2_000);
+        assert!(!c.routes[0].get_ref().auth_required);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = MINIMAL
+            .replace("threads", "x")
+            .replace("[auth]", "[auth]\nsecret = \"inline\"");
+        let e = err(&text);
+        assert!(e.contains("unknown field `secret`"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn route_errors_name_index_line_and_field() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\npath = \"/api/x\"\nservice = \"x\"\nhost = \"127.0.0.1\"\nport = 1\n"
+        );
+        let e = err(&text);
+        assert!(e.starts_with("routes[1] (line 19).path:"), "{e}");
+        let dup = format!(
+            "{MINIMAL}{}",
+            &MINIMAL[MINIMAL.find("[[routes]]").unwrap()..]
+        );
+        assert!(err(&dup).contains("already used"));
+        let port = MINIMAL.replace("port = 9000", "port = 0");
+        assert!(err(&port).contains(".port: must be 1..=65535"));
+        let unnormal = MINIMAL.replace("/api/auth/*", "/api/../auth/*");
+        assert!(err(&unnormal).contains("not a normalized path"));
+    }
+
+    #[test]
+    fn secrets_and_sources_are_checked() {
+        let both = MINIMAL.replace(
+            "secret_env = \"GATEWAY_JWT_SECRET\"",
+            "secret_env = \"A\"\nsecret_file = \"/x\"",
+        );
+        assert!(err(&both).starts_with("auth: set one of"));
+        let pg = MINIMAL.replace("source = \"file\"", "source = \"postgres\"");
+        assert!(err(&pg).starts_with("users.database_url_env:"));
+        let no_file = MINIMAL.replace("users = \"conf/users.toml\"", "");
+        assert!(err(&no_file).starts_with("users.users:"));
+        let listen = MINIMAL.replace("127.0.0.1:8100", "localhost");
+        assert!(err(&listen).starts_with("server.listen[0]:"));
+    }
+}

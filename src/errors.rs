@@ -1,0 +1,185 @@
+//! The errors the gateway answers itself, and the one place they become HTTP
+//! responses (the JSON envelope of DESIGN.md).
+//!
+//! Every phase of the proxy returns a [`GatewayError`]; only
+//! [`render_envelope`] turns one into status, headers and body, so the
+//! envelope cannot drift between call sites.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use serde::Serialize;
+use std::time::SystemTime;
+
+use crate::headers::X_REQUEST_ID;
+
+/// An error the gateway answers itself, with the code and status of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The request cannot be handled safely; the reason is safe to show clients.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("Authorization bearer token is required")]
+    MissingToken,
+    #[error("Token is invalid")]
+    InvalidToken,
+    #[error("Token has expired")]
+    TokenExpired,
+    #[error("User not found")]
+    UserNotFound,
+    #[error("No route matches this path")]
+    RouteNotFound,
+    #[error("Request body is larger than this route accepts")]
+    PayloadTooLarge,
+    #[error("Upstream service is unavailable")]
+    ServiceUnavailable,
+    #[error("User directory is unavailable")]
+    UserDirectoryUnavailable,
+    #[error("Upstream service did not answer in time")]
+    GatewayTimeout,
+}
+
+impl GatewayError {
+    /// The machine-readable code of the envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::MissingToken => "MISSING_TOKEN",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::RouteNotFound => "ROUTE_NOT_FOUND",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::UserDirectoryUnavailable => "USER_DIRECTORY_UNAVAILABLE",
+            Self::GatewayTimeout => "GATEWAY_TIMEOUT",
+        }
+    }
+
+    /// The HTTP status the code maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::MissingToken | Self::InvalidToken | Self::TokenExpired => 401,
+            Self::UserNotFound | Self::RouteNotFound => 404,
+            Self::PayloadTooLarge => 413,
+            Self::ServiceUnavailable | Self::UserDirectoryUnavailable => 503,
+            Self::GatewayTimeout => 504,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for 401s (RFC 6750), `None` otherwise.
+    fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => Some("Bearer"),
+            Self::InvalidToken => Some("Bearer error=\"invalid_token\""),
+            Self::TokenExpired => {
+                Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: EnvelopeBody<'a>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeBody<'a> {
+    code: &'static str,
+    message: String,
+    timestamp: String,
+    request_id: &'a str,
+}
+
+/// The JSON body of the envelope for `err`, stamped with `now`.
+pub fn envelope_body(err: &GatewayError, request_id: &str, now: SystemTime) -> Bytes {
+    let envelope = Envelope {
+        error: EnvelopeBody {
+            code: err.code(),
+            message: err.to_string(),
+            timestamp: humantime::format_rfc3339_seconds(now).to_string(),
+            request_id,
+        },
+    };
+    // Serializing plain strings into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+/// Status, headers and body of the envelope response for `err`.
+pub fn render_envelope(
+    err: &GatewayError,
+    request_id: &HeaderValue,
+) -> pingora_core::Result<(ResponseHeader, Bytes)> {
+    let body = envelope_body(
+        err,
+        request_id.to_str().unwrap_or_default(),
+        SystemTime::now(),
+    );
+    let mut resp = ResponseHeader::build(err.status(), Some(5))?;
+    resp.insert_header(CONTENT_TYPE, "application/json")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    if let Some(challenge) = err.challenge() {
+        resp.insert_header(WWW_AUTHENTICATE, challenge)?;
+    }
+    Ok((resp, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_the_status_of_the_design() {
+        let table = [
+            (GatewayError::BadRequest("x"), "BAD_REQUEST", 400),
+            (GatewayError::MissingToken, "MISSING_TOKEN", 401),
+            (GatewayError::InvalidToken, "INVALID_TOKEN", 401),
+            (GatewayError::TokenExpired, "TOKEN_EXPIRED", 401),
+            (GatewayError::UserNotFound, "USER_NOT_FOUND", 404),
+            (GatewayError::RouteNotFound, "ROUTE_NOT_FOUND", 404),
+            (GatewayError::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+            (GatewayError::ServiceUnavailable, "SERVICE_UNAVAILABLE", 503),
+            (
+                GatewayError::UserDirectoryUnavailable,
+                "USER_DIRECTORY_UNAVAILABLE",
+                503,
+            ),
+            (GatewayError::GatewayTimeout, "GATEWAY_TIMEOUT", 504),
+        ];
+        for (err, code, status) in table {
+            assert_eq!(err.code(), code);
+            assert_eq!(err.status(), status);
+            assert_eq!(err.challenge().is_some(), status == 401, "{code}");
+        }
+    }
+
+    #[test]
+    fn envelope_has_the_design_shape() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_755_772_200);
+        let body = envelope_body(&GatewayError::TokenExpired, "req_123456", at);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "TOKEN_EXPIRED");
+        assert_eq!(v["error"]["message"], "Token has expired");
+        assert_eq!(v["error"]["timestamp"], "2025-08-21T10:30:00Z");
+        assert_eq!(v["error"]["request_id"], "req_123456");
+    }
+
+    #[test]
+    fn response_carries_request_id_and_challenge() {
+        let id = HeaderValue::from_static("abc");
+        let (resp, body) = render_envelope(&GatewayError::MissingToken, &id).unwrap();
+        assert_eq!(resp.status.as_u16(), 401);
+        assert_eq!(resp.headers["x-request-id"], "abc");
+        assert_eq!(resp.headers["www-authenticate"], "Bearer");
+        assert_eq!(
+            resp.headers["content-length"],
+            body.len().to_string().as_str()
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! Everything a request needs, built once from a validated configuration:
+//! the route table (with upstream addresses resolved now, never per request),
+//! the token verifier and the identity cache.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{route_key, ConfigError, LoadedConfig, RouteConfig, UpstreamDefaults};
+use crate::identity::IdentityCache;
+use crate::jwt::{load_secret, JwtVerifier};
+use crate::routing::{Route, RouteTable};
+
+/// The request-serving state of one configuration.
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub jwt: JwtVerifier,
+    pub identity: IdentityCache,
+}
+
+impl Gateway {
+    /// Builds the state, reading secrets and user files and resolving hosts.
+    pub fn build(loaded: &LoadedConfig) -> Result<Self, ConfigError> {
+        let config = &loaded.config;
+        let secret = load_secret(&config.auth)?;
+        let jwt = JwtVerifier::new(&config.auth, &secret);
+        let identity = IdentityCache::from_config(&config.users)?;
+        let mut routes = RouteTable::default();
+        for (i, spanned) in config.routes.iter().enumerate() {
+            let route = spanned.get_ref();
+            let key = |field: &str| route_key(&loaded.source, i, spanned, field);
+            let peer = upstream_peer(route, &config.upstream)
+                .map_err(|message| ConfigError::invalid(key("host"), message))?;
+            routes.insert(Route {
+                pattern: route.path.clone(),
+                service: route.service.clone(),
+                auth_required: route.auth_required,
+                max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
+                peer,
+            });
+        }
+        Ok(Self {
+            routes,
+            jwt,
+            identity,
+        })
+    }
+}
+
+/// The peer template of a route: address resolved, timeouts set (Pingora's
+/// defaults have none).
+fn upstream_peer(route: &RouteConfig, defaults: &UpstreamDefaults) -> Result<HttpPeer, String> {
+    let addr = (route.host.as_str(), route.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{}': {e}", route.host))?
+        .next()
+        .ok_or_else(|| format!("'{}' resolves to no address", route.host))?;
+    let ms = |v: Option<u64>, d: u64| Some(Duration::from_millis(v.unwrap_or(d)));
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    let options = &mut peer.options;
+    options.connection_timeout = ms(route.connect_timeout_ms, defaults.connect_timeout_ms);
+    options.total_connection_timeout = options.connection_timeout;
+    options.read_timeout = ms(route.read_timeout_ms, defaults.read_timeout_ms);
+    options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
+    options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
+    Ok(peer)
+}

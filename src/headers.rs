@@ -1,0 +1,156 @@
+//! Header rules of DESIGN.md: the request id, identity-header stripping and
+//! the forwarding headers.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const X_USERNAME: HeaderName = HeaderName::from_static("x-username");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The longest client request id that is kept.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A client `X-Request-Id` is kept when it is 1..=128 of `[A-Za-z0-9._:-]`.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The client's request id when valid, else a fresh `req_<32 hex>`.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if is_valid_request_id(v.as_bytes()) => v.clone(),
+        _ => generate_request_id(),
+    }
+}
+
+pub fn generate_request_id() -> HeaderValue {
+    let mut buf = [0u8; 4 + 32];
+    buf[..4].copy_from_slice(b"req_");
+    uuid::Uuid::new_v4().simple().encode_lower(&mut buf[4..]);
+    // Only ASCII letters, digits and '_': always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+}
+
+/// True for names that an upstream could read as `X-User-Id`/`X-Username`:
+/// any case, with `_` standing for `-` (CGI-style servers merge the two).
+pub fn is_identity_header(name: &str) -> bool {
+    let same = |want: &str| {
+        name.len() == want.len()
+            && name.bytes().zip(want.bytes()).all(|(a, b)| {
+                let a = if a == b'_' { b'-' } else { a };
+                a.eq_ignore_ascii_case(&b)
+            })
+    };
+    same("x-user-id") || same("x-username")
+}
+
+/// Removes every client-sent identity header, in any case, count or spelling.
+pub fn strip_identity_headers(req: &mut RequestHeader) {
+    // Names are lower-cased by the parser; the common case finds nothing.
+    let spoofed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        req.remove_header(&name);
+    }
+}
+
+/// `X-Forwarded-For` with the client address appended to what came in.
+pub fn forwarded_for(
+    headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+) -> Option<HeaderValue> {
+    let mut value = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(text) = prior.to_str() {
+            let text = text.trim();
+            if !text.is_empty() {
+                if !value.is_empty() {
+                    value.push_str(", ");
+                }
+                value.push_str(text);
+            }
+        }
+    }
+    if let Some(ip) = client_ip {
+        if !value.is_empty() {
+            value.push_str(", ");
+        }
+        value.push_str(&ip.to_string());
+    }
+    if value.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_rules() {
+        assert!(is_valid_request_id(b"req_123456"));
+        assert!(is_valid_request_id(b"a.b:c-d_e"));
+        assert!(!is_valid_request_id(b""));
+        assert!(!is_valid_request_id(b"has space"));
+        assert!(!is_valid_request_id(b"semi;colon"));
+        assert!(!is_valid_request_id(&[b'a'; 129]));
+        assert!(is_valid_request_id(&[b'a'; 128]));
+        let generated = generate_request_id();
+        assert!(generated.to_str().unwrap().starts_with("req_"));
+        assert_eq!(generated.len(), 36);
+        assert!(is_valid_request_id(generated.as_bytes()));
+        assert_ne!(generated, generate_request_id());
+    }
+
+    #[test]
+    fn identity_header_spellings() {
+        for n in [
+            "x-user-id",
+            "X-USER-ID",
+            "x_user_id",
+            "X_Username",
+            "x-username",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in ["x-user-ids", "x-user", "user-id", "x-usernamex"] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn stripping_removes_every_copy() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-User-Id", "a").unwrap();
+        req.append_header("x-user-id", "b").unwrap();
+        req.append_header("X_USERNAME", "c").unwrap();
+        req.append_header("Accept", "d").unwrap();
+        strip_identity_headers(&mut req);
+        assert_eq!(req.headers.len(), 1);
+        assert_eq!(req.headers["accept"], "d");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(forwarded_for(&h, Some(ip)).unwrap(), "127.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("127.0.0.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("127.0.0.8"));
+        assert_eq!(
+            forwarded_for(&h, Some(ip)).unwrap(),
+            "127.0.0.9, 127.0.0.8, 127.0.0.1"
+        );
+    }
+}

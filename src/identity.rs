@@ -1,0 +1,358 @@
+//! The user directory (username -> UUID) and its cache.
+//!
+//! Two sources sit behind one trait: PostgreSQL (a deadpool pool running the
+//! configured, parameterized query) and a TOML file for small deployments.
+//! [`IdentityCache`] fronts either one with a bounded quick_cache: hits live
+//! for `cache_ttl_seconds`, misses (unknown users) for the shorter
+//! `negative_cache_ttl_seconds`, errors are never cached, and concurrent
+//! lookups of one username share a single directory query.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use http::HeaderValue;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::config::{ConfigError, UserSource, UsersConfig};
+use crate::errors::GatewayError;
+
+/// Why the directory could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("user directory timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("user directory pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("user directory query: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("user directory returned a value that is not a UUID: {0}")]
+    NotUuid(String),
+}
+
+/// A source of username -> UUID answers.
+#[async_trait]
+pub trait UserDirectory: Send + Sync {
+    /// `Ok(None)` means the user does not exist.
+    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError>;
+}
+
+/// PostgreSQL-backed directory.
+pub struct PostgresDirectory {
+    pool: Pool,
+    query: String,
+    timeout: Duration,
+}
+
+impl PostgresDirectory {
+    /// Builds the pool; no connection is made until the first lookup, so the
+    /// connections (and their I/O tasks) live in the server's runtime.
+    pub fn new(users: &UsersConfig, database_url: &str) -> Result<Self, ConfigError> {
+        let key = "users.database_url_env";
+        let pg_config: tokio_postgres::Config = database_url
+            .parse()
+            .map_err(|e| ConfigError::invalid(key, format!("not a valid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            pg_config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let timeout = Duration::from_millis(users.query_timeout_ms);
+        let pool = Pool::builder(manager)
+            .max_size(users.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| ConfigError::invalid("users.pool_size", e.to_string()))?;
+        Ok(Self {
+            pool,
+            query: users.query.clone(),
+            timeout,
+        })
+    }
+
+    async fn query_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(&self.query).await?;
+        let Some(row) = client.query_opt(&statement, &[&username]).await? else {
+            return Ok(None);
+        };
+        let column_type = statement.columns().first().map(|c| c.type_().clone());
+        if column_type == Some(Type::UUID) {
+            return Ok(Some(row.try_get::<_, Uuid>(0)?));
+        }
+        let text: String = row.try_get(0)?;
+        Uuid::parse_str(text.trim())
+            .map(Some)
+            .map_err(|_| DirectoryError::NotUuid(text))
+    }
+}
+
+#[async_trait]
+impl UserDirectory for PostgresDirectory {
+    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+        tokio::time::timeout(self.timeout, self.query_user_id(username))
+            .await
+            .map_err(|_| DirectoryError::Timeout(self.timeout))?
+    }
+}
+
+/// File-backed directory: a TOML table of `username = "uuid"`.
+pub struct FileDirectory {
+    users: HashMap<String, Uuid>,
+}
+
+impl FileDirectory {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let key = "users.users";
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
+        })?;
+        let table: HashMap<String, String> = toml::from_str(&text)
+            .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+        let mut users = HashMap::with_capacity(table.len());
+        for (name, id) in table {
+            let uuid = Uuid::parse_str(&id).map_err(|_| {
+                ConfigError::invalid(
+                    key,
+                    format!("{}: user '{name}' has '{id}', not a UUID", path.display()),
+                )
+            })?;
+            users.insert(name, uuid);
+        }
+        Ok(Self { users })
+    }
+}
+
+#[async_trait]
+impl UserDirectory for FileDirectory {
+    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+        Ok(self.users.get(username).copied())
+    }
+}
+
+/// The identity headers of one user, ready to insert upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: HeaderValue,
+    pub username: HeaderValue,
+}
+
+impl Identity {
+    fn new(username: &str, id: Uuid) -> Option<Self> {
+        let mut buf = Uuid::encode_buffer();
+        let hyphenated = id.hyphenated().encode_lower(&mut buf);
+        Some(Self {
+            user_id: HeaderValue::from_str(hyphenated).ok()?,
+            username: HeaderValue::from_bytes(username.as_bytes()).ok()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CachedLookup {
+    /// `None`: the directory said the user does not exist.
+    identity: Option<Identity>,
+    expires_at: Instant,
+}
+
+/// Counters of the cache, for tests and (later) metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub directory_queries: AtomicU64,
+    pub directory_errors: AtomicU64,
+}
+
+/// Username -> identity, cached in front of a [`UserDirectory`].
+pub struct IdentityCache {
+    directory: Box<dyn UserDirectory>,
+    cache: Cache<String, CachedLookup>,
+    ttl: Duration,
+    negative_ttl: Duration,
+    pub stats: CacheStats,
+}
+
+impl IdentityCache {
+    pub fn new(directory: Box<dyn UserDirectory>, users: &UsersConfig) -> Self {
+        Self {
+            directory,
+            cache: Cache::new(users.cache_capacity),
+            ttl: Duration::from_secs(users.cache_ttl_seconds),
+            negative_ttl: Duration::from_secs(users.negative_cache_ttl_seconds),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Builds the directory named by `[users]` and the cache in front of it.
+    pub fn from_config(users: &UsersConfig) -> Result<Self, ConfigError> {
+        let directory: Box<dyn UserDirectory> = match users.source {
+            UserSource::Postgres => {
+                let var = users.database_url_env.as_deref().unwrap_or_default();
+                let url = std::env::var(var).map_err(|_| {
+                    ConfigError::invalid(
+                        "users.database_url_env",
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                Box::new(PostgresDirectory::new(users, &url)?)
+            }
+            UserSource::File => {
+                let path = users.users.as_deref().unwrap_or(Path::new(""));
+                Box::new(FileDirectory::load(path)?)
+            }
+        };
+        Ok(Self::new(directory, users))
+    }
+
+    /// The identity of `username`: from the cache when fresh, else from the
+    /// directory, one query per username at a time.
+    pub async fn resolve(&self, username: &str) -> Result<Identity, GatewayError> {
+        let now = Instant::now();
+        if let Some(hit) = self.cache.get(username) {
+            if hit.expires_at > now {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return hit.identity.ok_or(GatewayError::UserNotFound);
+            }
+        }
+        // Absent or stale: take the loading guard, or wait for whoever holds
+        // it and use what they stored.
+        let guard = match self
+            .cache
+            .entry_async(username, |_, v: &mut CachedLookup| {
+                if v.expires_at > Instant::now() {
+                    EntryAction::Retain(v.identity.clone())
+                } else {
+                    EntryAction::ReplaceWithGuard
+                }
+            })
+            .await
+        {
+            EntryResult::Retained(identity) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return identity.ok_or(GatewayError::UserNotFound);
+            }
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => guard,
+            // Only produced by the synchronous API with a timeout.
+            EntryResult::Removed(..) | EntryResult::Timeout => {
+                return Err(GatewayError::UserDirectoryUnavailable)
+            }
+        };
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.stats.directory_queries.fetch_add(1, Ordering::Relaxed);
+        // On error the guard drops without a value: nothing is cached and the
+        // next waiter becomes the loader.
+        let found = self.directory.find_user_id(username).await.map_err(|e| {
+            self.stats.directory_errors.fetch_add(1, Ordering::Relaxed);
+            log::warn!("user directory lookup failed: {e}");
+            GatewayError::UserDirectoryUnavailable
+        })?;
+        let (identity, ttl) = match found {
+            Some(id) => (Identity::new(username, id), self.ttl),
+            None => (None, self.negative_ttl),
+        };
+        let _ = guard.insert(CachedLookup {
+            identity: identity.clone(),
+            expires_at: Instant::now() + ttl,
+        });
+        identity.ok_or(GatewayError::UserNotFound)
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct CountingDirectory {
+        calls: Arc<AtomicU64>,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl UserDirectory for CountingDirectory {
+        async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.fail {
+                return Err(DirectoryError::Timeout(Duration::ZERO));
+            }
+            Ok((username == "alice").then(|| Uuid::from_u128(7)))
+        }
+    }
+
+    fn users(negative_ttl: u64) -> UsersConfig {
+        toml::from_str(&format!(
+            "source = \"file\"\nusers = \"x\"\nnegative_cache_ttl_seconds = {negative_ttl}"
+        ))
+        .unwrap()
+    }
+
+    fn cache(fail: bool) -> (IdentityCache, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let dir = CountingDirectory {
+            calls: calls.clone(),
+            fail,
+        };
+        (IdentityCache::new(Box::new(dir), &users(10)), calls)
+    }
+
+    #[tokio::test]
+    async fn hits_misses_and_unknown_users_are_cached() {
+        let (c, calls) = cache(false);
+        let id = c.resolve("alice").await.unwrap();
+        assert_eq!(id.user_id, "00000000-0000-0000-0000-000000000007");
+        assert_eq!(id.username, "alice");
+        assert_eq!(c.resolve("alice").await.unwrap(), id);
+        assert_eq!(c.resolve("bob").await, Err(GatewayError::UserNotFound));
+        assert_eq!(c.resolve("bob").await, Err(GatewayError::UserNotFound));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let (c, calls) = cache(true);
+        for _ in 0..3 {
+            assert_eq!(
+                c.resolve("alice").await,
+                Err(GatewayError::UserDirectoryUnavailable)
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(c.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_lookups_share_one_query() {
+        let (c, calls) = cache(false);
+        let c = Arc::new(c);
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.resolve("alice").await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().is_ok());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

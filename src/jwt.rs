@@ -1,0 +1,318 @@
+//! Bearer-token verification (HS256 pinned) and dev-token minting.
+//!
+//! The algorithm is fixed by configuration, never taken from the token:
+//! `alg: none`, HS384 or RS256 headers are refused. `exp` is required, `nbf`
+//! honored, both with the configured leeway; `iss` and `aud` are checked when
+//! configured. Oversized tokens are refused before any decoding.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+use crate::config::{AuthConfig, ConfigError};
+use crate::errors::GatewayError;
+
+/// The shortest HS256 secret the gateway accepts (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The longest username accepted from a token, in bytes.
+pub const MAX_USERNAME_BYTES: usize = 256;
+
+/// What the `Authorization` header holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BearerToken<'a> {
+    Missing,
+    /// Present but not a usable bearer token (repeated header, empty, not text).
+    Malformed,
+    Present(&'a str),
+}
+
+/// Reads the bearer token from the request's `Authorization` header(s).
+pub fn bearer_token(headers: &http::HeaderMap) -> BearerToken<'_> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return BearerToken::Missing;
+    };
+    if values.next().is_some() {
+        // Two Authorization headers: which one would the upstream believe?
+        return BearerToken::Malformed;
+    }
+    let Ok(text) = value.to_str() else {
+        return BearerToken::Malformed;
+    };
+    let Some((scheme, token)) = text.trim().split_once(' ') else {
+        return BearerToken::Missing;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return BearerToken::Missing;
+    }
+    match token.trim() {
+        "" => BearerToken::Malformed,
+        t => BearerToken::Present(t),
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("token invalid")]
+    Invalid,
+}
+
+impl From<TokenError> for GatewayError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Expired => GatewayError::TokenExpired,
+            TokenError::Invalid => GatewayError::InvalidToken,
+        }
+    }
+}
+
+/// Verifies HS256 tokens against the configured secret and claims.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    username_claim: String,
+    max_token_bytes: usize,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("JwtVerifier")
+            .field("username_claim", &self.username_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the signing secret named by `[auth]` from the environment or a file.
+pub fn load_secret(auth: &AuthConfig) -> Result<Vec<u8>, ConfigError> {
+    let (key, secret) = if let Some(var) = &auth.secret_env {
+        let value = std::env::var_os(var).ok_or_else(|| {
+            ConfigError::invalid(
+                "auth.secret_env",
+                format!("environment variable {var} is not set"),
+            )
+        })?;
+        ("auth.secret_env", value.into_encoded_bytes())
+    } else if let Some(path) = &auth.secret_file {
+        let mut bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::invalid(
+                "auth.secret_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        // Files written by editors and `echo` end with a newline that is not
+        // part of the secret.
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        ("auth.secret_file", bytes)
+    } else {
+        return Err(ConfigError::invalid("auth", "no secret source configured"));
+    };
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "the secret is {} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
+                secret.len()
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+impl JwtVerifier {
+    pub fn new(auth: &AuthConfig, secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = auth.leeway_seconds;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp"]);
+        match &auth.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            // jsonwebtoken refuses any `aud` unless told which it expects.
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &auth.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+            username_claim: auth.username_claim.clone(),
+            max_token_bytes: auth.max_token_bytes,
+        }
+    }
+
+    /// Verifies `token` and returns the username claim.
+    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })?;
+        let mut claims = data.claims;
+        match claims.remove(&self.username_claim) {
+            Some(Value::String(name)) if is_sane_username(&name) => Ok(name),
+            _ => Err(TokenError::Invalid),
+        }
+    }
+}
+
+/// Non-empty, bounded, and free of control characters (it becomes a header).
+pub fn is_sane_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME_BYTES
+        && !name.chars().any(char::is_control)
+        && HeaderValue::from_bytes(name.as_bytes()).is_ok()
+}
+
+/// Mints an HS256 token for `username`, valid for `ttl_seconds` (dev tool).
+pub fn mint(
+    auth: &AuthConfig,
+    secret: &[u8],
+    username: &str,
+    ttl_seconds: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut claims = Map::new();
+    claims.insert(auth.username_claim.clone(), username.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl_seconds).into());
+    if let Some(iss) = &auth.issuer {
+        claims.insert("iss".into(), iss.as_str().into());
+    }
+    if let Some(aud) = &auth.audience {
+        claims.insert("aud".into(), aud.as_str().into());
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn auth() -> AuthConfig {
+        crate::config::parse(
+            r#"
+[server]
+listen = ["127.0.0.1:1"]
+[auth]
+secret_env = "X"
+[users]
+source = "file"
+users = "u.toml"
+[[routes]]
+path = "/*"
+service = "s"
+host = "127.0.0.1"
+port = 1
+"#,
+        )
+        .unwrap()
+        .auth
+    }
+
+    fn sign(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn minted_token_verifies() {
+        let a = auth();
+        let t = mint(&a, SECRET, "alice", 60).unwrap();
+        assert_eq!(JwtVerifier::new(&a, SECRET).verify(&t).unwrap(), "alice");
+    }
+
+    #[test]
+    fn refusals_have_the_right_kind() {
+        let v = JwtVerifier::new(&auth(), SECRET);
+        let exp = now() + 600;
+        let cases = [
+            (
+                serde_json::json!({"username": "a", "exp": now() - 600}),
+                TokenError::Expired,
+            ),
+            (serde_json::json!({"username": "a"}), TokenError::Invalid),
+            (
+                serde_json::json!({"username": "a", "exp": exp, "nbf": now() + 600}),
+                TokenError::Invalid,
+            ),
+            (
+                serde_json::json!({"username": 7, "exp": exp}),
+                TokenError::Invalid,
+            ),
+            (
+                serde_json::json!({"username": "", "exp": exp}),
+                TokenError::Invalid,
+            ),
+            (
+                serde_json::json!({"username": "a\nb", "exp": exp}),
+                TokenError::Invalid,
+            ),
+            (
+                serde_json::json!({"username": "a", "exp": "soon"}),
+                TokenError::Invalid,
+            ),
+        ];
+        for (claims, want) in cases {
+            let t = sign(claims.clone(), Algorithm::HS256, SECRET);
+            assert_eq!(v.verify(&t).unwrap_err(), want, "{claims}");
+        }
+        let good = serde_json::json!({"username": "a", "exp": exp});
+        let other_alg = sign(good.clone(), Algorithm::HS512, SECRET);
+        assert_eq!(v.verify(&other_alg).unwrap_err(), TokenError::Invalid);
+        let wrong_key = sign(good, Algorithm::HS256, b"another-secret-another-secret-xx");
+        assert_eq!(v.verify(&wrong_key).unwrap_err(), TokenError::Invalid);
+        assert_eq!(v.verify("not.a.token").unwrap_err(), TokenError::Invalid);
+        assert_eq!(
+            v.verify(&"a".repeat(9000)).unwrap_err(),
+            TokenError::Invalid
+        );
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(bearer_token(&h), BearerToken::Missing);
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&h), BearerToken::Missing);
+        h.insert("authorization", HeaderValue::from_static("bearer  abc "));
+        assert_eq!(bearer_token(&h), BearerToken::Present("abc"));
+        h.insert("authorization", HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&h), BearerToken::Missing);
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        h.append("authorization", HeaderValue::from_static("Bearer y"));
+        assert_eq!(bearer_token(&h), BearerToken::Malformed);
+    }
+}

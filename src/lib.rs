@@ -1,0 +1,19 @@
+//! robeing-gateway: the edge API gateway of the robeing services, on Pingora.
+//!
+//! Request path (DESIGN.md): [`headers`] (request id, identity stripping) ->
+//! [`path`] (normalization) -> [`routing`] (route table) -> [`jwt`] (token)
+//! -> [`identity`] (username -> UUID, cached) -> [`proxy`] (the Pingora
+//! phases) -> [`errors`] (the JSON envelope). [`config`] reads the TOML file,
+//! [`gateway`] builds the serving state from it, [`server`] runs Pingora.
+
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod gateway;
+pub mod headers;
+pub mod identity;
+pub mod jwt;
+pub mod path;
+pub mod proxy;
+pub mod routing;
+pub mod server;

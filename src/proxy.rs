@@ -1,0 +1,336 @@
+//! The `ProxyHttp` implementation: each phase is one step of DESIGN.md's
+//! request path and calls small functions from the concern modules.
+//!
+//! 1. request id, 2. path normalization and route match, 3. identity-header
+//! stripping, 4. token, 5. identity (all in `request_filter`); the peer from
+//! the route table (`upstream_peer`); 6. identity and forwarding headers
+//! (`upstream_request_filter`); 7. bodies stream untouched (no body filter
+//! changes bytes); 8. upstream failures become envelopes (`fail_to_proxy`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::errors::{render_envelope, GatewayError};
+use crate::gateway::Gateway;
+use crate::headers::{
+    forwarded_for, request_id, strip_identity_headers, X_FORWARDED_FOR, X_FORWARDED_PROTO,
+    X_REQUEST_ID, X_USERNAME, X_USER_ID,
+};
+use crate::identity::Identity;
+use crate::jwt::{bearer_token, BearerToken};
+use crate::path::normalize_path;
+use crate::routing::Route;
+
+/// The gateway's proxy service.
+pub struct GatewayProxy {
+    gateway: Arc<Gateway>,
+}
+
+impl GatewayProxy {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Per-request state. A fresh one per request, so nothing (identity above
+/// all) carries over between requests of a keep-alive connection.
+#[derive(Default)]
+pub struct RequestCtx {
+    request_id: Option<HeaderValue>,
+    route: Option<Arc<Route>>,
+    /// The origin-form target the upstream must receive, when it differs
+    /// from what the client sent (normalized path, absolute-form target).
+    upstream_uri: Option<Uri>,
+    identity: Option<Identity>,
+    body_bytes: u64,
+}
+
+impl RequestCtx {
+    fn request_id(&mut self) -> &HeaderValue {
+        self.request_id
+            .get_or_insert_with(crate::headers::generate_request_id)
+    }
+}
+
+/// The origin-form URI to send upstream, if the request's differs from it.
+fn upstream_target(uri: &Uri, normalized_path: &str) -> Result<Option<Uri>, GatewayError> {
+    let path_changed = normalized_path != uri.path();
+    if !path_changed && uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(None);
+    }
+    let target = match uri.query() {
+        Some(q) => format!("{normalized_path}?{q}"),
+        None => normalized_path.to_owned(),
+    };
+    target
+        .parse::<Uri>()
+        .map(Some)
+        .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))
+}
+
+/// Refuses a declared body larger than the route accepts (413).
+fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayError> {
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The gateway error for a Pingora error that ended a proxied request, or
+/// `None` when the client is gone and nothing can be sent.
+fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(413)) => Some(GatewayError::PayloadTooLarge),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest("malformed request")),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => Some(GatewayError::GatewayTimeout),
+        _ => Some(GatewayError::ServiceUnavailable),
+    }
+}
+
+impl GatewayProxy {
+    /// Steps 2 to 5: decides whether and where the request may go.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let path =
+            normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
+        let route = self
+            .gateway
+            .routes
+            .lookup(&path)
+            .ok_or(GatewayError::RouteNotFound)?
+            .clone();
+        ctx.upstream_uri = upstream_target(&req.uri, &path)?;
+        check_declared_body(req, route.max_body_bytes)?;
+        strip_identity_headers(session.req_header_mut());
+        ctx.identity = self.authenticate(session.req_header(), &route).await?;
+        ctx.route = Some(route);
+        Ok(())
+    }
+
+    /// Steps 4 and 5: the token and the identity behind it.
+    ///
+    /// On a public route a valid token still gets identity; a missing or bad
+    /// one, or a user the directory cannot vouch for, goes on anonymously.
+    async fn authenticate(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+    ) -> Result<Option<Identity>, GatewayError> {
+        let outcome = match bearer_token(&req.headers) {
+            BearerToken::Missing => Err(GatewayError::MissingToken),
+            BearerToken::Malformed => Err(GatewayError::InvalidToken),
+            BearerToken::Present(token) => match self.gateway.jwt.verify(token) {
+                Ok(username) => self.gateway.identity.resolve(&username).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        match outcome {
+            Ok(identity) => Ok(Some(identity)),
+            Err(_) if !route.auth_required => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the envelope for `err` unless a response has already started.
+    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
+        let (resp, body) = match render_envelope(&err, ctx.request_id()) {
+            Ok(rendered) => rendered,
+            Err(e) => {
+                log::error!("cannot render error envelope: {e}");
+                return;
+            }
+        };
+        // Closes the connection afterwards: an unread request body may follow.
+        if let Err(e) = session
+            .as_downstream_mut()
+            .write_error_response(resp, body)
+            .await
+        {
+            log::debug!("cannot send error response: {e}");
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.request_id = Some(request_id(&session.req_header().headers));
+        match self.admit(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(err) => {
+                self.respond_error(session, ctx, err).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        match &ctx.route {
+            Some(route) => Ok(Box::new(route.peer.clone())),
+            None => Error::e_explain(ErrorType::InternalError, "no route chosen"),
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Counts only; the bytes pass unchanged. Catches chunked bodies that
+        // declared no length.
+        if let (Some(chunk), Some(route)) = (body.as_ref(), ctx.route.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > route.max_body_bytes {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the route limit",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(uri) = ctx.upstream_uri.take() {
+            upstream.set_uri(uri);
+        }
+        // Stripped in request_filter already; stripped again here because
+        // this header is the one that leaves.
+        strip_identity_headers(upstream);
+        if let Some(identity) = &ctx.identity {
+            upstream.insert_header(X_USER_ID, identity.user_id.clone())?;
+            upstream.insert_header(X_USERNAME, identity.username.clone())?;
+        }
+        upstream.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
+            upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        }
+        upstream.insert_header(X_FORWARDED_PROTO, "http")?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(err) = classify_proxy_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        self.respond_error(session, ctx, err).await;
+        FailToProxy {
+            error_code: err.status(),
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_target_only_when_needed() {
+        let uri: Uri = "/api/x?a=1".parse().unwrap();
+        assert_eq!(upstream_target(&uri, "/api/x").unwrap(), None);
+        let changed = upstream_target(&uri, "/api/y").unwrap().unwrap();
+        assert_eq!(changed, "/api/y?a=1");
+        let absolute: Uri = "http://127.0.0.1/api/x".parse().unwrap();
+        assert_eq!(
+            upstream_target(&absolute, "/api/x").unwrap().unwrap(),
+            "/api/x"
+        );
+    }
+
+    #[test]
+    fn proxy_errors_map_to_design_codes() {
+        let e = |src, t| {
+            let mut e = Error::new(t);
+            e.esource = src;
+            classify_proxy_error(&e)
+        };
+        use ErrorType::*;
+        assert_eq!(
+            e(ErrorSource::Upstream, ConnectRefused),
+            Some(GatewayError::ServiceUnavailable)
+        );
+        assert_eq!(
+            e(ErrorSource::Upstream, ConnectTimedout),
+            Some(GatewayError::ServiceUnavailable)
+        );
+        assert_eq!(
+            e(ErrorSource::Upstream, ReadTimedout),
+            Some(GatewayError::GatewayTimeout)
+        );
+        assert_eq!(e(ErrorSource::Downstream, ReadError), None);
+        assert_eq!(
+            e(ErrorSource::Internal, HTTPStatus(413)),
+            Some(GatewayError::PayloadTooLarge)
+        );
+        assert_eq!(
+            e(ErrorSource::Downstream, InvalidHTTPHeader),
+            Some(GatewayError::BadRequest("malformed request"))
+        );
+    }
+
+    #[test]
+    fn declared_body_limit() {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        assert!(check_declared_body(&req, 10).is_ok());
+        req.insert_header("content-length", "11").unwrap();
+        assert_eq!(
+            check_declared_body(&req, 10),
+            Err(GatewayError::PayloadTooLarge)
+        );
+        assert!(check_declared_body(&req, 11).is_ok());
+    }
+}

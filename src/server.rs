@@ -1,0 +1,53 @@
+//! Maps `[server]` onto Pingora's server configuration (no YAML file) and
+//! runs the proxy service.
+
+use std::sync::Arc;
+
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
+use crate::proxy::GatewayProxy;
+
+/// Process-level flags from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+/// Pingora's `ServerConf` for our `[server]` section.
+pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
+    let mut conf = ServerConf::default();
+    conf.version = 1;
+    conf.daemon = flags.daemon;
+    conf.threads = server.threads;
+    conf.pid_file = server.pid_file.clone();
+    conf.upgrade_sock = server.upgrade_sock.clone();
+    conf.grace_period_seconds = Some(server.grace_period_seconds);
+    conf.graceful_shutdown_timeout_seconds = Some(server.graceful_shutdown_timeout_seconds);
+    conf.upstream_keepalive_pool_size = server.upstream_keepalive_pool_size;
+    conf
+}
+
+/// Starts the server and serves until shutdown; never returns.
+pub fn run(server: &ServerConfig, gateway: Gateway, flags: RunFlags) -> ! {
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let mut pingora = Server::new_with_opt_and_conf(opt, pingora_conf(server, flags));
+    pingora.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &pingora.configuration,
+        GatewayProxy::new(Arc::new(gateway)),
+        "robeing-gateway",
+    );
+    for addr in &server.listen {
+        proxy.add_tcp(addr);
+    }
+    pingora.add_service(proxy);
+    pingora.run_forever()
+}
