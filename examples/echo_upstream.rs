@@ -1,0 +1,224 @@
+//! A small real upstream for the quick start and the integration tests.
+//!
+//! `echo_upstream --listen 127.0.0.1:0 [--slack-secret S]` prints
+//! `listening on ADDR` and serves:
+//! - `/__received`: what it has received so far (method and target), as JSON;
+//! - `.../slack/...`: verifies a Slack v0 signature over the raw body
+//!   (200 when valid, 403 otherwise);
+//! - `.../status/NNN`: answers NNN with extra headers and a non-JSON body;
+//! - `.../download/N`: N bytes of a fixed pattern;
+//! - `.../sse`: three server-sent events, 400 ms apart;
+//! - `.../hang`: never answers;
+//! - a WebSocket upgrade: sends the request headers as its first message,
+//!   then echoes;
+//! - anything else: echoes method, target, headers and the body's SHA-256.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::{Message, Role};
+use tokio_tungstenite::WebSocketStream;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+struct State {
+    slack_secret: String,
+    received: Mutex<Vec<(String, String)>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+fn json(status: u16, value: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(value.to_string()))
+        .unwrap()
+}
+
+fn headers_json(headers: &hyper::HeaderMap) -> serde_json::Value {
+    headers
+        .iter()
+        .map(|(n, v)| serde_json::json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+        .collect()
+}
+
+fn slack_signature_ok(secret: &str, headers: &hyper::HeaderMap, body: &[u8]) -> bool {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let (Some(ts), Some(sig)) = (get("x-slack-request-timestamp"), get("x-slack-signature")) else {
+        return false;
+    };
+    let Some(sig) = sig.strip_prefix("v0=") else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:").as_bytes());
+    mac.update(body);
+    let want = hex(&mac.finalize().into_bytes());
+    // Test helper: a plain comparison is fine here.
+    want == sig
+}
+
+fn segment_after<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
+    let i = path.find(marker)?;
+    path[i + marker.len()..].split('/').next()
+}
+
+async fn websocket(req: Request<Incoming>) -> Response<Body> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec())
+        .unwrap_or_default();
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let first = headers_json(req.headers()).to_string();
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        if ws.send(Message::text(first)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_close() || ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(full(Bytes::new()))
+        .unwrap()
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let target = req.uri().to_string();
+    if path == "/__received" {
+        let received = state.received.lock().unwrap().clone();
+        return Ok(json(200, serde_json::json!(received)));
+    }
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push((req.method().to_string(), target.clone()));
+
+    if req.headers().get("upgrade").is_some() {
+        return Ok(websocket(req).await);
+    }
+    if path.ends_with("/hang") {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(code) = segment_after(&path, "/status/").and_then(|c| c.parse::<u16>().ok()) {
+        return Ok(Response::builder()
+            .status(code)
+            .header("content-type", "application/octet-stream")
+            .header("x-upstream", "echo")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .body(full(&b"not json \x00\xff\xfe"[..]))
+            .unwrap());
+    }
+    if let Some(n) = segment_after(&path, "/download/").and_then(|n| n.parse::<usize>().ok()) {
+        let body: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+        return Ok(Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(full(body))
+            .unwrap());
+    }
+    if path.ends_with("/sse") {
+        let events = futures_util::stream::unfold(0u32, |i| async move {
+            if i == 3 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            let frame = Frame::data(Bytes::from(format!("data: event-{i}\n\n")));
+            Some((Ok::<_, Infallible>(frame), i + 1))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(BodyExt::boxed(StreamBody::new(events)))
+            .unwrap());
+    }
+
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(json(400, serde_json::json!({"error": "body read failed"}))),
+    };
+    let summary = serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": target,
+        "headers": headers_json(&parts.headers),
+        "body_len": body.len(),
+        "body_sha256": hex(&Sha256::digest(&body)),
+    });
+    if path.contains("/slack/") {
+        let ok = slack_signature_ok(&state.slack_secret, &parts.headers, &body);
+        let mut summary = summary;
+        summary["signature_valid"] = ok.into();
+        return Ok(json(if ok { 200 } else { 403 }, summary));
+    }
+    Ok(json(200, summary))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut listen = "127.0.0.1:0".to_owned();
+    let mut slack_secret = std::env::var("SLACK_SIGNING_SECRET").unwrap_or_default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = args.next().expect("--listen needs an address"),
+            "--slack-secret" => slack_secret = args.next().expect("--slack-secret needs a value"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let addr: SocketAddr = listen.parse().expect("--listen takes IP:port");
+    let listener = TcpListener::bind(addr).await.expect("cannot bind");
+    println!("listening on {}", listener.local_addr().unwrap());
+    let state = Arc::new(State {
+        slack_secret,
+        received: Mutex::new(Vec::new()),
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}

@@ -1,0 +1,566 @@
+//! Test harness: a real PostgreSQL (from the environment `make test` sets
+//! up), the real gateway binary, real upstream processes, and a raw HTTP/1.1
+//! client that sends request targets exactly as written.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+pub const SLACK_SECRET: &str = "slack-signing-secret-for-tests";
+pub const ALICE_ID: &str = "6f1c1d0e-4a7b-4c43-9a0e-2b8f1c9d7e01";
+
+// ---------------------------------------------------------------- PostgreSQL
+
+fn pg_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "PostgreSQL is required and {name} is not set. Run `make test`, which starts a \
+             throwaway cluster with pg_virtualenv, or export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE."
+        )
+    })
+}
+
+/// The connection string of the test cluster (key=value form).
+pub fn database_url() -> String {
+    format!(
+        "host={} port={} user={} password={} dbname={}",
+        pg_env("PGHOST"),
+        pg_env("PGPORT"),
+        pg_env("PGUSER"),
+        std::env::var("PGPASSWORD").unwrap_or_default(),
+        pg_env("PGDATABASE"),
+    )
+}
+
+/// Runs SQL through psql and returns its unaligned output.
+pub fn psql(sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql must be installed (make test installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "psql failed for {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Creates the schema and fixed users once per test binary.
+pub fn ensure_schema() {
+    static SCHEMA: Once = Once::new();
+    SCHEMA.call_once(|| {
+        database_url();
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema.sql");
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", file])
+            .output()
+            .expect("psql must be installed (make test installs PostgreSQL)");
+        assert!(
+            out.status.success(),
+            "schema setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Adds a user with a fresh UUID and returns the UUID.
+pub fn add_user(username: &str) -> String {
+    ensure_schema();
+    psql(&format!(
+        "INSERT INTO \"user\" (id, username) VALUES (gen_random_uuid(), '{username}') \
+         ON CONFLICT (username) DO UPDATE SET username = EXCLUDED.username RETURNING id"
+    ))
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+// ---------------------------------------------------------------- processes
+
+fn target_dir() -> PathBuf {
+    // tests run from target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A port on which nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// The echo upstream example, as its own process.
+pub struct Upstream {
+    child: Child,
+    pub port: u16,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        let bin = target_dir().join("examples/echo_upstream");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --examples` (cargo test does)",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--slack-secret", SLACK_SECRET])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start echo upstream");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("upstream address");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected upstream banner {line:?}"));
+        Self { child, port }
+    }
+
+    /// The targets this upstream has received, in order.
+    pub async fn received(&self) -> Vec<String> {
+        let resp = get(self.port, "/__received", &[]).await;
+        let list: Vec<(String, String)> =
+            serde_json::from_slice(&resp.body).expect("received json");
+        list.into_iter().map(|(_, target)| target).collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One running gateway process with its own config, pid file and socket.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+/// `[[routes]]` entries: (path, service, port, auth_required, extra keys).
+pub fn route(path: &str, port: u16, auth_required: bool, extra: &str) -> String {
+    let service = path
+        .trim_matches(|c| c == '/' || c == '*')
+        .replace('/', "-");
+    format!(
+        "\n[[routes]]\npath = \"{path}\"\nservice = \"{service}\"\nhost = \"127.0.0.1\"\nport = {port}\nauth_required = {auth_required}\n{extra}\n"
+    )
+}
+
+/// The usual table: public `/api/auth/*`, protected `/api/robeing/*`.
+pub fn standard_routes(public: &Upstream, protected: &Upstream) -> String {
+    route("/api/auth/*", public.port, false, "")
+        + &route("/api/robeing/*", protected.port, true, "")
+}
+
+impl Gateway {
+    /// Starts the gateway with `routes` and `users_extra` lines for `[users]`.
+    pub fn start(routes: &str, users_extra: &str) -> Self {
+        Self::start_with_env(routes, users_extra, &database_url())
+    }
+
+    pub fn start_with_env(routes: &str, users_extra: &str, database_url: &str) -> Self {
+        ensure_schema();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+threads = 2
+pid_file = "{dir}/gateway.pid"
+upgrade_sock = "{dir}/upgrade.sock"
+
+[auth]
+secret_env = "GATEWAY_JWT_SECRET"
+leeway_seconds = 0
+
+[users]
+source = "postgres"
+database_url_env = "DATABASE_URL"
+query_timeout_ms = 1500
+{users_extra}
+
+[upstream]
+read_timeout_ms = 5000
+{routes}
+"#,
+            dir = dir.display()
+        );
+        let conf = dir.join("gateway.toml");
+        std::fs::write(&conf, config).expect("write config");
+        let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(&conf)
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gateway");
+        let mut gw = Self { child, port, dir };
+        gw.wait_listening();
+        gw
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited with {status}: {}", self.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("gateway did not listen on {}: {}", self.port, self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- tokens
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A token with the given header and claims, HMAC-signed with `key`.
+pub fn signed_token(header: serde_json::Value, claims: serde_json::Value, key: &[u8]) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let alg = header["alg"].as_str().unwrap_or("HS256");
+    let signature = match alg {
+        "HS384" => {
+            let mut mac = Hmac::<sha2::Sha384>::new_from_slice(key).unwrap();
+            mac.update(signing_input.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        "HS512" => {
+            let mut mac = Hmac::<sha2::Sha512>::new_from_slice(key).unwrap();
+            mac.update(signing_input.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        "HS256" => {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+            mac.update(signing_input.as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        _ => Vec::new(),
+    };
+    format!("{signing_input}.{}", b64(&signature))
+}
+
+pub fn token_with(claims: serde_json::Value) -> String {
+    signed_token(
+        serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+        claims,
+        JWT_SECRET.as_bytes(),
+    )
+}
+
+pub fn token_for(username: &str) -> String {
+    token_with(serde_json::json!({"username": username, "exp": now() + 600, "iat": now()}))
+}
+
+pub fn expired_token_for(username: &str) -> String {
+    token_with(serde_json::json!({"username": username, "exp": now() - 600}))
+}
+
+pub fn in_seconds(seconds: i64) -> i64 {
+    now() + seconds
+}
+
+pub fn bearer(token: &str) -> (String, String) {
+    ("Authorization".into(), format!("Bearer {token}"))
+}
+
+/// Slack's v0 signature of `body` at `timestamp`.
+pub fn slack_signature(timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SLACK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("v0={hex}")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The values of header `name` as the echo upstream received them.
+    pub fn upstream_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .expect("echo headers")
+            .iter()
+            .filter(|pair| {
+                pair[0]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// One client connection; requests on it reuse the connection.
+pub struct Conn {
+    stream: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub async fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).ok();
+        Self {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.get_mut().write_all(bytes).await.expect("send");
+    }
+
+    /// Sends a request; `Content-Length` is added for a non-empty body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Response {
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes).await;
+        self.read_response().await
+    }
+
+    /// Reads a status line and headers.
+    pub async fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header line");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').expect("header");
+            headers.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+        (status, headers)
+    }
+
+    /// Reads one chunk of a chunked body; `None` at the terminating chunk.
+    pub async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("chunk size");
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {line:?}"));
+        let mut data = vec![0; size];
+        self.stream.read_exact(&mut data).await.expect("chunk");
+        let mut crlf = [0; 2];
+        self.stream.read_exact(&mut crlf).await.expect("chunk end");
+        (size > 0).then_some(data)
+    }
+
+    pub async fn read_response(&mut self) -> Response {
+        let (status, headers) = self.read_head().await;
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
+            // no body
+        } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            while let Some(chunk) = self.read_chunk().await {
+                body.extend_from_slice(&chunk);
+            }
+        } else if let Some(len) = find("content-length") {
+            body.resize(len.parse().expect("content-length"), 0);
+            self.stream.read_exact(&mut body).await.expect("body");
+        } else {
+            self.stream.read_to_end(&mut body).await.expect("body");
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn into_inner(self) -> BufReader<TcpStream> {
+        self.stream
+    }
+}
+
+/// One request on its own connection.
+pub async fn send(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    Conn::connect(port)
+        .await
+        .request(method, target, headers, body)
+        .await
+}
+
+pub async fn get(port: u16, target: &str, headers: &[(String, String)]) -> Response {
+    send(port, "GET", target, headers, b"").await
+}
+
+/// Headers from string pairs.
+pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Asserts `resp` is the gateway's envelope with `status` and `code`.
+pub fn assert_envelope(resp: &Response, status: u16, code: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "expected {status} {code}, got {} {:?}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let v = resp.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    assert!(v["error"]["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let header_id = resp.header("x-request-id").expect("X-Request-Id header");
+    assert_eq!(v["error"]["request_id"], header_id);
+    if status == 401 {
+        assert!(
+            resp.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "401 without WWW-Authenticate: Bearer"
+        );
+    } else {
+        assert!(resp.header("www-authenticate").is_none());
+    }
+}
