@@ -1,1 +1,108 @@
-fn main() {}
+//! Micro-benchmarks of the per-request work: token verification, path
+//! normalization plus route lookup at 10, 1,000 and 100,000 routes, an
+//! identity-cache hit, and envelope rendering.
+//!
+//! `make bench` (or `cargo bench --bench hot_path`).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use robeing_gateway::config::{self, UsersConfig};
+use robeing_gateway::errors::{render_envelope, GatewayError};
+use robeing_gateway::identity::{FileDirectory, IdentityCache};
+use robeing_gateway::jwt::{mint, JwtVerifier};
+use robeing_gateway::path::normalize_path;
+use robeing_gateway::routing::{Route, RouteTable};
+
+const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";
+
+fn sample_config() -> config::Config {
+    config::parse(
+        r#"
+[server]
+listen = ["127.0.0.1:1"]
+[auth]
+secret_env = "UNUSED"
+[users]
+source = "file"
+users = "conf/users.toml"
+[[routes]]
+path = "/*"
+service = "s"
+host = "127.0.0.1"
+port = 1
+"#,
+    )
+    .expect("bench config")
+}
+
+fn token_verification(c: &mut Criterion) {
+    let auth = sample_config().auth;
+    let verifier = JwtVerifier::new(&auth, SECRET);
+    let token = mint(&auth, SECRET, "alice", 3600).expect("token");
+    c.bench_function("jwt/verify_hs256", |b| {
+        b.iter(|| verifier.verify(black_box(&token)).expect("valid"))
+    });
+}
+
+fn table_of(n: usize) -> RouteTable {
+    let mut table = RouteTable::default();
+    for i in 0..n {
+        table.insert(Route {
+            pattern: format!("/api/svc{i}/v1/*"),
+            service: format!("svc{i}"),
+            auth_required: true,
+            max_body_bytes: 1 << 20,
+            peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
+        });
+    }
+    table
+}
+
+fn route_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route/normalize_and_lookup");
+    for n in [10usize, 1_000, 100_000] {
+        let table = table_of(n);
+        let clean = format!("/api/svc{}/v1/items/42", n / 2);
+        let dirty = format!("/api/other/../svc{}/%761/./items/42", n / 2);
+        for (label, path) in [("clean", clean), ("dot_segments", dirty)] {
+            group.bench_with_input(BenchmarkId::new(label, n), &path, |b, path| {
+                b.iter(|| {
+                    let normal = normalize_path(black_box(path)).expect("normal");
+                    table.lookup(&normal).expect("route").auth_required
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn identity_cache_hit(c: &mut Criterion) {
+    let users: UsersConfig = sample_config().users;
+    let dir = FileDirectory::load(std::path::Path::new("conf/users.toml")).expect("users");
+    let cache = IdentityCache::new(Box::new(dir), &users);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    rt.block_on(cache.resolve("alice")).expect("alice");
+    c.bench_function("identity/cache_hit", |b| {
+        b.iter(|| rt.block_on(cache.resolve(black_box("alice"))).expect("hit"))
+    });
+}
+
+fn envelope(c: &mut Criterion) {
+    let id = http::HeaderValue::from_static("req_0123456789abcdef0123456789abcdef");
+    c.bench_function("errors/render_envelope", |b| {
+        b.iter(|| render_envelope(black_box(&GatewayError::TokenExpired), &id).expect("render"))
+    });
+}
+
+criterion_group!(
+    benches,
+    token_verification,
+    route_lookup,
+    identity_cache_hit,
+    envelope
+);
+criterion_main!(benches);

@@ -1,11 +1,12 @@
 //! The `ProxyHttp` implementation: each phase is one step of DESIGN.md's
 //! request path and calls small functions from the concern modules.
 //!
-//! 1. request id, 2. path normalization and route match, 3. identity-header
-//! stripping, 4. token, 5. identity (all in `request_filter`); the peer from
-//! the route table (`upstream_peer`); 6. identity and forwarding headers
-//! (`upstream_request_filter`); 7. bodies stream untouched (no body filter
-//! changes bytes); 8. upstream failures become envelopes (`fail_to_proxy`).
+//! - `request_filter`: request id, path normalization and route match,
+//!   identity-header stripping, token, identity;
+//! - `upstream_peer`: the peer of the chosen route;
+//! - `upstream_request_filter`: identity and forwarding headers;
+//! - no body filter changes bytes: bodies stream as they came;
+//! - `fail_to_proxy`: upstream failures become envelopes.
 
 use std::sync::Arc;
 

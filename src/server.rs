@@ -19,16 +19,17 @@ pub struct RunFlags {
 
 /// Pingora's `ServerConf` for our `[server]` section.
 pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.version = 1;
-    conf.daemon = flags.daemon;
-    conf.threads = server.threads;
-    conf.pid_file = server.pid_file.clone();
-    conf.upgrade_sock = server.upgrade_sock.clone();
-    conf.grace_period_seconds = Some(server.grace_period_seconds);
-    conf.graceful_shutdown_timeout_seconds = Some(server.graceful_shutdown_timeout_seconds);
-    conf.upstream_keepalive_pool_size = server.upstream_keepalive_pool_size;
-    conf
+    ServerConf {
+        version: 1,
+        daemon: flags.daemon,
+        threads: server.threads,
+        pid_file: server.pid_file.clone(),
+        upgrade_sock: server.upgrade_sock.clone(),
+        grace_period_seconds: Some(server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: server.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    }
 }
 
 /// Starts the server and serves until shutdown; never returns.

@@ -1,0 +1,42 @@
+# robeing-gateway: build, run, test.
+#   make run    build and start the gateway with an example upstream
+#   make test   format and lint checks, then the whole suite on a throwaway PostgreSQL
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all build release run test unit lint fmt bench deps-build deps-test clean
+
+all: build
+
+deps-build:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+build: deps-build
+	cargo build
+
+release: deps-build
+	cargo build --release --bin robeing-gateway --example echo_upstream
+
+run: release
+	scripts/dev-run.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# The integration tests need PostgreSQL: pg_virtualenv (postgresql-common)
+# starts a throwaway cluster on a free port, exports PG* and drops it after.
+test: deps-test lint
+	pg_virtualenv cargo test --all-features
+
+bench: deps-build
+	cargo bench --bench hot_path
+
+clean:
+	cargo clean

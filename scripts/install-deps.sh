@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the tests need, when missing:
+# cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv.
+# Usage: scripts/install-deps.sh [build|test]
+set -euo pipefail
+want=${1:-test}
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+if [ "$want" = test ]; then
+    command -v pg_virtualenv >/dev/null 2>&1 || missing+=(postgresql-common)
+    command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+else
+    echo "missing packages: ${missing[*]}; install them (apt-get install ${missing[*]}) and retry" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,237 @@
+//! Operator-facing checks: `-t` validation and its messages, the `token`
+//! subcommand, the shipped configs, and docker-compose.yml agreeing with
+//! conf/ (ports, environment names, file paths).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use robeing_gateway::config::{self, UserSource};
+
+const SECRET: &str = "operations-test-secret-0123456789abcdef";
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn gateway(args: &[&str], secret: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"));
+    cmd.current_dir(ROOT)
+        .args(args)
+        .env_remove("GATEWAY_JWT_SECRET");
+    if let Some(s) = secret {
+        cmd.env("GATEWAY_JWT_SECRET", s);
+    }
+    cmd.output().expect("run gateway")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("robeing-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn shipped_quick_start_config_validates() {
+    let out = gateway(&["-t", "-c", "conf/gateway.toml"], Some(SECRET));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK (2 routes)"));
+}
+
+#[test]
+fn bad_configs_fail_with_the_key_named() {
+    let base = std::fs::read_to_string(Path::new(ROOT).join("conf/gateway.toml")).unwrap();
+    let base = base.replace("conf/users.toml", &format!("{ROOT}/conf/users.toml"));
+    let cases = [
+        (
+            base.replace("leeway_seconds = 30", "leeway_seconds = 30\nsecret = \"x\""),
+            "unknown field `secret`",
+        ),
+        (
+            base.replace(
+                "port = 9000\nauth_required = true",
+                "port = 0\nauth_required = true",
+            ),
+            "routes[1] (line",
+        ),
+        (
+            base.replace("path = \"/api/robeing/*\"", "path = \"/api/robeing\""),
+            ".path: '/api/robeing' must",
+        ),
+        (base.replace("threads = 2", "threads = \"two\""), "threads"),
+        (
+            base.replace(
+                "host = \"127.0.0.1\"\nport = 9000\nauth_required = false",
+                "host = \" \"\nport = 9000\nauth_required = false",
+            ),
+            "routes[0] (line 29).host: must not be empty",
+        ),
+        (
+            base.replace(
+                &format!("{ROOT}/conf/users.toml"),
+                "/nonexistent/users.toml",
+            ),
+            "users.users: cannot read",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = write_temp(&format!("bad-{i}.toml"), text);
+        let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
+        assert!(!out.status.success(), "case {i} validated");
+        assert!(stderr(&out).contains(want), "case {i}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn secrets_are_required_and_long_enough() {
+    let out = gateway(&["-t", "-c", "conf/gateway.toml"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out)
+        .contains("auth.secret_env: environment variable GATEWAY_JWT_SECRET is not set"));
+    let out = gateway(&["-t", "-c", "conf/gateway.toml"], Some("short-secret"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("the secret is 12 bytes; HS256 needs at least 32"));
+    assert!(
+        !stderr(&out).contains("short-secret"),
+        "the secret was printed"
+    );
+    // Starting (not just -t) refuses too.
+    let out = gateway(&["-c", "conf/gateway.toml"], Some("short-secret"));
+    assert!(!out.status.success());
+}
+
+#[test]
+fn token_subcommand_mints_a_verifiable_token() {
+    let out = gateway(
+        &["token", "--username", "alice", "-c", "conf/gateway.toml"],
+        Some(SECRET),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("minted token verifies");
+    assert_eq!(data.claims["username"], "alice");
+    assert!(data.claims["exp"].as_u64().unwrap() > data.claims["iat"].as_u64().unwrap());
+}
+
+fn yaml() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docker-compose.yml")).unwrap();
+    serde_yaml::from_str(&text).expect("docker-compose.yml parses")
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| {
+            p.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+#[test]
+fn compose_file_agrees_with_conf() {
+    let compose = yaml();
+    let services = &compose["services"];
+    let gw = &services["gateway"];
+    let pg = &services["postgres"];
+    let echo = &services["echo-upstream"];
+
+    // The gateway's config file is mounted from conf/ and is a postgres config.
+    let volume = gw["volumes"][0].as_str().unwrap();
+    let (host_path, container_path) = volume.split_once(':').unwrap();
+    let container_path = container_path.trim_end_matches(":ro");
+    let conf_path = Path::new(ROOT).join(host_path);
+    assert!(conf_path.exists(), "{host_path} missing");
+    let command: Vec<&str> = gw["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(command, ["-c", container_path]);
+    let conf =
+        config::parse(&std::fs::read_to_string(&conf_path).unwrap()).expect("compose config valid");
+    assert_eq!(conf.users.source, UserSource::Postgres);
+
+    // The environment variable names the config reads are set.
+    let env = &gw["environment"];
+    let db_var = conf.users.database_url_env.as_deref().unwrap();
+    let secret_var = conf.auth.secret_env.as_deref().unwrap();
+    let database_url = env[db_var].as_str().expect("DATABASE_URL set in compose");
+    assert!(
+        env[secret_var].as_str().is_some(),
+        "{secret_var} set in compose"
+    );
+
+    // PostgreSQL: the URL's port and database match the postgres service.
+    let pg_command: Vec<&str> = pg["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let pg_port = pg_command
+        .iter()
+        .find_map(|a| a.strip_prefix("port="))
+        .unwrap();
+    let url: tokio_postgres::Config = database_url.parse().unwrap();
+    assert_eq!(url.get_ports(), [pg_port.parse::<u16>().unwrap()]);
+    assert_eq!(url.get_dbname(), pg["environment"]["POSTGRES_DB"].as_str());
+    assert_eq!(url.get_user(), pg["environment"]["POSTGRES_USER"].as_str());
+    let init = pg["volumes"][0]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    let init_sql = std::fs::read_to_string(Path::new(ROOT).join(init)).unwrap();
+    assert!(init_sql.contains("CREATE TABLE IF NOT EXISTS \"user\""));
+
+    // Every route of the compose config points at the example upstream.
+    let echo_args: Vec<&str> = echo["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let echo_port = port_of(echo_args[1]);
+    for route in &conf.routes {
+        assert_eq!(route.get_ref().host, "127.0.0.1");
+        assert_eq!(route.get_ref().port, echo_port, "{}", route.get_ref().path);
+    }
+    // Loopback only, everywhere.
+    for listen in &conf.server.listen {
+        assert!(listen.starts_with("127.0.0.1:"), "{listen}");
+    }
+    assert!(echo_args[1].starts_with("127.0.0.1:"));
+    assert!(pg_command.contains(&"listen_addresses=127.0.0.1"));
+
+    // The Dockerfile builds the targets compose asks for.
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    for service in [gw, echo] {
+        let target = service["build"]["target"].as_str().unwrap();
+        assert!(
+            dockerfile.contains(&format!(" AS {target}\n")),
+            "Dockerfile lacks target {target}"
+        );
+    }
+}
+
+#[test]
+fn quick_start_users_match_the_compose_demo_user() {
+    let users: std::collections::HashMap<String, String> =
+        toml::from_str(&std::fs::read_to_string(Path::new(ROOT).join("conf/users.toml")).unwrap())
+            .unwrap();
+    let init_sql = std::fs::read_to_string(Path::new(ROOT).join("conf/postgres-init.sql")).unwrap();
+    assert!(init_sql.contains(&format!("('{}', 'alice')", users["alice"])));
+}
