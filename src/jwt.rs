@@ -72,6 +72,28 @@ impl From<TokenError> for GatewayError {
     }
 }
 
+/// The claims of a token. `exp` and `nbf` are validated by jsonwebtoken
+/// before this is built; the username claim's name is configurable, so it is
+/// taken from the remaining claims.
+#[derive(Debug, serde::Deserialize)]
+pub struct Claims {
+    pub exp: u64,
+    #[serde(default)]
+    pub nbf: Option<u64>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl Claims {
+    /// Takes the username out of the claim named `claim`, if it is sane.
+    fn take_username(mut self, claim: &str) -> Option<String> {
+        match self.other.remove(claim) {
+            Some(Value::String(name)) if is_sane_username(&name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// Verifies HS256 tokens against the configured secret and claims.
 pub struct JwtVerifier {
     key: DecodingKey,
@@ -155,16 +177,15 @@ impl JwtVerifier {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            _ => TokenError::Invalid,
-        })?;
-        let mut claims = data.claims;
-        match claims.remove(&self.username_claim) {
-            Some(Value::String(name)) if is_sane_username(&name) => Ok(name),
-            _ => Err(TokenError::Invalid),
-        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        data.claims
+            .take_username(&self.username_claim)
+            .ok_or(TokenError::Invalid)
     }
 }
 

@@ -59,6 +59,18 @@ async fn identity_headers_come_only_from_the_gateway() {
         );
     }
 
+    // A client nominating the identity headers as hop-by-hop cannot make
+    // the gateway's own copies vanish.
+    let mut nominating = headers.clone();
+    nominating.push((
+        "Connection".into(),
+        "keep-alive, X-User-Id, X-Username".into(),
+    ));
+    let r = get(s.gw.port, "/api/robeing/echo", &nominating).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-user-id"), [ALICE_ID]);
+    assert_eq!(r.upstream_header("x-username"), ["alice"]);
+
     // Public route with a valid token: identity is still injected.
     let r = get(s.gw.port, "/api/auth/echo", &headers).await;
     assert_eq!(r.upstream_header("x-user-id"), [ALICE_ID]);
