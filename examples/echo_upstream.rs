@@ -8,7 +8,7 @@
 //! - `.../status/NNN`: answers NNN with extra headers and a non-JSON body;
 //! - `.../download/N`: N bytes of a fixed pattern;
 //! - `.../sse`: three server-sent events, 400 ms apart;
-//! - `.../hang`: never answers;
+//! - `.../hang`: never answers; `.../delay/MS/...`: echoes after MS ms;
 //! - a WebSocket upgrade: sends the request headers as its first message,
 //!   then echoes;
 //! - anything else: echoes method, target, headers and the body's SHA-256.
@@ -132,6 +132,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     }
     if path.ends_with("/hang") {
         tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if let Some(ms) = segment_after(&path, "/delay/").and_then(|n| n.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if let Some(code) = segment_after(&path, "/status/").and_then(|c| c.parse::<u16>().ok()) {
         return Ok(Response::builder()

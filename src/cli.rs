@@ -44,4 +44,7 @@ pub enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
     },
+    /// Replace the running instance with one running the (new) config and
+    /// this binary, through Pingora's socket handoff, dropping no request.
+    Reload,
 }

@@ -49,7 +49,7 @@ pub struct Config {
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: Vec<String>,
@@ -94,7 +94,7 @@ pub enum UserSource {
     File,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersConfig {
     pub source: UserSource,

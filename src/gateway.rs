@@ -3,11 +3,16 @@
 //! the token verifier and the identity cache.
 
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{route_key, ConfigError, LoadedConfig, RouteConfig, UpstreamDefaults};
+use crate::config::{
+    route_key, ConfigError, LoadedConfig, RouteConfig, UpstreamDefaults, UserSource, UsersConfig,
+};
 use crate::identity::IdentityCache;
 use crate::jwt::{load_secret, JwtVerifier};
 use crate::routing::{Route, RouteTable};
@@ -16,16 +21,35 @@ use crate::routing::{Route, RouteTable};
 pub struct Gateway {
     pub routes: RouteTable,
     pub jwt: JwtVerifier,
-    pub identity: IdentityCache,
+    pub identity: Arc<IdentityCache>,
+    /// The `[users]` section the identity cache was built from.
+    users: UsersConfig,
 }
+
+/// The state every proxy thread reads; SIGHUP swaps it atomically.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
 
 impl Gateway {
     /// Builds the state, reading secrets and user files and resolving hosts.
     pub fn build(loaded: &LoadedConfig) -> Result<Self, ConfigError> {
+        Self::rebuild(loaded, None)
+    }
+
+    /// Like [`Self::build`], but keeps `previous`'s PostgreSQL pool and
+    /// identity cache when `[users]` did not change (a file source is always
+    /// re-read: its file may have).
+    pub fn rebuild(loaded: &LoadedConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let config = &loaded.config;
         let secret = load_secret(&config.auth)?;
         let jwt = JwtVerifier::new(&config.auth, &secret);
-        let identity = IdentityCache::from_config(&config.users)?;
+        let identity = match previous {
+            Some(old)
+                if old.users == config.users && config.users.source == UserSource::Postgres =>
+            {
+                old.identity.clone()
+            }
+            _ => Arc::new(IdentityCache::from_config(&config.users)?),
+        };
         let mut routes = RouteTable::default();
         for (i, spanned) in config.routes.iter().enumerate() {
             let route = spanned.get_ref();
@@ -44,6 +68,7 @@ impl Gateway {
             routes,
             jwt,
             identity,
+            users: config.users.clone(),
         })
     }
 }

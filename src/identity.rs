@@ -165,6 +165,14 @@ struct CachedLookup {
     expires_at: Instant,
 }
 
+/// One cached user as handed from a process to its successor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotEntry {
+    pub username: String,
+    pub user_id: String,
+    pub remaining_ms: u64,
+}
+
 /// Counters of the cache, for tests and (later) metrics.
 #[derive(Debug, Default)]
 pub struct CacheStats {
@@ -268,6 +276,50 @@ impl IdentityCache {
         identity.ok_or(GatewayError::UserNotFound)
     }
 
+    /// The found users still fresh, with their remaining lifetime, for a
+    /// successor process to start warm (unknown users are not carried).
+    pub fn snapshot(&self) -> Vec<SnapshotEntry> {
+        let now = Instant::now();
+        self.cache
+            .iter()
+            .filter_map(|(username, cached)| {
+                let identity = cached.identity?;
+                let remaining = cached.expires_at.checked_duration_since(now)?;
+                Some(SnapshotEntry {
+                    username,
+                    user_id: identity.user_id.to_str().ok()?.to_owned(),
+                    remaining_ms: remaining.as_millis() as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Loads entries from a predecessor's [`Self::snapshot`]; returns how
+    /// many were taken. Entries keep their remaining lifetime, never more
+    /// than this process's own TTL.
+    pub fn restore(&self, entries: Vec<SnapshotEntry>) -> usize {
+        let now = Instant::now();
+        let mut restored = 0;
+        for entry in entries {
+            let Ok(id) = Uuid::parse_str(&entry.user_id) else {
+                continue;
+            };
+            let Some(identity) = Identity::new(&entry.username, id) else {
+                continue;
+            };
+            let ttl = Duration::from_millis(entry.remaining_ms).min(self.ttl);
+            self.cache.insert(
+                entry.username,
+                CachedLookup {
+                    identity: Some(identity),
+                    expires_at: now + ttl,
+                },
+            );
+            restored += 1;
+        }
+        restored
+    }
+
     pub fn len(&self) -> usize {
         self.cache.len()
     }
@@ -338,6 +390,20 @@ mod tests {
         }
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert!(c.is_empty());
+    }
+
+    #[tokio::test]
+    async fn snapshot_carries_found_users_to_a_successor() {
+        let (old, old_calls) = cache(false);
+        old.resolve("alice").await.unwrap();
+        assert!(old.resolve("bob").await.is_err());
+        let snapshot = old.snapshot();
+        assert_eq!(snapshot.len(), 1, "unknown users are not carried");
+        let (new, new_calls) = cache(false);
+        assert_eq!(new.restore(snapshot), 1);
+        assert_eq!(new.resolve("alice").await.unwrap().username, "alice");
+        assert_eq!(old_calls.load(Ordering::SeqCst), 2);
+        assert_eq!(new_calls.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! [`path`] (normalization) -> [`routing`] (route table) -> [`jwt`] (token)
 //! -> [`identity`] (username -> UUID, cached) -> [`proxy`] (the Pingora
 //! phases) -> [`errors`] (the JSON envelope). [`config`] reads the TOML file,
-//! [`gateway`] builds the serving state from it, [`server`] runs Pingora.
+//! [`gateway`] builds the serving state from it, [`server`] runs Pingora,
+//! [`lifecycle`] handles signals and handoff, [`reload`] drives a handoff.
 
 pub mod cli;
 pub mod config;
@@ -13,7 +14,9 @@ pub mod gateway;
 pub mod headers;
 pub mod identity;
 pub mod jwt;
+pub mod lifecycle;
 pub mod path;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;

@@ -1,13 +1,15 @@
-//! Entry point: parse the command line, load the configuration, then either
-//! validate it (`-t`), mint a token (`token`) or run the gateway.
+//! Entry point: parse the command line, then validate (`-t`), mint a token
+//! (`token`), hand over to a new instance (`reload`) or run the gateway.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use robeing_gateway::cli::{Cli, Command};
-use robeing_gateway::config::{self, LoadedConfig};
+use robeing_gateway::config;
 use robeing_gateway::gateway::Gateway;
 use robeing_gateway::jwt;
+use robeing_gateway::reload;
 use robeing_gateway::server::{self, RunFlags};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -15,31 +17,27 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-
-    let loaded: LoadedConfig = match config::load(&cli.conf) {
+fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
+    let loaded = match config::load(conf) {
         Ok(loaded) => loaded,
         Err(e) => return fail(e),
     };
-
-    if let Some(Command::Token {
-        username,
-        ttl_seconds,
-    }) = &cli.command
-    {
-        let auth = &loaded.config.auth;
-        return match jwt::load_secret(auth).map(|s| jwt::mint(auth, &s, username, *ttl_seconds)) {
-            Ok(Ok(token)) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Ok(Err(e)) => fail(format!("cannot mint token: {e}")),
-            Err(e) => fail(e),
-        };
+    let auth = &loaded.config.auth;
+    match jwt::load_secret(auth).map(|s| jwt::mint(auth, &s, username, ttl_seconds)) {
+        Ok(Ok(token)) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => fail(format!("cannot mint token: {e}")),
+        Err(e) => fail(e),
     }
+}
 
+fn run(cli: &Cli) -> ExitCode {
+    let loaded = match config::load(&cli.conf) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(e),
+    };
     let gateway = match Gateway::build(&loaded) {
         Ok(gateway) => gateway,
         Err(e) => return fail(e),
@@ -56,5 +54,25 @@ fn main() -> ExitCode {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
     };
-    server::run(&loaded.config.server, gateway, flags)
+    server::run(loaded, gateway, flags);
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match &cli.command {
+        Some(Command::Token {
+            username,
+            ttl_seconds,
+        }) => mint_token(&cli.conf, username, *ttl_seconds),
+        Some(Command::Reload) => match reload::reload(&cli.conf) {
+            Ok(pid) => {
+                println!("reload: pid {pid} is serving");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        None => run(&cli),
+    }
 }

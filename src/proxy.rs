@@ -8,6 +8,7 @@
 //! - no body filter changes bytes: bodies stream as they came;
 //! - `fail_to_proxy`: upstream failures become envelopes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::errors::{render_envelope, GatewayError};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, SharedGateway};
 use crate::headers::{
     forwarded_for, request_id, strip_identity_headers, X_FORWARDED_FOR, X_FORWARDED_PROTO,
     X_REQUEST_ID, X_USERNAME, X_USER_ID,
@@ -31,12 +32,15 @@ use crate::routing::Route;
 
 /// The gateway's proxy service.
 pub struct GatewayProxy {
-    gateway: Arc<Gateway>,
+    gateway: SharedGateway,
+    /// Set once this process is handing over or stopping: responses then
+    /// close their connection, so clients move to the successor.
+    draining: Arc<AtomicBool>,
 }
 
 impl GatewayProxy {
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Self { gateway }
+    pub fn new(gateway: SharedGateway, draining: Arc<AtomicBool>) -> Self {
+        Self { gateway, draining }
     }
 }
 
@@ -89,6 +93,30 @@ fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayErr
     }
 }
 
+/// Steps 4 and 5: the token and the identity behind it.
+///
+/// On a public route a valid token still gets identity; a missing or bad
+/// one, or a user the directory cannot vouch for, goes on anonymously.
+async fn authenticate(
+    gateway: &Gateway,
+    req: &RequestHeader,
+    route: &Route,
+) -> Result<Option<Identity>, GatewayError> {
+    let outcome = match bearer_token(&req.headers) {
+        BearerToken::Missing => Err(GatewayError::MissingToken),
+        BearerToken::Malformed => Err(GatewayError::InvalidToken),
+        BearerToken::Present(token) => match gateway.jwt.verify(token) {
+            Ok(username) => gateway.identity.resolve(&username).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    match outcome {
+        Ok(identity) => Ok(Some(identity)),
+        Err(_) if !route.auth_required => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The gateway error for a Pingora error that ended a proxied request, or
 /// `None` when the client is gone and nothing can be sent.
 fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
@@ -105,11 +133,12 @@ fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
 impl GatewayProxy {
     /// Steps 2 to 5: decides whether and where the request may go.
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        // One snapshot for the whole decision, even if SIGHUP swaps meanwhile.
+        let gateway = self.gateway.load_full();
         let req = session.req_header();
         let path =
             normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
-        let route = self
-            .gateway
+        let route = gateway
             .routes
             .lookup(&path)
             .ok_or(GatewayError::RouteNotFound)?
@@ -117,33 +146,9 @@ impl GatewayProxy {
         ctx.upstream_uri = upstream_target(&req.uri, &path)?;
         check_declared_body(req, route.max_body_bytes)?;
         strip_identity_headers(session.req_header_mut());
-        ctx.identity = self.authenticate(session.req_header(), &route).await?;
+        ctx.identity = authenticate(&gateway, session.req_header(), &route).await?;
         ctx.route = Some(route);
         Ok(())
-    }
-
-    /// Steps 4 and 5: the token and the identity behind it.
-    ///
-    /// On a public route a valid token still gets identity; a missing or bad
-    /// one, or a user the directory cannot vouch for, goes on anonymously.
-    async fn authenticate(
-        &self,
-        req: &RequestHeader,
-        route: &Route,
-    ) -> Result<Option<Identity>, GatewayError> {
-        let outcome = match bearer_token(&req.headers) {
-            BearerToken::Missing => Err(GatewayError::MissingToken),
-            BearerToken::Malformed => Err(GatewayError::InvalidToken),
-            BearerToken::Present(token) => match self.gateway.jwt.verify(token) {
-                Ok(username) => self.gateway.identity.resolve(&username).await,
-                Err(e) => Err(e.into()),
-            },
-        };
-        match outcome {
-            Ok(identity) => Ok(Some(identity)),
-            Err(_) if !route.auth_required => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// Sends the envelope for `err` unless a response has already started.
@@ -247,11 +252,16 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
+        if self.draining.load(Ordering::Relaxed) {
+            // Answers with `Connection: close`: the client's next request
+            // opens a connection that the successor accepts.
+            session.set_keepalive(None);
+        }
         Ok(())
     }
 

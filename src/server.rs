@@ -1,13 +1,15 @@
 //! Maps `[server]` onto Pingora's server configuration (no YAML file) and
-//! runs the proxy service.
+//! runs the proxy service with the gateway's lifecycle.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 
-use crate::config::ServerConfig;
+use crate::config::{LoadedConfig, ServerConfig};
 use crate::gateway::Gateway;
+use crate::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
 
 /// Process-level flags from the command line.
@@ -32,23 +34,35 @@ pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
     }
 }
 
-/// Starts the server and serves until shutdown; never returns.
-pub fn run(server: &ServerConfig, gateway: Gateway, flags: RunFlags) -> ! {
+/// Starts the server and serves until it is told to stop.
+pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) {
+    let server = loaded.config.server.clone();
+    let shared = Arc::new(ArcSwap::from_pointee(gateway));
+    let lifecycle = Arc::new(Lifecycle::new(loaded.path, server.clone(), shared.clone()));
+
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
         ..Opt::default()
     };
-    let mut pingora = Server::new_with_opt_and_conf(opt, pingora_conf(server, flags));
+    let mut pingora = Server::new_with_opt_and_conf(opt, pingora_conf(&server, flags));
+    // With -u this waits for the predecessor's sockets, which it sends only
+    // after leaving its identity cache for us.
     pingora.bootstrap();
+    if flags.upgrade {
+        lifecycle.take_over_identity();
+    }
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &pingora.configuration,
-        GatewayProxy::new(Arc::new(gateway)),
+        GatewayProxy::new(shared, lifecycle.draining()),
         "robeing-gateway",
     );
     for addr in &server.listen {
         proxy.add_tcp(addr);
     }
     pingora.add_service(proxy);
-    pingora.run_forever()
+    pingora.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch(lifecycle.clone())),
+    });
+    lifecycle.release_pid_file();
 }

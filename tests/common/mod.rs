@@ -165,6 +165,7 @@ pub struct Gateway {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    database_url: String,
 }
 
 /// `[[routes]]` entries: (path, service, port, auth_required, extra keys).
@@ -183,24 +184,38 @@ pub fn standard_routes(public: &Upstream, protected: &Upstream) -> String {
         + &route("/api/robeing/*", protected.port, true, "")
 }
 
-impl Gateway {
-    /// Starts the gateway with `routes` and `users_extra` lines for `[users]`.
-    pub fn start(routes: &str, users_extra: &str) -> Self {
-        Self::start_with_env(routes, users_extra, &database_url())
-    }
+/// How a test gateway is started.
+pub struct GatewayOptions<'a> {
+    pub routes: &'a str,
+    /// Lines added to `[users]`.
+    pub users_extra: &'a str,
+    /// Lines added to `[server]`.
+    pub server_extra: &'a str,
+    pub database_url: String,
+    pub env: Vec<(String, String)>,
+}
 
-    pub fn start_with_env(routes: &str, users_extra: &str, database_url: &str) -> Self {
-        ensure_schema();
-        let port = free_port();
-        let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = format!(
-            r#"
+impl<'a> GatewayOptions<'a> {
+    pub fn new(routes: &'a str) -> Self {
+        Self {
+            routes,
+            users_extra: "",
+            server_extra: "",
+            database_url: database_url(),
+            env: Vec::new(),
+        }
+    }
+}
+
+fn render_config(port: u16, dir: &std::path::Path, o: &GatewayOptions) -> String {
+    format!(
+        r#"
 [server]
 listen = ["127.0.0.1:{port}"]
 threads = 2
 pid_file = "{dir}/gateway.pid"
 upgrade_sock = "{dir}/upgrade.sock"
+{server_extra}
 
 [auth]
 secret_env = "GATEWAY_JWT_SECRET"
@@ -216,24 +231,120 @@ query_timeout_ms = 1500
 read_timeout_ms = 5000
 {routes}
 "#,
-            dir = dir.display()
-        );
+        dir = dir.display(),
+        server_extra = o.server_extra,
+        users_extra = o.users_extra,
+        routes = o.routes,
+    )
+}
+
+impl Gateway {
+    /// Starts the gateway with `routes` and `users_extra` lines for `[users]`.
+    pub fn start(routes: &str, users_extra: &str) -> Self {
+        Self::start_with(GatewayOptions {
+            users_extra,
+            ..GatewayOptions::new(routes)
+        })
+    }
+
+    pub fn start_with_env(routes: &str, users_extra: &str, database_url: &str) -> Self {
+        Self::start_with(GatewayOptions {
+            users_extra,
+            database_url: database_url.to_owned(),
+            ..GatewayOptions::new(routes)
+        })
+    }
+
+    pub fn start_with(options: GatewayOptions) -> Self {
+        ensure_schema();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
         let conf = dir.join("gateway.toml");
-        std::fs::write(&conf, config).expect("write config");
+        std::fs::write(&conf, render_config(port, &dir, &options)).expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
             .arg("-c")
             .arg(&conf)
             .env("GATEWAY_JWT_SECRET", JWT_SECRET)
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
+            .env("DATABASE_URL", &options.database_url)
+            .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start gateway");
-        let mut gw = Self { child, port, dir };
+        let mut gw = Self {
+            child,
+            port,
+            dir,
+            database_url: options.database_url.clone(),
+        };
         gw.wait_listening();
         gw
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("gateway.toml")
+    }
+
+    /// Rewrites the configuration file (for reload and SIGHUP).
+    pub fn write_config(&self, options: &GatewayOptions) {
+        std::fs::write(
+            self.config_path(),
+            render_config(self.port, &self.dir, options),
+        )
+        .expect("write config");
+    }
+
+    /// The pid in the pid file: the process serving now.
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("gateway.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("pid file")
+    }
+
+    /// Runs `robeing-gateway reload` (with `binary`, default the built one).
+    pub fn reload_with(
+        &self,
+        binary: &std::path::Path,
+        env: &[(String, String)],
+    ) -> std::process::Output {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .expect("log file");
+        let out = Command::new(binary)
+            .arg("reload")
+            .arg("-c")
+            .arg(self.config_path())
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // The successor inherits these: its log goes to the same file.
+            .stderr(log)
+            .stdout(Stdio::piped())
+            .output()
+            .expect("run reload");
+        out
+    }
+
+    pub fn reload(&self) -> std::process::Output {
+        self.reload_with(
+            std::path::Path::new(env!("CARGO_BIN_EXE_robeing-gateway")),
+            &[],
+        )
+    }
+
+    /// Sends a signal to the serving process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     fn wait_listening(&mut self) {
@@ -257,6 +368,15 @@ read_timeout_ms = 5000
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // Successors started by `reload` are not our children.
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("gateway.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -353,6 +473,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 // ---------------------------------------------------------------- HTTP client
 
+/// How a request failed, as a client sees it.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection closed before any byte of a response: the request was
+    /// not processed, and an idempotent one may be sent again (RFC 9112 §9.3.1).
+    NoResponse(String),
+    /// A response started and broke, or was malformed.
+    Broken(String),
+}
+
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -403,6 +533,13 @@ pub struct Conn {
 }
 
 impl Conn {
+    pub fn from_stream(stream: TcpStream) -> Self {
+        stream.set_nodelay(true).ok();
+        Self {
+            stream: BufReader::new(stream),
+        }
+    }
+
     pub async fn connect(port: u16) -> Self {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
@@ -425,6 +562,18 @@ impl Conn {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Response {
+        self.try_request(method, target, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {target}: {e:?}"))
+    }
+
+    pub async fn try_request(
+        &mut self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Response, ClientError> {
         let mut head = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
         for (n, v) in headers {
             head.push_str(&format!("{n}: {v}\r\n"));
@@ -435,72 +584,104 @@ impl Conn {
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
-        self.send_raw(&bytes).await;
-        self.read_response().await
+        self.stream
+            .get_mut()
+            .write_all(&bytes)
+            .await
+            .map_err(|e| ClientError::NoResponse(e.to_string()))?;
+        self.try_read_response().await
     }
 
     /// Reads a status line and headers.
     pub async fn read_head(&mut self) -> (u16, Vec<(String, String)>) {
+        self.try_read_head().await.expect("response head")
+    }
+
+    async fn try_read_head(&mut self) -> Result<(u16, Vec<(String, String)>), ClientError> {
         let mut line = String::new();
-        self.stream.read_line(&mut line).await.expect("status line");
+        match self.stream.read_line(&mut line).await {
+            Ok(0) => return Err(ClientError::NoResponse("closed".into())),
+            Err(e) if line.is_empty() => return Err(ClientError::NoResponse(e.to_string())),
+            Err(e) => return Err(ClientError::Broken(e.to_string())),
+            Ok(_) => {}
+        }
         let status = line
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+            .ok_or_else(|| ClientError::Broken(format!("bad status line {line:?}")))?;
         let mut headers = Vec::new();
         loop {
             line.clear();
-            self.stream.read_line(&mut line).await.expect("header line");
+            self.stream
+                .read_line(&mut line)
+                .await
+                .map_err(|e| ClientError::Broken(e.to_string()))?;
             let l = line.trim_end();
             if l.is_empty() {
                 break;
             }
-            let (n, v) = l.split_once(':').expect("header");
+            let (n, v) = l
+                .split_once(':')
+                .ok_or_else(|| ClientError::Broken(format!("bad header {l:?}")))?;
             headers.push((n.trim().to_owned(), v.trim().to_owned()));
         }
-        (status, headers)
+        Ok((status, headers))
     }
 
     /// Reads one chunk of a chunked body; `None` at the terminating chunk.
     pub async fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        self.try_read_chunk().await.expect("chunk")
+    }
+
+    async fn try_read_chunk(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
+        let broken = |e: std::io::Error| ClientError::Broken(e.to_string());
         let mut line = String::new();
-        self.stream.read_line(&mut line).await.expect("chunk size");
+        self.stream.read_line(&mut line).await.map_err(broken)?;
         let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {line:?}"));
+            .map_err(|_| ClientError::Broken(format!("bad chunk size {line:?}")))?;
         let mut data = vec![0; size];
-        self.stream.read_exact(&mut data).await.expect("chunk");
+        self.stream.read_exact(&mut data).await.map_err(broken)?;
         let mut crlf = [0; 2];
-        self.stream.read_exact(&mut crlf).await.expect("chunk end");
-        (size > 0).then_some(data)
+        self.stream.read_exact(&mut crlf).await.map_err(broken)?;
+        Ok((size > 0).then_some(data))
     }
 
     pub async fn read_response(&mut self) -> Response {
-        let (status, headers) = self.read_head().await;
+        self.try_read_response().await.expect("response")
+    }
+
+    pub async fn try_read_response(&mut self) -> Result<Response, ClientError> {
+        let (status, headers) = self.try_read_head().await?;
         let find = |name: &str| {
             headers
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
+        let broken = |e: std::io::Error| ClientError::Broken(e.to_string());
         let mut body = Vec::new();
         if status == 101 || status == 204 || status == 304 || (100..200).contains(&status) {
             // no body
         } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            while let Some(chunk) = self.read_chunk().await {
+            while let Some(chunk) = self.try_read_chunk().await? {
                 body.extend_from_slice(&chunk);
             }
         } else if let Some(len) = find("content-length") {
-            body.resize(len.parse().expect("content-length"), 0);
-            self.stream.read_exact(&mut body).await.expect("body");
+            body.resize(
+                len.parse()
+                    .map_err(|_| ClientError::Broken(format!("content-length {len}")))?,
+                0,
+            );
+            self.stream.read_exact(&mut body).await.map_err(broken)?;
         } else {
-            self.stream.read_to_end(&mut body).await.expect("body");
+            self.stream.read_to_end(&mut body).await.map_err(broken)?;
         }
-        Response {
+        Ok(Response {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub fn into_inner(self) -> BufReader<TcpStream> {

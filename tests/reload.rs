@@ -1,0 +1,364 @@
+//! Zero-downtime reloads (issue 3): SIGQUIT handoff through `reload` and
+//! in-place SIGHUP, under continuous keep-alive load, against the real
+//! binary, real upstreams and a real PostgreSQL.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Outcomes of the load clients, counted as a real HTTP client would.
+#[derive(Default)]
+struct LoadStats {
+    ok: AtomicU64,
+    /// Requests re-sent because a reused keep-alive connection closed before
+    /// any response byte (what browsers and HTTP libraries do).
+    resent_on_reused: AtomicU64,
+    failed: AtomicU64,
+    refused: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    stats: Arc<LoadStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(LoadStats::default());
+        let token = token_for("alice");
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, stats, token) = (stop.clone(), stats.clone(), token.clone());
+                tokio::spawn(async move { client_loop(port, &stop, &stats, &token).await })
+            })
+            .collect();
+        Self { stop, stats, tasks }
+    }
+
+    async fn finish(self) -> Arc<LoadStats> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.stats
+    }
+}
+
+async fn client_loop(port: u16, stop: &AtomicBool, stats: &LoadStats, token: &str) {
+    let headers = [bearer(token)];
+    let mut conn: Option<(Conn, bool)> = None; // (connection, used before)
+    while !stop.load(Ordering::SeqCst) {
+        let (mut c, reused) = match conn.take() {
+            Some(open) => open,
+            None => match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => (Conn::from_stream(stream), false),
+                Err(e) => {
+                    stats.refused.fetch_add(1, Ordering::SeqCst);
+                    stats.errors.lock().unwrap().push(format!("connect: {e}"));
+                    continue;
+                }
+            },
+        };
+        match c
+            .try_request("GET", "/api/robeing/load", &headers, b"")
+            .await
+        {
+            Ok(r) if r.status == 200 && r.upstream_header("x-user-id") == [ALICE_ID] => {
+                stats.ok.fetch_add(1, Ordering::SeqCst);
+                if r.header("connection") != Some("close") {
+                    conn = Some((c, true));
+                }
+            }
+            Ok(r) => {
+                stats.failed.fetch_add(1, Ordering::SeqCst);
+                stats.errors.lock().unwrap().push(format!(
+                    "{} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            Err(ClientError::NoResponse(_)) if reused => {
+                stats.resent_on_reused.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::SeqCst);
+                stats
+                    .errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("reused={reused}: {e:?}"));
+            }
+        }
+    }
+}
+
+const FAST_DRAIN: &str = "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5";
+
+fn options<'a>(routes: &'a str) -> GatewayOptions<'a> {
+    GatewayOptions {
+        server_extra: FAST_DRAIN,
+        ..GatewayOptions::new(routes)
+    }
+}
+
+fn assert_reload_ok(out: &std::process::Output) -> i32 {
+    assert!(out.status.success(), "reload failed: {:?}", out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reload output {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handoffs_and_sighups_under_load_lose_nothing() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let base = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(options(&base));
+    let alice = bearer(&token_for("alice"));
+    let load = Load::start(gw.port, 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A slow response and a slow upload in flight across the first handoff.
+    let port = gw.port;
+    let token = alice.clone();
+    let slow_response =
+        tokio::spawn(async move { get(port, "/api/robeing/delay/2500/x", &[token]).await });
+    let slow_upload = tokio::spawn(async move {
+        let mut c = Conn::connect(port).await;
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        c.send_raw(
+            format!(
+                "PUT /api/auth/upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        for piece in body.chunks(20_000) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            c.send_raw(piece).await;
+        }
+        (c.read_response().await, sha256_hex(&body))
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut routes = base.clone();
+    let mut pids = vec![gw.pid()];
+    for round in 0..3 {
+        // Handoff; the last one adds a route.
+        if round == 2 {
+            routes += &route("/api/handoff/*", public.port, false, "");
+        }
+        gw.write_config(&options(&routes));
+        let new_pid = assert_reload_ok(&gw.reload());
+        assert!(!pids.contains(&new_pid));
+        assert_eq!(gw.pid(), new_pid);
+        let old_pid = *pids.last().unwrap();
+        pids.push(new_pid);
+        // The predecessor keeps accepting for Pingora's 5 s handover window,
+        // then drains and exits; a SIGHUP reaches only the serving process.
+        wait_for_exit(old_pid, Duration::from_secs(15)).await;
+
+        // In-place reload; each adds a route.
+        routes += &route(&format!("/api/hup{round}/*"), public.port, false, "");
+        gw.write_config(&options(&routes));
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(gw.pid(), new_pid, "SIGHUP must not replace the process");
+        let r = get(gw.port, &format!("/api/hup{round}/x"), &[]).await;
+        assert_eq!(r.status, 200, "route added by SIGHUP {round}");
+    }
+    assert_eq!(
+        get(gw.port, "/api/handoff/x", &[]).await.status,
+        200,
+        "route added by handoff"
+    );
+
+    let (r, sha) = slow_upload.await.unwrap();
+    assert_eq!(r.status, 200, "slow upload across a handoff");
+    assert_eq!(r.json()["body_sha256"], sha);
+    let r = slow_response.await.unwrap();
+    assert_eq!(r.status, 200, "slow response across a handoff");
+    assert_eq!(r.upstream_header("x-user-id"), [ALICE_ID]);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = load.finish().await;
+    let errors = stats.errors.lock().unwrap().clone();
+    let ok = stats.ok.load(Ordering::SeqCst);
+    eprintln!(
+        "load: {ok} ok, {} re-sent on a reused connection closed before any response byte",
+        stats.resent_on_reused.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        stats.failed.load(Ordering::SeqCst),
+        0,
+        "failed requests: {errors:?}"
+    );
+    assert_eq!(
+        stats.refused.load(Ordering::SeqCst),
+        0,
+        "refused connections: {errors:?}"
+    );
+    assert!(ok > 200, "the load ran ({ok} requests)");
+}
+
+/// Waits until `pid` has exited (or is a zombie awaiting its parent).
+async fn wait_for_exit(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) != Some("Z"))
+            .unwrap_or(false);
+        if !running {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still runs after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_config_never_replaces_the_running_instance() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(options(&routes));
+    let pid = gw.pid();
+
+    // Unknown key: reload refuses, naming the key, and nothing changes.
+    let broken = routes.replace(
+        "auth_required = false",
+        "auth_required = false\nbogus_key = 1",
+    );
+    gw.write_config(&options(&broken));
+    let out = gw.reload();
+    assert!(!out.status.success());
+    let log = gw.log();
+    assert!(log.contains("unknown field `bogus_key`"), "{log}");
+    assert!(log.contains("running instance is untouched"), "{log}");
+    assert_eq!(gw.pid(), pid);
+    assert!(!gw.config_path().with_file_name("upgrade.sock").exists());
+    assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
+
+    // The same file on SIGHUP: rejected, the old routes keep serving.
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.pid(), pid);
+    assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
+    assert!(
+        gw.log().contains("SIGHUP: configuration rejected"),
+        "{}",
+        gw.log()
+    );
+
+    // A semantic error (not just syntax) is refused the same way.
+    let bad_users = options(&routes);
+    gw.write_config(&GatewayOptions {
+        users_extra: "pool_size = 0",
+        ..bad_users
+    });
+    let out = gw.reload();
+    assert!(!out.status.success());
+    assert!(gw.log().contains("users.pool_size: must be at least 1"));
+    assert_eq!(gw.pid(), pid);
+
+    // Fixed: SIGHUP applies it.
+    let more = routes.clone() + &route("/api/later/*", public.port, false, "");
+    gw.write_config(&options(&more));
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(gw.port, "/api/later/x", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_binary_takes_over_and_systemd_follows_the_main_pid() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let dir = std::env::temp_dir().join(unique("robeing-notify"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let notify_env = vec![(
+        "NOTIFY_SOCKET".to_owned(),
+        notify_path.display().to_string(),
+    )];
+
+    let gw = Gateway::start_with(GatewayOptions {
+        env: notify_env.clone(),
+        ..options(&routes)
+    });
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(first, format!("MAINPID={}\nREADY=1\n", gw.pid()));
+
+    // "Version 2" of the binary, installed elsewhere, runs the reload.
+    let v2 = dir.join("robeing-gateway-v2");
+    std::fs::copy(env!("CARGO_BIN_EXE_robeing-gateway"), &v2).unwrap();
+    let new_pid = assert_reload_ok(&gw.reload_with(&v2, &notify_env));
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]),
+        format!("MAINPID={new_pid}\nREADY=1\n")
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap(),
+        v2
+    );
+    assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn successor_starts_with_the_identity_cache_warm() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        users_extra: "query = 'SELECT id FROM counted_user_lookup($1)'",
+        ..options(&routes)
+    });
+    let users: Vec<String> = (0..20).map(|i| unique(&format!("warm{i}"))).collect();
+    for u in &users {
+        add_user(u);
+        let r = get(gw.port, "/api/robeing/x", &[bearer(&token_for(u))]).await;
+        assert_eq!(r.status, 200);
+    }
+    let queries = |u: &str| {
+        psql(&format!(
+            "SELECT n FROM gateway_lookups WHERE username = '{u}'"
+        ))
+    };
+    assert_eq!(gw.log().matches("handed").count(), 0);
+    assert_reload_ok(&gw.reload());
+    assert!(
+        gw.log().contains("took over 20 cached users"),
+        "{}",
+        gw.log()
+    );
+    let t = Instant::now();
+    for u in &users {
+        let r = get(gw.port, "/api/robeing/x", &[bearer(&token_for(u))]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+    for u in &users {
+        assert_eq!(queries(u), "1", "{u} was queried again after the handoff");
+    }
+}
