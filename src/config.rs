@@ -59,8 +59,10 @@ pub struct ServerConfig {
     pub pid_file: String,
     #[serde(default = "defaults::upgrade_sock")]
     pub upgrade_sock: String,
+    /// After it stops accepting, a draining process stays at least this long...
     #[serde(default = "defaults::grace_period_seconds")]
     pub grace_period_seconds: u64,
+    /// ...and at most this long while requests are in flight.
     #[serde(default = "defaults::graceful_shutdown_timeout_seconds")]
     pub graceful_shutdown_timeout_seconds: u64,
     /// Idle upstream connections kept per process, across all upstreams.
@@ -169,7 +171,7 @@ mod defaults {
         "/tmp/robeing-gateway-upgrade.sock".into()
     }
     pub fn grace_period_seconds() -> u64 {
-        5
+        1
     }
     pub fn graceful_shutdown_timeout_seconds() -> u64 {
         10
@@ -298,6 +300,12 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("server.threads", "must be at least 1"));
     }
     positive("server.max_body_bytes", server.max_body_bytes)?;
+    if server.grace_period_seconds > server.graceful_shutdown_timeout_seconds {
+        return Err(ConfigError::invalid(
+            "server.grace_period_seconds",
+            "must not exceed server.graceful_shutdown_timeout_seconds",
+        ));
+    }
 
     let auth = &config.auth;
     match (&auth.secret_env, &auth.secret_file) {

@@ -15,16 +15,42 @@
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
 
 use crate::config::{self, ConfigError, ServerConfig};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::identity::SnapshotEntry;
+
+/// Requests in flight in this process (upgraded WebSockets included).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one request in flight for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(());
+
+impl InFlight {
+    pub fn start() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        Self(())
+    }
+
+    pub fn count() -> usize {
+        IN_FLIGHT.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What the lifecycle needs to know about the running process.
 pub struct Lifecycle {
@@ -148,6 +174,36 @@ impl Lifecycle {
         let routes = next.routes.len();
         self.gateway.store(Arc::new(next));
         Ok(routes)
+    }
+}
+
+impl Lifecycle {
+    /// Ends the process as soon as it is drained, instead of Pingora's
+    /// fixed sleep: once it stops accepting, it stays at least
+    /// `grace_period_seconds` and exits when no request is in flight. Pingora
+    /// itself stops it after `graceful_shutdown_timeout_seconds` (its grace
+    /// period is set to that), cutting what still runs.
+    pub fn exit_when_drained(self: &Arc<Self>, mut phases: broadcast::Receiver<ExecutionPhase>) {
+        let lifecycle = self.clone();
+        let minimum = Duration::from_secs(self.server.grace_period_seconds);
+        std::thread::spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+            let stopped_accepting = Instant::now();
+            loop {
+                if stopped_accepting.elapsed() >= minimum && InFlight::count() == 0 {
+                    log::info!("drained after {:?}, exiting", stopped_accepting.elapsed());
+                    lifecycle.release_pid_file();
+                    std::process::exit(0);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
     }
 }
 

@@ -27,6 +27,7 @@ use crate::headers::{
 };
 use crate::identity::Identity;
 use crate::jwt::{bearer_token, BearerToken};
+use crate::lifecycle::InFlight;
 use crate::path::normalize_path;
 use crate::routing::Route;
 
@@ -46,8 +47,9 @@ impl GatewayProxy {
 
 /// Per-request state. A fresh one per request, so nothing (identity above
 /// all) carries over between requests of a keep-alive connection.
-#[derive(Default)]
 pub struct RequestCtx {
+    /// Keeps a draining process alive until this request is done.
+    _in_flight: InFlight,
     request_id: Option<HeaderValue>,
     route: Option<Arc<Route>>,
     /// The origin-form target the upstream must receive, when it differs
@@ -58,6 +60,17 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    fn new() -> Self {
+        Self {
+            _in_flight: InFlight::start(),
+            request_id: None,
+            route: None,
+            upstream_uri: None,
+            identity: None,
+            body_bytes: 0,
+        }
+    }
+
     fn request_id(&mut self) -> &HeaderValue {
         self.request_id
             .get_or_insert_with(crate::headers::generate_request_id)
@@ -176,7 +189,7 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

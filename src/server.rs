@@ -27,8 +27,10 @@ pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
         threads: server.threads,
         pid_file: server.pid_file.clone(),
         upgrade_sock: server.upgrade_sock.clone(),
-        grace_period_seconds: Some(server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(server.graceful_shutdown_timeout_seconds),
+        // Pingora sleeps its whole grace period; the lifecycle ends the
+        // process earlier once drained, so this is the upper bound.
+        grace_period_seconds: Some(server.graceful_shutdown_timeout_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: server.upstream_keepalive_pool_size,
         ..ServerConf::default()
     }
@@ -61,6 +63,7 @@ pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) {
         proxy.add_tcp(addr);
     }
     pingora.add_service(proxy);
+    lifecycle.exit_when_drained(pingora.watch_execution_phase());
     pingora.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch(lifecycle.clone())),
     });

@@ -362,3 +362,50 @@ async fn successor_starts_with_the_identity_cache_warm() {
         assert_eq!(queries(u), "1", "{u} was queried again after the handoff");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_waits_for_in_flight_requests_and_no_longer() {
+    let up = Upstream::start();
+    let routes = route("/api/slow/*", up.port, false, "read_timeout_ms = 30000");
+    let drain = "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 12";
+    let opts = || GatewayOptions {
+        server_extra: drain,
+        ..GatewayOptions::new(&routes)
+    };
+    let gw = Gateway::start_with(opts());
+
+    // A response that outlasts Pingora's 5 s handover window.
+    let port = gw.port;
+    let slow = tokio::spawn(async move {
+        let r = get(port, "/api/slow/delay/8000/x", &[]).await;
+        (r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = gw.pid();
+    let handed_over = Instant::now();
+    assert_reload_ok(&gw.reload());
+    let (r, finished) = slow.await.unwrap();
+    assert_eq!(r.status, 200, "in-flight request cut by the handoff");
+    wait_for_exit(first, Duration::from_secs(20)).await;
+    let exited = Instant::now();
+    assert!(exited >= finished, "exited before its request finished");
+    assert!(
+        exited - finished < Duration::from_secs(2),
+        "lingered {:?} after draining",
+        exited - finished
+    );
+
+    // Nothing in flight: the predecessor leaves after the 5 s handover
+    // window plus the 1 s minimum, not after the 12 s bound.
+    let second = gw.pid();
+    let t = Instant::now();
+    assert_reload_ok(&gw.reload());
+    wait_for_exit(second, Duration::from_secs(20)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "idle predecessor took {:?}",
+        t.elapsed()
+    );
+    assert!(handed_over.elapsed() > Duration::from_secs(8));
+    assert_eq!(get(gw.port, "/api/slow/x", &[]).await.status, 200);
+}
