@@ -235,3 +235,34 @@ fn quick_start_users_match_the_compose_demo_user() {
     let init_sql = std::fs::read_to_string(Path::new(ROOT).join("conf/postgres-init.sql")).unwrap();
     assert!(init_sql.contains(&format!("('{}', 'alice')", users["alice"])));
 }
+
+#[test]
+fn systemd_unit_reloads_through_the_handoff() {
+    let unit =
+        std::fs::read_to_string(Path::new(ROOT).join("conf/robeing-gateway.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key}= missing"))
+            .to_owned()
+    };
+    // Main-PID tracking survives the handoff: the successor sends MAINPID.
+    assert_eq!(value("Type"), "notify");
+    assert_eq!(value("NotifyAccess"), "all");
+    let start = value("ExecStart");
+    let reload = value("ExecReload");
+    let check = value("ExecStartPre");
+    let (binary, start_args) = start.split_once(' ').unwrap();
+    assert_eq!(reload, format!("{binary} reload {start_args}"));
+    assert_eq!(check, format!("{binary} -t {start_args}"));
+    // Every command line parses with this binary's CLI.
+    use clap::Parser;
+    for line in [&start, &reload, &check] {
+        let args = line.split_whitespace().map(str::to_owned);
+        robeing_gateway::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    // The pid file and upgrade socket paths of a config in the runtime dir
+    // survive a reload (RuntimeDirectoryPreserve).
+    assert_eq!(value("RuntimeDirectory"), "robeing-gateway");
+    assert_eq!(value("RuntimeDirectoryPreserve"), "yes");
+}
