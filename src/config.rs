@@ -46,7 +46,52 @@ pub struct Config {
     pub users: UsersConfig,
     #[serde(default)]
     pub upstream: UpstreamDefaults,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`); none if absent.
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Level of the process log on stderr (`RUST_LOG` overrides it).
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// Format of the access log.
+    #[serde(default = "defaults::log_format")]
+    pub format: LogFormat,
+    /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path.
+    #[serde(default = "defaults::log_destination")]
+    pub destination: String,
+    /// Lines queued for the writer; beyond it lines are counted and dropped.
+    #[serde(default = "defaults::log_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: defaults::log_level(),
+            format: defaults::log_format(),
+            destination: defaults::log_destination(),
+            queue_capacity: defaults::log_queue_capacity(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -161,6 +206,18 @@ pub struct RouteConfig {
 }
 
 mod defaults {
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn log_format() -> super::LogFormat {
+        super::LogFormat::Json
+    }
+    pub fn log_destination() -> String {
+        "stdout".into()
+    }
+    pub fn log_queue_capacity() -> usize {
+        65_536
+    }
     pub fn threads() -> usize {
         2
     }
@@ -306,6 +363,42 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             "must not exceed server.graceful_shutdown_timeout_seconds",
         ));
     }
+
+    if let Some(admin) = &config.admin {
+        let addr = admin.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "admin.listen",
+                format!("'{}' is not an IP:port address", admin.listen),
+            )
+        })?;
+        if server
+            .listen
+            .iter()
+            .any(|l| l.parse::<SocketAddr>().ok() == Some(addr))
+        {
+            return Err(ConfigError::invalid(
+                "admin.listen",
+                "must differ from every server.listen address",
+            ));
+        }
+    }
+    let log = &config.log;
+    if log.level.parse::<log::LevelFilter>().is_err() {
+        return Err(ConfigError::invalid(
+            "log.level",
+            format!(
+                "'{}' is not one of off, error, warn, info, debug, trace",
+                log.level
+            ),
+        ));
+    }
+    if log.destination.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "log.destination",
+            "must be stdout, stderr, off or a file path",
+        ));
+    }
+    positive("log.queue_capacity", log.queue_capacity as u64)?;
 
     let auth = &config.auth;
     match (&auth.secret_env, &auth.secret_file) {

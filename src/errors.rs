@@ -69,6 +69,19 @@ impl GatewayError {
         }
     }
 
+    /// The `reason` label of `gateway_auth_failures_total`, for errors that
+    /// refuse a request on authentication grounds.
+    pub fn auth_failure_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => Some("missing_token"),
+            Self::InvalidToken => Some("invalid_token"),
+            Self::TokenExpired => Some("token_expired"),
+            Self::UserNotFound => Some("user_not_found"),
+            Self::UserDirectoryUnavailable => Some("directory_unavailable"),
+            _ => None,
+        }
+    }
+
     /// The `WWW-Authenticate` challenge for 401s (RFC 6750), `None` otherwise.
     fn challenge(&self) -> Option<&'static str> {
         match self {

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,6 +20,7 @@ use uuid::Uuid;
 
 use crate::config::{ConfigError, UserSource, UsersConfig};
 use crate::errors::GatewayError;
+use crate::metrics::metrics;
 
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,16 @@ pub enum DirectoryError {
 pub trait UserDirectory: Send + Sync {
     /// `Ok(None)` means the user does not exist.
     async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError>;
+
+    /// Whether the directory answers now (readiness).
+    async fn ping(&self) -> Result<(), DirectoryError> {
+        Ok(())
+    }
+
+    /// Connection-pool figures, for sources that have a pool.
+    fn pool_status(&self) -> Option<deadpool_postgres::Status> {
+        None
+    }
 }
 
 /// PostgreSQL-backed directory.
@@ -103,6 +113,21 @@ impl UserDirectory for PostgresDirectory {
         tokio::time::timeout(self.timeout, self.query_user_id(username))
             .await
             .map_err(|_| DirectoryError::Timeout(self.timeout))?
+    }
+
+    async fn ping(&self) -> Result<(), DirectoryError> {
+        let check = async {
+            let client = self.pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok(())
+        };
+        tokio::time::timeout(self.timeout, check)
+            .await
+            .map_err(|_| DirectoryError::Timeout(self.timeout))?
+    }
+
+    fn pool_status(&self) -> Option<deadpool_postgres::Status> {
+        Some(self.pool.status())
     }
 }
 
@@ -173,22 +198,12 @@ pub struct SnapshotEntry {
     pub remaining_ms: u64,
 }
 
-/// Counters of the cache, for tests and (later) metrics.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub directory_queries: AtomicU64,
-    pub directory_errors: AtomicU64,
-}
-
 /// Username -> identity, cached in front of a [`UserDirectory`].
 pub struct IdentityCache {
     directory: Box<dyn UserDirectory>,
     cache: Cache<String, CachedLookup>,
     ttl: Duration,
     negative_ttl: Duration,
-    pub stats: CacheStats,
 }
 
 impl IdentityCache {
@@ -198,7 +213,6 @@ impl IdentityCache {
             cache: Cache::new(users.cache_capacity),
             ttl: Duration::from_secs(users.cache_ttl_seconds),
             negative_ttl: Duration::from_secs(users.negative_cache_ttl_seconds),
-            stats: CacheStats::default(),
         }
     }
 
@@ -229,7 +243,7 @@ impl IdentityCache {
         let now = Instant::now();
         if let Some(hit) = self.cache.get(username) {
             if hit.expires_at > now {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                metrics().identity_cache_hits.inc();
                 return hit.identity.ok_or(GatewayError::UserNotFound);
             }
         }
@@ -247,7 +261,7 @@ impl IdentityCache {
             .await
         {
             EntryResult::Retained(identity) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                metrics().identity_cache_hits.inc();
                 return identity.ok_or(GatewayError::UserNotFound);
             }
             EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => guard,
@@ -256,12 +270,14 @@ impl IdentityCache {
                 return Err(GatewayError::UserDirectoryUnavailable)
             }
         };
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        self.stats.directory_queries.fetch_add(1, Ordering::Relaxed);
+        metrics().identity_cache_misses.inc();
+        let timer = metrics().directory_query_duration.start_timer();
         // On error the guard drops without a value: nothing is cached and the
         // next waiter becomes the loader.
-        let found = self.directory.find_user_id(username).await.map_err(|e| {
-            self.stats.directory_errors.fetch_add(1, Ordering::Relaxed);
+        let found = self.directory.find_user_id(username).await;
+        timer.observe_duration();
+        let found = found.map_err(|e| {
+            metrics().directory_errors.inc();
             log::warn!("user directory lookup failed: {e}");
             GatewayError::UserDirectoryUnavailable
         })?;
@@ -320,6 +336,22 @@ impl IdentityCache {
         restored
     }
 
+    /// Readiness: the directory answers, or the cache can serve without it.
+    pub async fn is_ready(&self) -> bool {
+        !self.cache.is_empty() || self.directory.ping().await.is_ok()
+    }
+
+    /// Refreshes the cache and pool gauges (at scrape time).
+    pub fn export_gauges(&self) {
+        let m = metrics();
+        m.identity_cache_entries.set(self.cache.len() as i64);
+        if let Some(status) = self.directory.pool_status() {
+            m.directory_pool_size.set(status.size as i64);
+            m.directory_pool_available.set(status.available as i64);
+            m.directory_pool_waiting.set(status.waiting as i64);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.cache.len()
     }
@@ -332,6 +364,7 @@ impl IdentityCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
     struct CountingDirectory {

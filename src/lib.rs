@@ -7,6 +7,8 @@
 //! [`gateway`] builds the serving state from it, [`server`] runs Pingora,
 //! [`lifecycle`] handles signals and handoff, [`reload`] drives a handoff.
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod errors;
@@ -15,6 +17,7 @@ pub mod headers;
 pub mod identity;
 pub mod jwt;
 pub mod lifecycle;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod reload;

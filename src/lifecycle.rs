@@ -24,9 +24,10 @@ use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::config::{self, ConfigError, ServerConfig};
+use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::identity::SnapshotEntry;
+use crate::metrics::metrics;
 
 /// Requests in flight in this process (upgraded WebSockets included).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -55,6 +56,9 @@ impl Drop for InFlight {
 /// What the lifecycle needs to know about the running process.
 pub struct Lifecycle {
     conf_path: PathBuf,
+    /// The configuration the process started with (for what SIGHUP cannot
+    /// change).
+    started_with: config::Config,
     server: ServerConfig,
     gateway: SharedGateway,
     draining: Arc<AtomicBool>,
@@ -84,10 +88,11 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 }
 
 impl Lifecycle {
-    pub fn new(conf_path: PathBuf, server: ServerConfig, gateway: SharedGateway) -> Self {
+    pub fn new(loaded: LoadedConfig, gateway: SharedGateway) -> Self {
         Self {
-            conf_path,
-            server,
+            conf_path: loaded.path,
+            server: loaded.config.server.clone(),
+            started_with: loaded.config,
             gateway,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -162,9 +167,11 @@ impl Lifecycle {
     /// running one when the new file does not validate.
     pub fn reload_in_place(&self) -> Result<usize, ConfigError> {
         let loaded = config::load(&self.conf_path)?;
-        if loaded.config.server != self.server {
+        let was = &self.started_with;
+        let now = &loaded.config;
+        if now.server != was.server || now.admin != was.admin || now.log != was.log {
             log::warn!(
-                "[server] changed in {}: listeners, threads and paths change only with a handoff \
+                "[server], [admin] or [log] changed in {}: they change only with a handoff \
                  (robeing-gateway reload); the rest is applied now",
                 self.conf_path.display()
             );
@@ -241,8 +248,14 @@ impl ShutdownSignalWatch for SignalWatch {
                 }
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
                 _ = hup.recv() => match lifecycle.reload_in_place() {
-                    Ok(routes) => log::info!("SIGHUP: configuration reloaded ({routes} routes)"),
-                    Err(e) => log::error!("SIGHUP: configuration rejected, keeping the running one: {e}"),
+                    Ok(routes) => {
+                        metrics().config_reloads.with_label_values(&["ok"]).inc();
+                        log::info!("SIGHUP: configuration reloaded ({routes} routes)");
+                    }
+                    Err(e) => {
+                        metrics().config_reloads.with_label_values(&["rejected"]).inc();
+                        log::error!("SIGHUP: configuration rejected, keeping the running one: {e}");
+                    }
                 },
             }
         }

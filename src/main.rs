@@ -33,16 +33,24 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
     }
 }
 
+fn init_logging(level: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+}
+
 fn run(cli: &Cli) -> ExitCode {
     let loaded = match config::load(&cli.conf) {
         Ok(loaded) => loaded,
         Err(e) => return fail(e),
     };
+    init_logging(&loaded.config.log.level);
     let gateway = match Gateway::build(&loaded) {
         Ok(gateway) => gateway,
         Err(e) => return fail(e),
     };
     if cli.test {
+        if let Err(e) = robeing_gateway::access_log::AccessLog::new(&loaded.config.log) {
+            return fail(e);
+        }
         println!(
             "{}: configuration OK ({} routes)",
             loaded.path.display(),
@@ -54,13 +62,17 @@ fn run(cli: &Cli) -> ExitCode {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
     };
-    server::run(loaded, gateway, flags);
-    ExitCode::SUCCESS
+    match server::run(loaded, gateway, flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if cli.command.is_some() {
+        init_logging("info");
+    }
     match &cli.command {
         Some(Command::Token {
             username,

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{AccessEntry, AccessLog};
 use crate::errors::{render_envelope, GatewayError};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::headers::{
@@ -28,6 +30,7 @@ use crate::headers::{
 use crate::identity::Identity;
 use crate::jwt::{bearer_token, BearerToken};
 use crate::lifecycle::InFlight;
+use crate::metrics::{method_label, metrics};
 use crate::path::normalize_path;
 use crate::routing::Route;
 
@@ -37,11 +40,20 @@ pub struct GatewayProxy {
     /// Set once this process is handing over or stopping: responses then
     /// close their connection, so clients move to the successor.
     draining: Arc<AtomicBool>,
+    access_log: Arc<AccessLog>,
 }
 
 impl GatewayProxy {
-    pub fn new(gateway: SharedGateway, draining: Arc<AtomicBool>) -> Self {
-        Self { gateway, draining }
+    pub fn new(
+        gateway: SharedGateway,
+        draining: Arc<AtomicBool>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
+        Self {
+            gateway,
+            draining,
+            access_log,
+        }
     }
 }
 
@@ -50,12 +62,14 @@ impl GatewayProxy {
 pub struct RequestCtx {
     /// Keeps a draining process alive until this request is done.
     _in_flight: InFlight,
+    started: Instant,
     request_id: Option<HeaderValue>,
     route: Option<Arc<Route>>,
     /// The origin-form target the upstream must receive, when it differs
     /// from what the client sent (normalized path, absolute-form target).
     upstream_uri: Option<Uri>,
     identity: Option<Identity>,
+    upstream_status: Option<u16>,
     body_bytes: u64,
 }
 
@@ -63,10 +77,12 @@ impl RequestCtx {
     fn new() -> Self {
         Self {
             _in_flight: InFlight::start(),
+            started: Instant::now(),
             request_id: None,
             route: None,
             upstream_uri: None,
             identity: None,
+            upstream_status: None,
             body_bytes: 0,
         }
     }
@@ -130,6 +146,22 @@ async fn authenticate(
     }
 }
 
+/// The `kind` label of `gateway_proxy_errors_total`.
+fn proxy_error_kind(e: &Error) -> &'static str {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(413)) => "body_too_large",
+        (ErrorSource::Upstream, ConnectRefused) => "connect_refused",
+        (ErrorSource::Upstream, ConnectTimedout) => "connect_timeout",
+        (ErrorSource::Upstream, ReadTimedout) => "read_timeout",
+        (ErrorSource::Upstream, WriteTimedout) => "write_timeout",
+        (ErrorSource::Upstream, ConnectionClosed | ReadError | WriteError) => "upstream_closed",
+        (ErrorSource::Upstream, _) => "upstream_other",
+        (ErrorSource::Downstream, _) => "downstream",
+        _ => "internal",
+    }
+}
+
 /// The gateway error for a Pingora error that ended a proxied request, or
 /// `None` when the client is gone and nothing can be sent.
 fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
@@ -159,8 +191,9 @@ impl GatewayProxy {
         ctx.upstream_uri = upstream_target(&req.uri, &path)?;
         check_declared_body(req, route.max_body_bytes)?;
         strip_identity_headers(session.req_header_mut());
+        // Set before authentication, so refusals are counted on their route.
+        ctx.route = Some(route.clone());
         ctx.identity = authenticate(&gateway, session.req_header(), &route).await?;
-        ctx.route = Some(route);
         Ok(())
     }
 
@@ -197,6 +230,9 @@ impl ProxyHttp for GatewayProxy {
         match self.admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err(err) => {
+                if let Some(reason) = err.auth_failure_reason() {
+                    metrics().auth_failures.with_label_values(&[reason]).inc();
+                }
                 self.respond_error(session, ctx, err).await;
                 Ok(true)
             }
@@ -263,6 +299,16 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -278,12 +324,59 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let route = ctx
+            .route
+            .as_ref()
+            .map_or("unmatched", |r| r.pattern.as_str());
+        let (mut status_buf, mut upstream_buf) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let upstream_status = ctx
+            .upstream_status
+            .map_or("none", |s| upstream_buf.format(s));
+        let m = metrics();
+        m.requests
+            .with_label_values(&[
+                route,
+                method_label(&req.method),
+                status_buf.format(status),
+                upstream_status,
+            ])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        let identity = ctx.identity.take();
+        self.access_log.record(AccessEntry {
+            timestamp: SystemTime::now(),
+            request_id: ctx.request_id().clone(),
+            method: req.method.clone(),
+            path: req.uri.path().to_owned(),
+            username: identity.as_ref().map(|i| i.username.clone()),
+            user_id: identity.map(|i| i.user_id),
+            route: ctx.route.clone(),
+            upstream_status: ctx.upstream_status,
+            status_code: status,
+            response_time: elapsed,
+        });
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let route = ctx
+            .route
+            .as_ref()
+            .map_or("unmatched", |r| r.pattern.as_str());
+        metrics()
+            .proxy_errors
+            .with_label_values(&[route, proxy_error_kind(e)])
+            .inc();
         let Some(err) = classify_proxy_error(e) else {
             return FailToProxy {
                 error_code: 0,

@@ -1,13 +1,19 @@
 //! Maps `[server]` onto Pingora's server configuration (no YAML file) and
-//! runs the proxy service with the gateway's lifecycle.
+//! runs the proxy service, the admin listener and the process tasks.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use tokio::sync::broadcast;
 
-use crate::config::{LoadedConfig, ServerConfig};
+use crate::access_log::AccessLog;
+use crate::admin::AdminApp;
+use crate::config::{ConfigError, LoadedConfig, ServerConfig};
 use crate::gateway::Gateway;
 use crate::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
@@ -36,11 +42,31 @@ pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
     }
 }
 
+/// Threads that must start after Pingora has (maybe) forked into the
+/// background: the access-log writer and the drain watcher.
+struct ProcessTasks {
+    lifecycle: Arc<Lifecycle>,
+    access_log: Arc<AccessLog>,
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+#[async_trait]
+impl BackgroundService for ProcessTasks {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        self.access_log.start_writer();
+        if let Some(phases) = self.phases.lock().ok().and_then(|mut p| p.take()) {
+            self.lifecycle.exit_when_drained(phases);
+        }
+    }
+}
+
 /// Starts the server and serves until it is told to stop.
-pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) {
+pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
     let server = loaded.config.server.clone();
+    let admin = loaded.config.admin.clone();
+    let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
-    let lifecycle = Arc::new(Lifecycle::new(loaded.path, server.clone(), shared.clone()));
+    let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone()));
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -54,18 +80,35 @@ pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) {
     if flags.upgrade {
         lifecycle.take_over_identity();
     }
+
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &pingora.configuration,
-        GatewayProxy::new(shared, lifecycle.draining()),
+        GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
         "robeing-gateway",
     );
     for addr in &server.listen {
         proxy.add_tcp(addr);
     }
     pingora.add_service(proxy);
-    lifecycle.exit_when_drained(pingora.watch_execution_phase());
+    if let Some(admin) = admin {
+        let mut service = Service::new(
+            "robeing-gateway admin".into(),
+            AdminApp::new(shared, lifecycle.draining()),
+        );
+        service.add_tcp(&admin.listen);
+        pingora.add_service(service);
+    }
+    pingora.add_service(background_service(
+        "process tasks",
+        ProcessTasks {
+            lifecycle: lifecycle.clone(),
+            access_log,
+            phases: Mutex::new(Some(pingora.watch_execution_phase())),
+        },
+    ));
     pingora.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch(lifecycle.clone())),
     });
     lifecycle.release_pid_file();
+    Ok(())
 }

@@ -164,6 +164,7 @@ impl Drop for Upstream {
 pub struct Gateway {
     child: Child,
     pub port: u16,
+    pub admin_port: u16,
     dir: PathBuf,
     database_url: String,
 }
@@ -207,7 +208,7 @@ impl<'a> GatewayOptions<'a> {
     }
 }
 
-fn render_config(port: u16, dir: &std::path::Path, o: &GatewayOptions) -> String {
+fn render_config(port: u16, admin_port: u16, dir: &std::path::Path, o: &GatewayOptions) -> String {
     format!(
         r#"
 [server]
@@ -229,9 +230,16 @@ query_timeout_ms = 1500
 
 [upstream]
 read_timeout_ms = 5000
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[log]
+destination = "{dir}/access.log"
 {routes}
 "#,
         dir = dir.display(),
+        admin_port = admin_port,
         server_extra = o.server_extra,
         users_extra = o.users_extra,
         routes = o.routes,
@@ -258,10 +266,12 @@ impl Gateway {
     pub fn start_with(options: GatewayOptions) -> Self {
         ensure_schema();
         let port = free_port();
+        let admin_port = free_port();
         let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let conf = dir.join("gateway.toml");
-        std::fs::write(&conf, render_config(port, &dir, &options)).expect("write config");
+        std::fs::write(&conf, render_config(port, admin_port, &dir, &options))
+            .expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
             .arg("-c")
@@ -277,6 +287,7 @@ impl Gateway {
         let mut gw = Self {
             child,
             port,
+            admin_port,
             dir,
             database_url: options.database_url.clone(),
         };
@@ -353,12 +364,29 @@ impl Gateway {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}: {}", self.log());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("gateway did not listen on {}: {}", self.port, self.log());
+    }
+
+    /// The access-log lines written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad access-log line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
