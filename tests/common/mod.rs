@@ -303,7 +303,7 @@ impl Gateway {
     pub fn write_config(&self, options: &GatewayOptions) {
         std::fs::write(
             self.config_path(),
-            render_config(self.port, &self.dir, options),
+            render_config(self.port, self.admin_port, &self.dir, options),
         )
         .expect("write config");
     }
