@@ -1,0 +1,353 @@
+//! Observability (issue 4): exact metric counts after a known mix of
+//! requests, the access-log fields, and health and readiness.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use common::*;
+
+/// Parses Prometheus text into `name{k="v",...}` (labels sorted) -> value.
+fn scrape(admin_port: u16) -> impl Fn(&str, &[(&str, &str)]) -> f64 {
+    let text = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { get(admin_port, "/metrics", &[]).await })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(text.status, 200);
+    assert!(text
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let mut series = HashMap::new();
+    for line in String::from_utf8(text.body).unwrap().lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match key.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (key, ""),
+        };
+        let mut sorted = BTreeMap::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap();
+            sorted.insert(k.to_owned(), v.trim_matches('"').to_owned());
+        }
+        series.insert((name.to_owned(), sorted), value.parse::<f64>().unwrap());
+    }
+    move |name: &str, labels: &[(&str, &str)]| {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        series
+            .get(&(name.to_owned(), wanted))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+fn requests(
+    route: &str,
+    method: &str,
+    status: &str,
+    upstream: &str,
+) -> [(&'static str, String); 4] {
+    [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_owned()),
+        ("upstream_status", upstream.to_owned()),
+    ]
+}
+
+fn labels<'a>(pairs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    pairs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_a_known_mix_exactly() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected)
+        + &route("/gateway/slack/*", public.port, false, "")
+        + &route("/api/down/*", closed_port(), false, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    let port = gw.port;
+    let alice = bearer(&token_for("alice"));
+
+    for _ in 0..3 {
+        assert_eq!(
+            get(port, "/api/robeing/x", std::slice::from_ref(&alice))
+                .await
+                .status,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(get(port, "/api/robeing/x", &[]).await.status, 401);
+    }
+    assert_eq!(
+        get(
+            port,
+            "/api/robeing/x",
+            &[bearer(&expired_token_for("alice"))]
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(get(port, "/nothing", &[]).await.status, 404);
+    let ts = in_seconds(0).to_string();
+    let body = b"payload=%7B%7D";
+    let sig = slack_signature(&ts, body);
+    let signed = h(&[
+        ("X-Slack-Signature", &sig),
+        ("X-Slack-Request-Timestamp", &ts),
+    ]);
+    for _ in 0..2 {
+        assert_eq!(
+            send(port, "POST", "/gateway/slack/events", &signed, body)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        send(port, "POST", "/gateway/slack/events", &signed, b"tampered")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(get(port, "/api/auth/status/500", &[]).await.status, 500);
+    assert_eq!(get(port, "/api/down/x", &[]).await.status, 503);
+    assert_eq!(
+        send(port, "PROPFIND", "/api/auth/x", &[], b"").await.status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let m = scrape(gw.admin_port);
+    let total = "gateway_requests_total";
+    let expect = [
+        (requests("/api/robeing/*", "GET", "200", "200"), 3.0),
+        (requests("/api/robeing/*", "GET", "401", "none"), 3.0),
+        (requests("unmatched", "GET", "404", "none"), 1.0),
+        (requests("/gateway/slack/*", "POST", "200", "200"), 2.0),
+        (requests("/gateway/slack/*", "POST", "403", "403"), 1.0),
+        (requests("/api/auth/*", "GET", "500", "500"), 1.0),
+        (requests("/api/down/*", "GET", "503", "none"), 1.0),
+        (requests("/api/auth/*", "OTHER", "200", "200"), 1.0),
+    ];
+    for (l, want) in &expect {
+        assert_eq!(m(total, &labels(l)), *want, "{l:?}");
+    }
+    assert_eq!(
+        m(
+            "gateway_auth_failures_total",
+            &[("reason", "missing_token")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m(
+            "gateway_auth_failures_total",
+            &[("reason", "token_expired")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "gateway_auth_failures_total",
+            &[("reason", "invalid_token")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        m(
+            "gateway_proxy_errors_total",
+            &[("route", "/api/down/*"), ("kind", "connect_refused")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m(
+            "gateway_request_duration_seconds_count",
+            &[("route", "/api/robeing/*")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        m(
+            "gateway_request_duration_seconds_bucket",
+            &[("route", "/api/robeing/*"), ("le", "30")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        m(
+            "gateway_request_duration_seconds_count",
+            &[("route", "/gateway/slack/*")]
+        ),
+        3.0
+    );
+    assert_eq!(m("gateway_identity_cache_misses_total", &[]), 1.0);
+    assert_eq!(m("gateway_identity_cache_hits_total", &[]), 2.0);
+    assert_eq!(m("gateway_identity_cache_entries", &[]), 1.0);
+    assert_eq!(
+        m("gateway_directory_query_duration_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(m("gateway_directory_errors_total", &[]), 0.0);
+    assert_eq!(m("gateway_directory_pool_connections", &[]), 1.0);
+    assert_eq!(m("gateway_access_log_dropped_total", &[]), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_has_every_field_and_no_secret() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes =
+        standard_routes(&public, &protected) + &route("/api/down/*", closed_port(), false, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    let quoted = unique("o\"brien");
+    let quoted_id = add_user(&quoted);
+    let token = token_for("alice");
+    let rid = |id: &str| ("X-Request-Id".to_owned(), id.to_owned());
+    let port = gw.port;
+    get(
+        port,
+        "/api/robeing/chat?token=secret-in-query",
+        &[bearer(&token), rid("log-auth")],
+    )
+    .await;
+    get(port, "/api/auth/login", &[rid("log-anon")]).await;
+    get(port, "/api/robeing/chat", &[rid("log-rejected")]).await;
+    get(port, "/api/down/x", &[rid("log-failed")]).await;
+    get(
+        port,
+        "/api/robeing/x",
+        &[bearer(&token_for(&quoted)), rid("log-quoted")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let lines = gw.access_log();
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
+            .clone()
+    };
+    let common_fields = |l: &serde_json::Value| {
+        assert_eq!(l["service"], "gateway");
+        assert!(l["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(l["response_time_ms"].as_f64().unwrap() >= 0.0);
+        assert_eq!(l["method"], "GET");
+    };
+
+    let auth = by_id("log-auth");
+    common_fields(&auth);
+    assert_eq!(auth["level"], "INFO");
+    assert_eq!(auth["path"], "/api/robeing/chat");
+    assert_eq!(auth["username"], "alice");
+    assert_eq!(auth["user_id"], ALICE_ID);
+    assert_eq!(auth["backend_service"], "api-robeing");
+    assert_eq!(auth["upstream_status"], 200);
+    assert_eq!(auth["status_code"], 200);
+
+    let anon = by_id("log-anon");
+    common_fields(&anon);
+    assert_eq!(anon["path"], "/api/auth/login");
+    assert!(anon["username"].is_null() && anon["user_id"].is_null());
+    assert_eq!(anon["backend_service"], "api-auth");
+    assert_eq!(anon["upstream_status"], 200);
+    assert_eq!(anon["status_code"], 200);
+
+    let rejected = by_id("log-rejected");
+    common_fields(&rejected);
+    assert_eq!(rejected["status_code"], 401);
+    assert!(rejected["upstream_status"].is_null());
+    assert!(rejected["username"].is_null());
+    assert_eq!(rejected["backend_service"], "api-robeing");
+
+    let failed = by_id("log-failed");
+    common_fields(&failed);
+    assert_eq!(failed["level"], "WARN");
+    assert_eq!(failed["status_code"], 503);
+    assert!(failed["upstream_status"].is_null());
+    assert_eq!(failed["backend_service"], "api-down");
+
+    let q = by_id("log-quoted");
+    assert_eq!(q["username"], quoted.as_str());
+    assert_eq!(q["user_id"], quoted_id.as_str());
+
+    let text = gw.access_log_text();
+    assert_eq!(text.lines().count(), 5, "one line per request");
+    assert!(!text.contains(&token), "a token was logged");
+    assert!(
+        !text.contains("secret-in-query"),
+        "a query string was logged"
+    );
+    assert!(!text.contains(JWT_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_readiness() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5",
+        ..GatewayOptions::new(&routes)
+    });
+    let health = get(gw.admin_port, "/healthz", &[]).await;
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("alive"))
+    );
+    let ready = get(gw.admin_port, "/readyz", &[]).await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
+    );
+    assert_eq!(get(gw.admin_port, "/other", &[]).await.status, 404);
+
+    // Draining after a handoff: the old process, still reachable on a
+    // connection opened before, says it is not ready.
+    let mut old_admin = Conn::connect(gw.admin_port).await;
+    assert_eq!(
+        old_admin.request("GET", "/readyz", &[], b"").await.status,
+        200
+    );
+    let out = gw.reload();
+    assert!(out.status.success(), "{out:?}");
+    let r = old_admin.request("GET", "/readyz", &[], b"").await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (503, Some("draining"))
+    );
+
+    // Directory down, nothing cached: not ready, but alive.
+    let no_db = format!(
+        "host=127.0.0.1 port={} user=x dbname=x connect_timeout=1",
+        closed_port()
+    );
+    let gw2 = Gateway::start_with(GatewayOptions {
+        database_url: no_db,
+        ..GatewayOptions::new(&routes)
+    });
+    assert_eq!(get(gw2.admin_port, "/healthz", &[]).await.status, 200);
+    let r = get(gw2.admin_port, "/readyz", &[]).await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (503, Some("user directory unavailable"))
+    );
+}
