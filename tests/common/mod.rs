@@ -364,7 +364,9 @@ impl Gateway {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status}: {}", self.log());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            // The pid file is written when the gateway announces it serves.
+            if self.dir.join("gateway.pid").exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
             {
                 return;
