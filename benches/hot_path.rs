@@ -54,6 +54,7 @@ fn table_of(n: usize) -> RouteTable {
             auth_required: true,
             max_body_bytes: 1 << 20,
             peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
+            rate_limit: None,
         });
     }
     table

@@ -48,9 +48,20 @@ pub struct Config {
     pub upstream: UpstreamDefaults,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`); none if absent.
     pub admin: Option<AdminConfig>,
+    /// Default per-user (per-IP when anonymous) limit; none if absent.
+    pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub log: LogConfig,
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests_per_minute: u32,
+    /// Counters kept at most; idle ones are evicted first.
+    #[serde(default = "defaults::rate_limit_max_keys")]
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -116,6 +127,9 @@ pub struct ServerConfig {
     /// Largest request body accepted, unless a route says otherwise.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Peers (CIDRs) whose `X-Forwarded-For` is believed for the client IP.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,9 +217,14 @@ pub struct RouteConfig {
     pub write_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
+    /// This route's own limit (0: unlimited); else `[rate_limit]`'s.
+    pub requests_per_minute: Option<u32>,
 }
 
 mod defaults {
+    pub fn rate_limit_max_keys() -> usize {
+        100_000
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -382,6 +401,17 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    for (i, cidr) in server.trusted_proxies.iter().enumerate() {
+        parse_cidr(cidr)
+            .map_err(|m| ConfigError::invalid(format!("server.trusted_proxies[{i}]"), m))?;
+    }
+    if let Some(limit) = &config.rate_limit {
+        positive(
+            "rate_limit.requests_per_minute",
+            u64::from(limit.requests_per_minute),
+        )?;
+        positive("rate_limit.max_keys", limit.max_keys as u64)?;
+    }
     let log = &config.log;
     if log.level.parse::<log::LevelFilter>().is_err() {
         return Err(ConfigError::invalid(
@@ -509,6 +539,13 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// A CIDR (`127.0.0.1/32`) or a single address (`::1`).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{text}' is not an address or CIDR"))
 }
 
 fn validate_route_path(pattern: &str) -> Result<(), String> {

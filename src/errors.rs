@@ -32,6 +32,8 @@ pub enum GatewayError {
     RouteNotFound,
     #[error("Request body is larger than this route accepts")]
     PayloadTooLarge,
+    #[error("Too many requests; retry after the time in Retry-After")]
+    RateLimitExceeded,
     #[error("Upstream service is unavailable")]
     ServiceUnavailable,
     #[error("User directory is unavailable")]
@@ -51,6 +53,7 @@ impl GatewayError {
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::UserDirectoryUnavailable => "USER_DIRECTORY_UNAVAILABLE",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
@@ -64,6 +67,7 @@ impl GatewayError {
             Self::MissingToken | Self::InvalidToken | Self::TokenExpired => 401,
             Self::UserNotFound | Self::RouteNotFound => 404,
             Self::PayloadTooLarge => 413,
+            Self::RateLimitExceeded => 429,
             Self::ServiceUnavailable | Self::UserDirectoryUnavailable => 503,
             Self::GatewayTimeout => 504,
         }
@@ -157,6 +161,7 @@ mod tests {
             (GatewayError::UserNotFound, "USER_NOT_FOUND", 404),
             (GatewayError::RouteNotFound, "ROUTE_NOT_FOUND", 404),
             (GatewayError::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+            (GatewayError::RateLimitExceeded, "RATE_LIMIT_EXCEEDED", 429),
             (GatewayError::ServiceUnavailable, "SERVICE_UNAVAILABLE", 503),
             (
                 GatewayError::UserDirectoryUnavailable,

@@ -15,7 +15,8 @@ use crate::config::{
 };
 use crate::identity::IdentityCache;
 use crate::jwt::{load_secret, JwtVerifier};
-use crate::routing::{Route, RouteTable};
+use crate::limits::RateLimiter;
+use crate::routing::{Route, RouteLimit, RouteTable};
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
@@ -24,6 +25,11 @@ pub struct Gateway {
     pub identity: Arc<IdentityCache>,
     /// The `[users]` section the identity cache was built from.
     users: UsersConfig,
+    /// Rate-limit counters, kept across SIGHUP while `max_keys` is unchanged.
+    pub limiter: Arc<RateLimiter>,
+    limiter_keys: usize,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -50,6 +56,17 @@ impl Gateway {
             }
             _ => Arc::new(IdentityCache::from_config(&config.users)?),
         };
+        let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
+        let limiter = match previous {
+            Some(old) if old.limiter_keys == limiter_keys => old.limiter.clone(),
+            _ => Arc::new(RateLimiter::new(limiter_keys)),
+        };
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| crate::config::parse_cidr(c).ok())
+            .collect();
         let mut routes = RouteTable::default();
         for (i, spanned) in config.routes.iter().enumerate() {
             let route = spanned.get_ref();
@@ -62,6 +79,18 @@ impl Gateway {
                 auth_required: route.auth_required,
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
                 peer,
+                rate_limit: match (route.requests_per_minute, &config.rate_limit) {
+                    (Some(0), _) => None,
+                    (Some(n), _) => Some(RouteLimit {
+                        scope: i as u32 + 1,
+                        per_minute: n,
+                    }),
+                    (None, Some(default)) => Some(RouteLimit {
+                        scope: 0,
+                        per_minute: default.requests_per_minute,
+                    }),
+                    (None, None) => None,
+                },
             });
         }
         Ok(Self {
@@ -69,6 +98,9 @@ impl Gateway {
             jwt,
             identity,
             users: config.users.clone(),
+            limiter,
+            limiter_keys,
+            trusted_proxies,
         })
     }
 }

@@ -10,6 +10,25 @@ pub const X_USERNAME: HeaderName = HeaderName::from_static("x-username");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when the
+/// request was refused), in whole seconds.
+pub fn insert_rate_limit_headers(
+    resp: &mut pingora::http::ResponseHeader,
+    decision: &crate::limits::Decision,
+) -> pingora::Result<()> {
+    let mut buf = itoa::Buffer::new();
+    resp.insert_header("ratelimit-limit", buf.format(decision.limit))?;
+    resp.insert_header("ratelimit-remaining", buf.format(decision.remaining))?;
+    resp.insert_header("ratelimit-reset", buf.format(decision.reset_seconds))?;
+    if !decision.allowed {
+        resp.insert_header(
+            http::header::RETRY_AFTER,
+            buf.format(decision.retry_after_seconds),
+        )?;
+    }
+    Ok(())
+}
+
 /// The longest client request id that is kept.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

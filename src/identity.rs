@@ -168,6 +168,7 @@ impl UserDirectory for FileDirectory {
 /// The identity headers of one user, ready to insert upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    pub id: Uuid,
     pub user_id: HeaderValue,
     pub username: HeaderValue,
 }
@@ -177,6 +178,7 @@ impl Identity {
         let mut buf = Uuid::encode_buffer();
         let hyphenated = id.hyphenated().encode_lower(&mut buf);
         Some(Self {
+            id,
             user_id: HeaderValue::from_str(hyphenated).ok()?,
             username: HeaderValue::from_bytes(username.as_bytes()).ok()?,
         })

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod identity;
 pub mod jwt;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     pub access_log_dropped: IntCounter,
     pub config_reloads: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -153,6 +154,12 @@ impl Metrics {
                 "gateway_config_reloads_total",
                 "In-place configuration reloads (SIGHUP), by result",
                 &["result"],
+            ),
+            rate_limited: counter_vec(
+                &r,
+                "gateway_rate_limited_total",
+                "Requests refused by a rate limit, by route and subject (user or ip)",
+                &["route", "subject"],
             ),
             registry: r,
         }

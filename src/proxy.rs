@@ -8,6 +8,7 @@
 //! - no body filter changes bytes: bodies stream as they came;
 //! - `fail_to_proxy`: upstream failures become envelopes.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -24,12 +25,13 @@ use crate::access_log::{AccessEntry, AccessLog};
 use crate::errors::{render_envelope, GatewayError};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::headers::{
-    forwarded_for, request_id, strip_identity_headers, X_FORWARDED_FOR, X_FORWARDED_PROTO,
-    X_REQUEST_ID, X_USERNAME, X_USER_ID,
+    forwarded_for, insert_rate_limit_headers, request_id, strip_identity_headers, X_FORWARDED_FOR,
+    X_FORWARDED_PROTO, X_REQUEST_ID, X_USERNAME, X_USER_ID,
 };
 use crate::identity::Identity;
 use crate::jwt::{bearer_token, BearerToken};
 use crate::lifecycle::InFlight;
+use crate::limits::{self, Decision, LimitKey, Subject};
 use crate::metrics::{method_label, metrics};
 use crate::path::normalize_path;
 use crate::routing::Route;
@@ -70,6 +72,8 @@ pub struct RequestCtx {
     upstream_uri: Option<Uri>,
     identity: Option<Identity>,
     upstream_status: Option<u16>,
+    /// The rate-limit decision, for the RateLimit-* response headers.
+    rate_limit: Option<Decision>,
     body_bytes: u64,
 }
 
@@ -83,6 +87,7 @@ impl RequestCtx {
             upstream_uri: None,
             identity: None,
             upstream_status: None,
+            rate_limit: None,
             body_bytes: 0,
         }
     }
@@ -122,28 +127,43 @@ fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayErr
     }
 }
 
-/// Steps 4 and 5: the token and the identity behind it.
-///
-/// On a public route a valid token still gets identity; a missing or bad
-/// one, or a user the directory cannot vouch for, goes on anonymously.
-async fn authenticate(
-    gateway: &Gateway,
-    req: &RequestHeader,
-    route: &Route,
-) -> Result<Option<Identity>, GatewayError> {
-    let outcome = match bearer_token(&req.headers) {
+/// Step 4: the username of a valid bearer token.
+fn verify_bearer(gateway: &Gateway, req: &RequestHeader) -> Result<String, GatewayError> {
+    match bearer_token(&req.headers) {
         BearerToken::Missing => Err(GatewayError::MissingToken),
         BearerToken::Malformed => Err(GatewayError::InvalidToken),
-        BearerToken::Present(token) => match gateway.jwt.verify(token) {
-            Ok(username) => gateway.identity.resolve(&username).await,
-            Err(e) => Err(e.into()),
-        },
-    };
-    match outcome {
-        Ok(identity) => Ok(Some(identity)),
-        Err(_) if !route.auth_required => Ok(None),
-        Err(e) => Err(e),
+        BearerToken::Present(token) => gateway.jwt.verify(token).map_err(Into::into),
     }
+}
+
+/// Counts the request against its route's limit; refuses it when over.
+fn check_limit(
+    gateway: &Gateway,
+    route: &Route,
+    subject: Subject,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let Some(limit) = route.rate_limit else {
+        return Ok(());
+    };
+    let key = LimitKey {
+        scope: limit.scope,
+        subject,
+    };
+    let decision = gateway.limiter.check(key, limit.per_minute);
+    ctx.rate_limit = Some(decision);
+    if decision.allowed {
+        return Ok(());
+    }
+    let kind = match subject {
+        Subject::User(_) => "user",
+        Subject::Ip(_) => "ip",
+    };
+    metrics()
+        .rate_limited
+        .with_label_values(&[route.pattern.as_str(), kind])
+        .inc();
+    Err(GatewayError::RateLimitExceeded)
 }
 
 /// The `kind` label of `gateway_proxy_errors_total`.
@@ -193,13 +213,54 @@ impl GatewayProxy {
         strip_identity_headers(session.req_header_mut());
         // Set before authentication, so refusals are counted on their route.
         ctx.route = Some(route.clone());
-        ctx.identity = authenticate(&gateway, session.req_header(), &route).await?;
+        let client_ip = || {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            limits::client_ip(
+                peer,
+                &session.req_header().headers,
+                &gateway.trusted_proxies,
+            )
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+        };
+        // Steps 4 and 5. On a public route a valid token still gets identity;
+        // a missing or bad one, or a user the directory cannot vouch for,
+        // goes on anonymously.
+        let identity = match verify_bearer(&gateway, session.req_header()) {
+            Ok(username) => match gateway.identity.resolve(&username).await {
+                Ok(identity) => Some(identity),
+                Err(e) if route.auth_required => return Err(e),
+                Err(_) => None,
+            },
+            Err(e) => {
+                // Anonymous: limited per client IP before anything else.
+                check_limit(&gateway, &route, Subject::Ip(client_ip()), ctx)?;
+                if route.auth_required {
+                    return Err(e);
+                }
+                return Ok(());
+            }
+        };
+        let subject = match &identity {
+            Some(identity) => Subject::User(identity.id.as_u128()),
+            None => Subject::Ip(client_ip()),
+        };
+        check_limit(&gateway, &route, subject, ctx)?;
+        ctx.identity = identity;
         Ok(())
     }
 
     /// Sends the envelope for `err` unless a response has already started.
     async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
-        let (resp, body) = match render_envelope(&err, ctx.request_id()) {
+        let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
+            if let Some(decision) = &ctx.rate_limit {
+                insert_rate_limit_headers(&mut resp, decision)?;
+            }
+            Ok((resp, body))
+        });
+        let (resp, body) = match rendered {
             Ok(rendered) => rendered,
             Err(e) => {
                 log::error!("cannot render error envelope: {e}");
@@ -316,6 +377,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
+        if let Some(decision) = &ctx.rate_limit {
+            insert_rate_limit_headers(upstream_response, decision)?;
+        }
         if self.draining.load(Ordering::Relaxed) {
             // Answers with `Connection: close`: the client's next request
             // opens a connection that the successor accepts.

@@ -22,6 +22,16 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Template peer, with address and timeouts set; cloned per request.
     pub peer: HttpPeer,
+    /// The limit requests on this route count against, if any.
+    pub rate_limit: Option<RouteLimit>,
+}
+
+/// A route's limit: which counter (the shared default, scope 0, or the
+/// route's own) and how many requests per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimit {
+    pub scope: u32,
+    pub per_minute: u32,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +112,7 @@ mod tests {
             auth_required: true,
             max_body_bytes: 1,
             peer: HttpPeer::new("127.0.0.1:1", false, String::new()),
+            rate_limit: None,
         }
     }
 

@@ -1,0 +1,256 @@
+//! Per-user (per client IP when anonymous) rate limits, with GCRA.
+//!
+//! A limit of N per minute is an emission interval T = 60 s / N with a burst
+//! of N: a quiet client may send N requests at once, and over time exactly N
+//! per minute pass. The state per key is one number (the theoretical arrival
+//! time), kept in a bounded cache: a flood of distinct keys evicts idle ones
+//! (whose state is the same as no state) and memory stays bounded.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+
+const MINUTE_NS: u64 = 60_000_000_000;
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Whose requests are counted together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    User(u128),
+    Ip(IpAddr),
+}
+
+/// A counter: a scope (the default limit, or one route's own) and a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitKey {
+    pub scope: u32,
+    pub subject: Subject,
+}
+
+/// The outcome of one request against its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests that would still pass right now.
+    pub remaining: u32,
+    /// Whole seconds until the full burst is available again.
+    pub reset_seconds: u64,
+    /// Whole seconds, rounded up and at least 1, until a request passes
+    /// (meaningful when refused).
+    pub retry_after_seconds: u64,
+}
+
+pub struct RateLimiter {
+    /// Theoretical arrival time per key, in ns since `origin`.
+    tat: Cache<LimitKey, u64>,
+    origin: Instant,
+}
+
+fn ceil_seconds(ns: u64) -> u64 {
+    ns.div_ceil(SECOND_NS)
+}
+
+/// The GCRA step: the decision and the new arrival time (if allowed).
+fn gcra(tat: u64, now: u64, per_minute: u32) -> (Decision, Option<u64>) {
+    let n = u64::from(per_minute.max(1));
+    let interval = MINUTE_NS / n;
+    let tolerance = interval * (n - 1);
+    let tat = tat.max(now);
+    // Allowed when tat - tolerance <= now (written without subtracting, so
+    // it cannot underflow near the origin).
+    if now + tolerance < tat {
+        let wait = tat - (now + tolerance);
+        return (
+            Decision {
+                allowed: false,
+                limit: per_minute,
+                remaining: 0,
+                reset_seconds: ceil_seconds(tat - now),
+                retry_after_seconds: ceil_seconds(wait).max(1),
+            },
+            None,
+        );
+    }
+    let new_tat = tat + interval;
+    let remaining = (now + tolerance + interval - new_tat) / interval;
+    (
+        Decision {
+            allowed: true,
+            limit: per_minute,
+            remaining: remaining.min(u64::from(u32::MAX)) as u32,
+            reset_seconds: ceil_seconds(new_tat - now),
+            retry_after_seconds: 1,
+        },
+        Some(new_tat),
+    )
+}
+
+impl RateLimiter {
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            tat: Cache::new(max_keys),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Counts one request of `key` against `per_minute`.
+    pub fn check(&self, key: LimitKey, per_minute: u32) -> Decision {
+        self.check_at(key, per_minute, Instant::now())
+    }
+
+    pub fn check_at(&self, key: LimitKey, per_minute: u32, at: Instant) -> Decision {
+        let now = at.saturating_duration_since(self.origin).as_nanos() as u64;
+        match self.tat.entry(&key, None, |_, tat| {
+            let (decision, next) = gcra(*tat, now, per_minute);
+            if let Some(next) = next {
+                *tat = next;
+            }
+            EntryAction::Retain(decision)
+        }) {
+            EntryResult::Retained(decision) => decision,
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                let (decision, next) = gcra(0, now, per_minute);
+                let _ = guard.insert(next.unwrap_or(now));
+                decision
+            }
+            // Not produced without a timeout; count the request as allowed
+            // rather than refuse an innocent user.
+            EntryResult::Removed(..) | EntryResult::Timeout => gcra(0, now, per_minute).0,
+        }
+    }
+
+    /// Keys held (bounded by `max_keys`).
+    pub fn len(&self) -> usize {
+        self.tat.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tat.is_empty()
+    }
+}
+
+/// The client address for limits: the peer, or, when the peer is a trusted
+/// proxy, the rightmost address of `X-Forwarded-For` it did not add itself.
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    forwarded_for: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .get_all(crate::headers::X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+/// Seconds as the `Duration` callers sleep in tests and docs.
+pub fn interval(per_minute: u32) -> Duration {
+    Duration::from_nanos(MINUTE_NS / u64::from(per_minute.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: u128) -> LimitKey {
+        LimitKey {
+            scope: 0,
+            subject: Subject::User(n),
+        }
+    }
+
+    #[test]
+    fn a_burst_of_exactly_n_then_one_per_interval() {
+        let limiter = RateLimiter::new(100);
+        let t0 = Instant::now();
+        let mut allowed = 0;
+        for i in 0..10 {
+            let d = limiter.check_at(user(1), 5, t0);
+            if d.allowed {
+                allowed += 1;
+                assert_eq!(d.remaining, 4 - i);
+            } else {
+                assert_eq!(d.retry_after_seconds, 12, "one interval of 60/5 s");
+                assert_eq!(d.remaining, 0);
+            }
+        }
+        assert_eq!(allowed, 5);
+        // Just before one interval: still refused, Retry-After rounds up.
+        let d = limiter.check_at(user(1), 5, t0 + Duration::from_millis(11_500));
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_seconds, 1);
+        assert!(
+            limiter
+                .check_at(user(1), 5, t0 + Duration::from_secs(12))
+                .allowed
+        );
+        assert!(
+            !limiter
+                .check_at(user(1), 5, t0 + Duration::from_secs(12))
+                .allowed
+        );
+        // Other users are not affected.
+        assert!(limiter.check_at(user(2), 5, t0).allowed);
+    }
+
+    #[test]
+    fn sustained_rate_is_exactly_n_per_minute() {
+        let limiter = RateLimiter::new(100);
+        let t0 = Instant::now();
+        // After the initial burst, a client sending every 100 ms for ten
+        // minutes gets exactly N per minute through.
+        let mut allowed = 0;
+        for step in 0..6000u64 {
+            let at = t0 + Duration::from_millis(step * 100);
+            allowed += u32::from(limiter.check_at(user(1), 30, at).allowed);
+        }
+        assert_eq!(allowed, 30 + 30 * 10 - 1);
+    }
+
+    #[test]
+    fn retry_after_is_never_zero() {
+        let (d, _) = gcra(MINUTE_NS, MINUTE_NS - 1, 1);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_seconds, 1);
+    }
+
+    #[test]
+    fn memory_is_bounded_under_a_flood_of_keys() {
+        let limiter = RateLimiter::new(1_000);
+        let t0 = Instant::now();
+        for n in 0..100_000u128 {
+            limiter.check_at(user(n), 5, t0);
+        }
+        assert!(limiter.len() <= 1_100, "{} keys held", limiter.len());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "127.0.0.7, 127.0.0.8".parse().unwrap());
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(Some(peer), &h, &trusted),
+            Some("127.0.0.8".parse().unwrap())
+        );
+        assert_eq!(client_ip(Some(other), &h, &trusted), Some(other));
+        assert_eq!(client_ip(Some(peer), &h, &[]), Some(peer));
+    }
+}
