@@ -55,6 +55,7 @@ fn table_of(n: usize) -> RouteTable {
             max_body_bytes: 1 << 20,
             peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
             rate_limit: None,
+            raw: false,
         });
     }
     table

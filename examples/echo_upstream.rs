@@ -8,6 +8,7 @@
 //! - `.../status/NNN`: answers NNN with extra headers and a non-JSON body;
 //! - `.../download/N`: N bytes of a fixed pattern;
 //! - `.../sse`: three server-sent events, 400 ms apart;
+//! - `.../encoded`: a gzip-encoded text body;
 //! - `.../hang`: never answers; `.../delay/MS/...`: echoes after MS ms;
 //! - a WebSocket upgrade: sends the request headers as its first message,
 //!   then echoes;
@@ -151,6 +152,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Ok(Response::builder()
             .header("content-type", "application/octet-stream")
             .body(full(body))
+            .unwrap());
+    }
+    if path.ends_with("/encoded") {
+        // Already gzip-encoded by the upstream: must pass through as is.
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&b"already encoded upstream ".repeat(40))
+            .unwrap();
+        return Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .header("content-encoding", "gzip")
+            .body(full(gz.finish().unwrap()))
             .unwrap());
     }
     if path.ends_with("/sse") {

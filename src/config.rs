@@ -51,8 +51,30 @@ pub struct Config {
     /// Default per-user (per-IP when anonymous) limit; none if absent.
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
     pub log: LogConfig,
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// gzip/brotli/zstd level; 0 = off.
+    #[serde(default)]
+    pub level: u32,
+    /// Responses declaring fewer bytes than this are not compressed.
+    #[serde(default = "defaults::compression_min_size_bytes")]
+    pub min_size_bytes: u64,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            level: 0,
+            min_size_bytes: defaults::compression_min_size_bytes(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -219,9 +241,15 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<u64>,
     /// This route's own limit (0: unlimited); else `[rate_limit]`'s.
     pub requests_per_minute: Option<u32>,
+    /// Responses pass exactly as the upstream sent them (no compression).
+    #[serde(default)]
+    pub raw: bool,
 }
 
 mod defaults {
+    pub fn compression_min_size_bytes() -> u64 {
+        256
+    }
     pub fn rate_limit_max_keys() -> usize {
         100_000
     }
@@ -404,6 +432,12 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     for (i, cidr) in server.trusted_proxies.iter().enumerate() {
         parse_cidr(cidr)
             .map_err(|m| ConfigError::invalid(format!("server.trusted_proxies[{i}]"), m))?;
+    }
+    if config.compression.level > 9 {
+        return Err(ConfigError::invalid(
+            "compression.level",
+            "must be 0 (off) to 9",
+        ));
     }
     if let Some(limit) = &config.rate_limit {
         positive(

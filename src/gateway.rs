@@ -30,6 +30,7 @@ pub struct Gateway {
     limiter_keys: usize,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub compression: crate::config::CompressionConfig,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -79,6 +80,7 @@ impl Gateway {
                 auth_required: route.auth_required,
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
                 peer,
+                raw: route.raw,
                 rate_limit: match (route.requests_per_minute, &config.rate_limit) {
                     (Some(0), _) => None,
                     (Some(n), _) => Some(RouteLimit {
@@ -101,6 +103,7 @@ impl Gateway {
             limiter,
             limiter_keys,
             trusted_proxies,
+            compression: config.compression.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod errors;
 pub mod gateway;

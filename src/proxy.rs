@@ -22,6 +22,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{AccessEntry, AccessLog};
+use crate::compression;
 use crate::errors::{render_envelope, GatewayError};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::headers::{
@@ -74,6 +75,9 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     /// The rate-limit decision, for the RateLimit-* response headers.
     rate_limit: Option<Decision>,
+    /// The client's `Accept-Encoding`, when the compression module was shown
+    /// a q-value-ordered one instead; restored before forwarding.
+    original_accept_encoding: Option<HeaderValue>,
     body_bytes: u64,
 }
 
@@ -88,6 +92,7 @@ impl RequestCtx {
             identity: None,
             upstream_status: None,
             rate_limit: None,
+            original_accept_encoding: None,
             body_bytes: 0,
         }
     }
@@ -286,6 +291,30 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx::new()
     }
 
+    /// Before Pingora's modules see the request: the compression level of
+    /// the current config, and `Accept-Encoding` ordered by q-value.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let level = self.gateway.load().compression.level;
+        compression::set_level(&mut session.downstream_modules_ctx, level);
+        if level > 0 {
+            let accept = session
+                .req_header()
+                .headers
+                .get(http::header::ACCEPT_ENCODING);
+            if let Some(preferred) = accept.and_then(compression::preferred_encodings) {
+                ctx.original_accept_encoding = accept.cloned();
+                session
+                    .req_header_mut()
+                    .insert_header(http::header::ACCEPT_ENCODING, preferred)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(&session.req_header().headers));
         match self.admit(session, ctx).await {
@@ -341,6 +370,9 @@ impl ProxyHttp for GatewayProxy {
         if let Some(uri) = ctx.upstream_uri.take() {
             upstream.set_uri(uri);
         }
+        if let Some(accept) = ctx.original_accept_encoding.take() {
+            upstream.insert_header(http::header::ACCEPT_ENCODING, accept)?;
+        }
         // Stripped in request_filter already; stripped again here because
         // this header is the one that leaves.
         strip_identity_headers(upstream);
@@ -379,6 +411,11 @@ impl ProxyHttp for GatewayProxy {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
         if let Some(decision) = &ctx.rate_limit {
             insert_rate_limit_headers(upstream_response, decision)?;
+        }
+        let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
+        let min_size = self.gateway.load().compression.min_size_bytes;
+        if compression::keep_uncompressed(upstream_response, raw, min_size) {
+            compression::set_level(&mut session.downstream_modules_ctx, 0);
         }
         if self.draining.load(Ordering::Relaxed) {
             // Answers with `Connection: close`: the client's next request

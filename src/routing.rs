@@ -24,6 +24,8 @@ pub struct Route {
     pub peer: HttpPeer,
     /// The limit requests on this route count against, if any.
     pub rate_limit: Option<RouteLimit>,
+    /// Responses are never compressed (e.g. Slack webhooks).
+    pub raw: bool,
 }
 
 /// A route's limit: which counter (the shared default, scope 0, or the
@@ -113,6 +115,7 @@ mod tests {
             max_body_bytes: 1,
             peer: HttpPeer::new("127.0.0.1:1", false, String::new()),
             rate_limit: None,
+            raw: false,
         }
     }
 

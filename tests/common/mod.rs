@@ -264,13 +264,27 @@ impl Gateway {
     }
 
     pub fn start_with(options: GatewayOptions) -> Self {
+        // A port picked by free_port() may be taken by another test's
+        // process before the gateway binds it: start again on fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(&options) {
+                Ok(gw) => return gw,
+                Err(log) if attempt < 4 && log.contains("in use") => continue,
+                Err(log) => panic!("gateway did not start: {log}"),
+            }
+        }
+    }
+
+    fn try_start(options: &GatewayOptions) -> Result<Self, String> {
         ensure_schema();
         let port = free_port();
         let admin_port = free_port();
         let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let conf = dir.join("gateway.toml");
-        std::fs::write(&conf, render_config(port, admin_port, &dir, &options))
+        std::fs::write(&conf, render_config(port, admin_port, &dir, options))
             .expect("write config");
         let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
@@ -291,8 +305,8 @@ impl Gateway {
             dir,
             database_url: options.database_url.clone(),
         };
-        gw.wait_listening();
-        gw
+        gw.wait_listening()?;
+        Ok(gw)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -358,22 +372,26 @@ impl Gateway {
         assert!(status.success());
     }
 
-    fn wait_listening(&mut self) {
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited with {status}: {}", self.log());
+                return Err(format!("gateway exited with {status}: {}", self.log()));
             }
             // The pid file is written when the gateway announces it serves.
             if self.dir.join("gateway.pid").exists()
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("gateway did not listen on {}: {}", self.port, self.log());
+        Err(format!(
+            "gateway did not listen on {}: {}",
+            self.port,
+            self.log()
+        ))
     }
 
     /// The access-log lines written so far, parsed.
