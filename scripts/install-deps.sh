@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need, when missing:
-# cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv.
+# cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv,
+# and Chromium for the browser test of CORS.
 # Usage: scripts/install-deps.sh [build|test]
 set -euo pipefail
 want=${1:-test}
@@ -11,6 +12,8 @@ if [ "$want" = test ]; then
     command -v pg_virtualenv >/dev/null 2>&1 || missing+=(postgresql-common)
     command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    # The CORS test runs pages in a real browser.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -52,9 +52,28 @@ pub struct Config {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// CORS at the edge; none if absent (no CORS headers at all).
+    pub cors: Option<CorsConfig>,
     #[serde(default)]
     pub log: LogConfig,
     pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "defaults::cors_methods")]
+    pub allow_methods: Vec<String>,
+    #[serde(default = "defaults::cors_headers")]
+    pub allow_headers: Vec<String>,
+    /// Response headers the frontend may read.
+    #[serde(default = "defaults::cors_expose_headers")]
+    pub expose_headers: Vec<String>,
+    #[serde(default = "defaults::cors_max_age_seconds")]
+    pub max_age_seconds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -247,6 +266,27 @@ pub struct RouteConfig {
 }
 
 mod defaults {
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+    pub fn cors_methods() -> Vec<String> {
+        strings(&["GET", "POST", "PUT", "DELETE"])
+    }
+    pub fn cors_headers() -> Vec<String> {
+        strings(&["Authorization", "Content-Type"])
+    }
+    pub fn cors_expose_headers() -> Vec<String> {
+        strings(&[
+            "X-Request-Id",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ])
+    }
+    pub fn cors_max_age_seconds() -> u32 {
+        3600
+    }
     pub fn compression_min_size_bytes() -> u64 {
         256
     }

@@ -31,6 +31,7 @@ pub struct Gateway {
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub compression: crate::config::CompressionConfig,
+    pub cors: Option<crate::cors::CorsPolicy>,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -104,6 +105,11 @@ impl Gateway {
             limiter_keys,
             trusted_proxies,
             compression: config.compression.clone(),
+            cors: config
+                .cors
+                .as_ref()
+                .map(crate::cors::CorsPolicy::new)
+                .transpose()?,
         })
     }
 }

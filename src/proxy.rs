@@ -23,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::compression;
+use crate::cors::CorsPolicy;
 use crate::errors::{render_envelope, GatewayError};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::headers::{
@@ -65,6 +66,10 @@ impl GatewayProxy {
 pub struct RequestCtx {
     /// Keeps a draining process alive until this request is done.
     _in_flight: InFlight,
+    /// The configuration this request is served with, even if SIGHUP swaps.
+    gateway: Option<Arc<Gateway>>,
+    /// The request's `Origin`, when CORS allows it.
+    cors_origin: Option<HeaderValue>,
     started: Instant,
     request_id: Option<HeaderValue>,
     route: Option<Arc<Route>>,
@@ -85,6 +90,8 @@ impl RequestCtx {
     fn new() -> Self {
         Self {
             _in_flight: InFlight::start(),
+            gateway: None,
+            cors_origin: None,
             started: Instant::now(),
             request_id: None,
             route: None,
@@ -202,9 +209,12 @@ fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
 
 impl GatewayProxy {
     /// Steps 2 to 5: decides whether and where the request may go.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        // One snapshot for the whole decision, even if SIGHUP swaps meanwhile.
-        let gateway = self.gateway.load_full();
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        gateway: Arc<Gateway>,
+    ) -> Result<(), GatewayError> {
         let req = session.req_header();
         let path =
             normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
@@ -265,6 +275,12 @@ impl GatewayProxy {
             }
             Ok((resp, body))
         });
+        let rendered = rendered.and_then(|(mut resp, body)| {
+            if let Some(cors) = ctx.gateway.as_ref().and_then(|g| g.cors.as_ref()) {
+                cors.apply(&mut resp, ctx.cors_origin.as_ref())?;
+            }
+            Ok((resp, body))
+        });
         let (resp, body) = match rendered {
             Ok(rendered) => rendered,
             Err(e) => {
@@ -317,7 +333,21 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(&session.req_header().headers));
-        match self.admit(session, ctx).await {
+        // One snapshot for the whole request, even if SIGHUP swaps meanwhile.
+        let gateway = self.gateway.load_full();
+        ctx.gateway = Some(gateway.clone());
+        if let Some(cors) = &gateway.cors {
+            ctx.cors_origin = cors.allowed_origin(session.req_header());
+            if CorsPolicy::is_preflight(session.req_header()) {
+                // Answered here, before authentication: a preflight carries
+                // no credentials.
+                let mut resp = cors.preflight(session.req_header(), ctx.cors_origin.as_ref())?;
+                resp.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
+        }
+        match self.admit(session, ctx, gateway).await {
             Ok(()) => Ok(false),
             Err(err) => {
                 if let Some(reason) = err.auth_failure_reason() {
@@ -411,6 +441,9 @@ impl ProxyHttp for GatewayProxy {
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id().clone())?;
         if let Some(decision) = &ctx.rate_limit {
             insert_rate_limit_headers(upstream_response, decision)?;
+        }
+        if let Some(cors) = ctx.gateway.as_ref().and_then(|g| g.cors.as_ref()) {
+            cors.apply(upstream_response, ctx.cors_origin.as_ref())?;
         }
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
         let min_size = self.gateway.load().compression.min_size_bytes;
