@@ -56,6 +56,7 @@ fn table_of(n: usize) -> RouteTable {
             peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
             rate_limit: None,
             raw: false,
+            slack: None,
         });
     }
     table

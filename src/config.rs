@@ -263,6 +263,9 @@ pub struct RouteConfig {
     /// Responses pass exactly as the upstream sent them (no compression).
     #[serde(default)]
     pub raw: bool,
+    /// Environment variable holding the Slack signing secret: requests
+    /// without a valid Slack signature are refused at the edge.
+    pub slack_signing_secret_env: Option<String>,
 }
 
 mod defaults {

@@ -26,6 +26,8 @@ pub enum GatewayError {
     InvalidToken,
     #[error("Token has expired")]
     TokenExpired,
+    #[error("Slack request signature is missing, stale or wrong")]
+    InvalidSignature,
     #[error("User not found")]
     UserNotFound,
     #[error("No route matches this path")]
@@ -50,6 +52,7 @@ impl GatewayError {
             Self::MissingToken => "MISSING_TOKEN",
             Self::InvalidToken => "INVALID_TOKEN",
             Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::InvalidSignature => "INVALID_SIGNATURE",
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -64,7 +67,10 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             Self::BadRequest(_) => 400,
-            Self::MissingToken | Self::InvalidToken | Self::TokenExpired => 401,
+            Self::MissingToken
+            | Self::InvalidToken
+            | Self::TokenExpired
+            | Self::InvalidSignature => 401,
             Self::UserNotFound | Self::RouteNotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::RateLimitExceeded => 429,
@@ -82,6 +88,7 @@ impl GatewayError {
             Self::TokenExpired => Some("token_expired"),
             Self::UserNotFound => Some("user_not_found"),
             Self::UserDirectoryUnavailable => Some("directory_unavailable"),
+            Self::InvalidSignature => Some("invalid_signature"),
             _ => None,
         }
     }
@@ -89,7 +96,7 @@ impl GatewayError {
     /// The `WWW-Authenticate` challenge for 401s (RFC 6750), `None` otherwise.
     fn challenge(&self) -> Option<&'static str> {
         match self {
-            Self::MissingToken => Some("Bearer"),
+            Self::MissingToken | Self::InvalidSignature => Some("Bearer"),
             Self::InvalidToken => Some("Bearer error=\"invalid_token\""),
             Self::TokenExpired => {
                 Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
@@ -158,6 +165,7 @@ mod tests {
             (GatewayError::MissingToken, "MISSING_TOKEN", 401),
             (GatewayError::InvalidToken, "INVALID_TOKEN", 401),
             (GatewayError::TokenExpired, "TOKEN_EXPIRED", 401),
+            (GatewayError::InvalidSignature, "INVALID_SIGNATURE", 401),
             (GatewayError::UserNotFound, "USER_NOT_FOUND", 404),
             (GatewayError::RouteNotFound, "ROUTE_NOT_FOUND", 404),
             (GatewayError::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),

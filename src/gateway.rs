@@ -17,6 +17,7 @@ use crate::identity::IdentityCache;
 use crate::jwt::{load_secret, JwtVerifier};
 use crate::limits::RateLimiter;
 use crate::routing::{Route, RouteLimit, RouteTable};
+use crate::slack::{self, SlackVerifier};
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
@@ -75,6 +76,26 @@ impl Gateway {
             let key = |field: &str| route_key(&loaded.source, i, spanned, field);
             let peer = upstream_peer(route, &config.upstream)
                 .map_err(|message| ConfigError::invalid(key("host"), message))?;
+            let slack = match &route.slack_signing_secret_env {
+                Some(var) => {
+                    let secret =
+                        std::env::var_os(var)
+                            .filter(|v| !v.is_empty())
+                            .ok_or_else(|| {
+                                ConfigError::invalid(
+                                    key("slack_signing_secret_env"),
+                                    format!("environment variable {var} is not set"),
+                                )
+                            })?;
+                    Some(SlackVerifier::new(
+                        secret.into_encoded_bytes(),
+                        route
+                            .max_body_bytes
+                            .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES),
+                    ))
+                }
+                None => None,
+            };
             routes.insert(Route {
                 pattern: route.path.clone(),
                 service: route.service.clone(),
@@ -82,6 +103,7 @@ impl Gateway {
                 max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
                 peer,
                 raw: route.raw,
+                slack,
                 rate_limit: match (route.requests_per_minute, &config.rate_limit) {
                     (Some(0), _) => None,
                     (Some(n), _) => Some(RouteLimit {

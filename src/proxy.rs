@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
@@ -37,6 +37,7 @@ use crate::limits::{self, Decision, LimitKey, Subject};
 use crate::metrics::{method_label, metrics};
 use crate::path::normalize_path;
 use crate::routing::Route;
+use crate::slack::PendingSignature;
 
 /// The gateway's proxy service.
 pub struct GatewayProxy {
@@ -80,6 +81,8 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     /// The rate-limit decision, for the RateLimit-* response headers.
     rate_limit: Option<Decision>,
+    /// A Slack signature awaiting the body it signs, and the body so far.
+    slack: Option<(PendingSignature, BytesMut)>,
     /// The client's `Accept-Encoding`, when the compression module was shown
     /// a q-value-ordered one instead; restored before forwarding.
     original_accept_encoding: Option<HeaderValue>,
@@ -99,6 +102,7 @@ impl RequestCtx {
             identity: None,
             upstream_status: None,
             rate_limit: None,
+            slack: None,
             original_accept_encoding: None,
             body_bytes: 0,
         }
@@ -178,10 +182,14 @@ fn check_limit(
     Err(GatewayError::RateLimitExceeded)
 }
 
+/// The error type a request-body filter raises for a bad Slack signature.
+const INVALID_SIGNATURE: &str = "invalid_signature";
+
 /// The `kind` label of `gateway_proxy_errors_total`.
 fn proxy_error_kind(e: &Error) -> &'static str {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
+        (_, Custom(INVALID_SIGNATURE)) => "invalid_signature",
         (_, HTTPStatus(413)) => "body_too_large",
         (ErrorSource::Upstream, ConnectRefused) => "connect_refused",
         (ErrorSource::Upstream, ConnectTimedout) => "connect_timeout",
@@ -199,6 +207,7 @@ fn proxy_error_kind(e: &Error) -> &'static str {
 fn classify_proxy_error(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
+        (_, Custom(INVALID_SIGNATURE)) => Some(GatewayError::InvalidSignature),
         (_, HTTPStatus(413)) => Some(GatewayError::PayloadTooLarge),
         (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
         (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest("malformed request")),
@@ -225,6 +234,14 @@ impl GatewayProxy {
             .clone();
         ctx.upstream_uri = upstream_target(&req.uri, &path)?;
         check_declared_body(req, route.max_body_bytes)?;
+        if let Some(verifier) = &route.slack {
+            // Stale or missing: refused before the upstream is contacted.
+            let pending = verifier
+                .check_headers(&req.headers, SystemTime::now())
+                .ok_or(GatewayError::InvalidSignature)?;
+            check_declared_body(req, verifier.max_body_bytes)?;
+            ctx.slack = Some((pending, BytesMut::new()));
+        }
         strip_identity_headers(session.req_header_mut());
         // Set before authentication, so refusals are counted on their route.
         ctx.route = Some(route.clone());
@@ -374,7 +391,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Counts only; the bytes pass unchanged. Catches chunked bodies that
@@ -386,6 +403,36 @@ impl ProxyHttp for GatewayProxy {
                     ErrorType::HTTPStatus(413),
                     "request body over the route limit",
                 );
+            }
+        }
+        if let Some((pending, held)) = ctx.slack.as_mut() {
+            let Some(verifier) = ctx.route.as_ref().and_then(|r| r.slack.as_ref()) else {
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    "slack state without a verifier",
+                );
+            };
+            // Held back until the signature is verified; an empty chunk
+            // sends nothing (None would end the upstream body).
+            if let Some(chunk) = body.take() {
+                if (held.len() + chunk.len()) as u64 > verifier.max_body_bytes {
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(413),
+                        "slack body over the limit",
+                    );
+                }
+                held.extend_from_slice(&chunk);
+            }
+            *body = Some(Bytes::new());
+            if end_of_stream {
+                if !verifier.verify(pending, held) {
+                    return Error::e_explain(
+                        ErrorType::Custom(INVALID_SIGNATURE),
+                        "slack signature",
+                    );
+                }
+                // Exactly the bytes received, in one piece.
+                *body = Some(std::mem::take(held).freeze());
             }
         }
         Ok(())

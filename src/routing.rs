@@ -26,6 +26,8 @@ pub struct Route {
     pub rate_limit: Option<RouteLimit>,
     /// Responses are never compressed (e.g. Slack webhooks).
     pub raw: bool,
+    /// Slack signature verification, when the route asks for it.
+    pub slack: Option<crate::slack::SlackVerifier>,
 }
 
 /// A route's limit: which counter (the shared default, scope 0, or the
@@ -116,6 +118,7 @@ mod tests {
             peer: HttpPeer::new("127.0.0.1:1", false, String::new()),
             rate_limit: None,
             raw: false,
+            slack: None,
         }
     }
 
