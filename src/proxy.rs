@@ -19,7 +19,7 @@ use http::{HeaderValue, Uri};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::compression;
@@ -83,6 +83,10 @@ pub struct RequestCtx {
     rate_limit: Option<Decision>,
     /// A Slack signature awaiting the body it signs, and the body so far.
     slack: Option<(PendingSignature, BytesMut)>,
+    /// Brotli is the client's first choice (encoded here, not by the module).
+    wants_brotli: bool,
+    /// The brotli encoder of this response's body, when used.
+    brotli: Option<compression::BrotliStream>,
     /// The client's `Accept-Encoding`, when the compression module was shown
     /// a q-value-ordered one instead; restored before forwarding.
     original_accept_encoding: Option<HeaderValue>,
@@ -103,6 +107,8 @@ impl RequestCtx {
             upstream_status: None,
             rate_limit: None,
             slack: None,
+            wants_brotli: false,
+            brotli: None,
             original_accept_encoding: None,
             body_bytes: 0,
         }
@@ -338,6 +344,7 @@ impl ProxyHttp for GatewayProxy {
                 .req_header()
                 .headers
                 .get(http::header::ACCEPT_ENCODING);
+            ctx.wants_brotli = accept.is_some_and(compression::prefers_brotli);
             if let Some(preferred) = accept.and_then(compression::preferred_encodings) {
                 ctx.original_accept_encoding = accept.cloned();
                 session
@@ -493,9 +500,21 @@ impl ProxyHttp for GatewayProxy {
             cors.apply(upstream_response, ctx.cors_origin.as_ref())?;
         }
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
-        let min_size = self.gateway.load().compression.min_size_bytes;
-        if compression::keep_uncompressed(upstream_response, raw, min_size) {
+        let policy = ctx
+            .gateway
+            .as_ref()
+            .map(|g| g.compression.clone())
+            .unwrap_or_default();
+        let head = session.req_header().method == http::Method::HEAD;
+        if compression::keep_uncompressed(upstream_response, raw, policy.min_size_bytes) {
             compression::set_level(&mut session.downstream_modules_ctx, 0);
+        } else if ctx.wants_brotli
+            && policy.level > 0
+            && compression::is_compressible(upstream_response, head)
+        {
+            compression::set_level(&mut session.downstream_modules_ctx, 0);
+            compression::mark_brotli(upstream_response)?;
+            ctx.brotli = Some(compression::BrotliStream::new(policy.level));
         }
         if self.draining.load(Ordering::Relaxed) {
             // Answers with `Connection: close`: the client's next request
@@ -503,6 +522,36 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(stream) = ctx.brotli.as_mut() else {
+            return Ok(None);
+        };
+        let mut out = match body.take() {
+            Some(chunk) => stream
+                .push(&chunk)
+                .or_err(ErrorType::InternalError, "brotli encoding")?,
+            None => Bytes::new(),
+        };
+        if end_of_stream {
+            if let Some(stream) = ctx.brotli.take() {
+                let tail = stream.finish();
+                out = if out.is_empty() {
+                    tail
+                } else {
+                    [out, tail].concat().into()
+                };
+            }
+        }
+        *body = Some(out);
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {

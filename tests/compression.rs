@@ -15,6 +15,12 @@ fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
                 .unwrap();
         }
         "zstd" => out = zstd::decode_all(body).unwrap(),
+        // Strict: fails on a stream without its final meta-block.
+        "br" => {
+            brotli::Decompressor::new(body, 4096)
+                .read_to_end(&mut out)
+                .unwrap();
+        }
         other => panic!("unexpected encoding {other}"),
     }
     out
@@ -38,11 +44,13 @@ async fn encodings_follow_accept_encoding_and_q_values() {
         ("zstd;q=0.1, gzip;q=0.1", Some("zstd")),
         ("gzip;q=0", None),
         ("identity", None),
-        // Brotli is withheld while Pingora's encoder emits unterminated
-        // streams (cloudflare/pingora#1013): the next choice is used.
-        ("br", None),
-        ("br, gzip", Some("gzip")),
-        ("gzip;q=0.2, br;q=1, zstd;q=0.5", Some("zstd")),
+        // Brotli, encoded by the gateway itself (cloudflare/pingora#1013).
+        ("br", Some("br")),
+        ("br, gzip", Some("br")),
+        ("gzip;q=0.2, br;q=1, zstd;q=0.5", Some("br")),
+        ("br;q=0, gzip", Some("gzip")),
+        // What Chromium sends: its first choice is gzip.
+        ("gzip, deflate, br, zstd", Some("gzip")),
     ];
     for (accept, want) in cases {
         let r = get(
@@ -93,6 +101,7 @@ async fn what_is_never_compressed() {
     let up = Upstream::start();
     let gw = Gateway::start_with(GatewayOptions::new(&routes(&up)));
     let gzip = h(&[("Accept-Encoding", "gzip, br")]);
+    let br = h(&[("Accept-Encoding", "br")]);
 
     // Small bodies (under min_size_bytes = 256), and large ones are.
     let small = get(gw.port, "/api/auth/download/200", &gzip).await;
@@ -101,11 +110,29 @@ async fn what_is_never_compressed() {
     let large = get(gw.port, "/api/auth/download/5000", &gzip).await;
     assert_eq!(large.header("content-encoding"), Some("gzip"));
 
-    // Raw routes: bytes exactly as the upstream sent them.
-    let raw = get(gw.port, "/gateway/slack/download/5000", &gzip).await;
-    assert_eq!(raw.header("content-encoding"), None);
+    let small = get(gw.port, "/api/auth/download/200", &br).await;
+    assert_eq!(small.header("content-encoding"), None);
+    let large = get(gw.port, "/api/auth/download/5000", &br).await;
+    assert_eq!(large.header("content-encoding"), Some("br"));
     let want: Vec<u8> = (0..5000usize).map(|i| (i * 7 % 251) as u8).collect();
-    assert_eq!(raw.body, want);
+    assert_eq!(decode("br", &large.body), want);
+    // Framed for keep-alive: two brotli responses on one connection.
+    let mut conn = Conn::connect(gw.port).await;
+    for _ in 0..2 {
+        let r = conn
+            .request("GET", "/api/auth/download/5000", &br, b"")
+            .await;
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_ne!(r.header("connection"), Some("close"));
+        assert_eq!(decode("br", &r.body), want);
+    }
+
+    // Raw routes: bytes exactly as the upstream sent them.
+    for accept in [&gzip, &br] {
+        let raw = get(gw.port, "/gateway/slack/download/5000", accept).await;
+        assert_eq!(raw.header("content-encoding"), None);
+        assert_eq!(raw.body, want);
+    }
 
     // Already encoded upstream: passed through, not encoded twice.
     let direct = get(up.port, "/api/auth/encoded", &[]).await;
