@@ -77,12 +77,7 @@ async fn signed_requests_pass_byte_for_byte() {
         raw.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
     }
     raw.extend_from_slice(b"\r\n");
-    for piece in body.chunks(7000) {
-        raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        raw.extend_from_slice(piece);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
+    raw.extend_from_slice(&chunked(&body, 7000));
     conn.send_raw(&raw).await;
     let r = conn.read_response().await;
     assert_eq!(r.status, 200);

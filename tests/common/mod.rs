@@ -42,18 +42,24 @@ pub fn database_url() -> String {
     )
 }
 
-/// Runs SQL through psql and returns its unaligned output.
-pub fn psql(sql: &str) -> String {
+/// Runs psql with `args` (stopping at the first error); returns stdout.
+fn run_psql(args: &[&str]) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
         .output()
         .expect("psql must be installed (make test installs PostgreSQL)");
     assert!(
         out.status.success(),
-        "psql failed for {sql}: {}",
+        "psql {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs SQL through psql and returns its unaligned output.
+pub fn psql(sql: &str) -> String {
+    run_psql(&["-A", "-t", "-c", sql])
 }
 
 /// Creates the schema and fixed users once per test binary.
@@ -61,16 +67,10 @@ pub fn ensure_schema() {
     static SCHEMA: Once = Once::new();
     SCHEMA.call_once(|| {
         database_url();
-        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema.sql");
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", file])
-            .output()
-            .expect("psql must be installed (make test installs PostgreSQL)");
-        assert!(
-            out.status.success(),
-            "schema setup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_psql(&[
+            "-f",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema.sql"),
+        ]);
     });
 }
 
@@ -753,6 +753,18 @@ pub async fn send(
 
 pub async fn get(port: u16, target: &str, headers: &[(String, String)]) -> Response {
     send(port, "GET", target, headers, b"").await
+}
+
+/// `body` in HTTP/1.1 chunked framing, `piece` bytes a chunk.
+pub fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(body.len() + body.len() / piece * 8 + 8);
+    for chunk in body.chunks(piece) {
+        framed.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        framed.extend_from_slice(chunk);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    framed
 }
 
 /// Headers from string pairs.
