@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release run test unit lint fmt bench deps-build deps-test clean
+.PHONY: all build release run test unit lint fmt bench bench-micro deps-build deps-test clean
 
 all: build
 
@@ -35,7 +35,13 @@ fmt:
 test: deps-test lint
 	pg_virtualenv cargo test --all-features
 
+# The load bench: the gateway next to nginx and HAProxy (see benches/load/run.sh).
 bench: deps-build
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk >/dev/null; }
+	benches/load/run.sh
+
+bench-micro:
 	cargo bench --bench hot_path
 
 clean:

@@ -38,6 +38,7 @@ pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
         grace_period_seconds: Some(server.graceful_shutdown_timeout_seconds),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: server.upstream_keepalive_pool_size,
+        work_stealing: server.work_stealing,
         ..ServerConf::default()
     }
 }

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The load bench (`make bench`): robeing-gateway side by side with nginx and
+# HAProxy 2.6 on this machine, loopback only.
+#
+#   upstream      nginx, 1 worker, `return 200` with a small JSON body   CPU 1
+#   gateway       release build, 1 worker thread                         CPU 0
+#   nginx-proxy   nginx as a plain reverse proxy, upstream keepalive     CPU 0
+#   haproxy       HAProxy as a plain proxy, connection reuse             CPU 0
+#   haproxy-jwt   HAProxy doing the gateway's cached path: jwt_verify
+#                 (HS256), exp check, username -> UUID from a map,
+#                 identity headers replaced                              CPU 0
+#   load          wrk, 1 thread, $CONNS connections                      CPU 1
+#
+# Scenarios: public route, cached user (one token), 10,000 rotating users,
+# invalid tokens (authenticating proxies only). Rounds are interleaved; the
+# report gives medians of requests/s, p50/p99/p99.9 latency and CPU
+# microseconds per request of the proxy's process tree.
+#
+# Usage: benches/load/run.sh [rounds] [seconds]   (ROUNDS, SECONDS, CONNS, OUT)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-${ROUNDS:-3}}
+secs=${2:-${SECONDS_PER_RUN:-10}}
+conns=${CONNS:-64}
+out=${OUT:-target/bench}
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
+export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+
+for tool in nginx haproxy wrk taskset; do
+    command -v $tool >/dev/null || { echo "missing $tool: apt-get install nginx haproxy wrk util-linux" >&2; exit 1; }
+done
+cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
+target/release/examples/bench_fixtures "$work" 10000
+
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083
+cat > "$work/upstream.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP backlog=4096;
+    location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NGINX
+cat > "$work/nginx-proxy.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/ngx.pid; error_log $work/ngx.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NGX backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+cat > "$work/haproxy.cfg" <<HAP
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend plain
+    bind 127.0.0.1:$HAP
+    default_backend up
+frontend jwt
+    bind 127.0.0.1:$HAPJ
+    acl public path_beg /public
+    http-request set-var(txn.bearer) http_auth_bearer unless public
+    http-request deny deny_status 401 if !public !{ var(txn.bearer) -m found }
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg') unless public
+    http-request deny deny_status 401 if !public !{ var(txn.alg) -m str HS256 }
+    http-request deny deny_status 401 if !public !{ var(txn.bearer),jwt_verify(txn.alg,"$GATEWAY_JWT_SECRET") -m int 1 }
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int') unless public
+    http-request set-var(txn.now) date() unless public
+    http-request deny deny_status 401 if !public { var(txn.exp),sub(txn.now) -m int lt 0 }
+    http-request set-var(txn.user) var(txn.bearer),jwt_payload_query('\$.username') unless public
+    http-request set-var(txn.uid) var(txn.user),map($work/users.map) unless public
+    http-request deny deny_status 404 if !public !{ var(txn.uid) -m found }
+    http-request del-header x-user-id
+    http-request del-header x-username
+    http-request set-header X-User-Id %[var(txn.uid)] unless public
+    http-request set-header X-Username %[var(txn.user)] unless public
+    default_backend up
+backend up
+    server up 127.0.0.1:$UP maxconn 1000
+HAP
+cat > "$work/gateway.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$GW"]
+threads = 1
+pid_file = "$work/gw.pid"
+upgrade_sock = "$work/gw.sock"
+[auth]
+secret_env = "GATEWAY_JWT_SECRET"
+[users]
+source = "file"
+users = "$work/users.toml"
+[log]
+level = "warn"
+destination = "off"
+[[routes]]
+path = "/public/*"
+service = "public"
+host = "127.0.0.1"
+port = $UP
+auth_required = false
+[[routes]]
+path = "/api/*"
+service = "api"
+host = "127.0.0.1"
+port = $UP
+auth_required = true
+TOML
+
+taskset -c 1 nginx -c "$work/upstream.conf" &
+taskset -c 0 nginx -c "$work/nginx-proxy.conf" &
+taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
+hap_pid=$!
+RUST_LOG=warn taskset -c 0 target/release/robeing-gateway -c "$work/gateway.toml" 2>"$work/gw.err" &
+gw_pid=$!
+sleep 1
+ngx_master=$(cat "$work/ngx.pid")
+
+# Process tree of each proxy, for CPU accounting.
+pids_of() {
+    case $1 in
+        gateway) echo $gw_pid ;;
+        nginx-proxy) echo "$ngx_master $(pgrep -P "$ngx_master" | tr '\n' ' ')" ;;
+        haproxy|haproxy-jwt) echo $hap_pid ;;
+    esac
+}
+port_of() { case $1 in gateway) echo $GW;; nginx-proxy) echo $NGX;; haproxy) echo $HAP;; haproxy-jwt) echo $HAPJ;; esac; }
+cpu_ticks() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+hz=$(getconf CLK_TCK)
+
+scenario_env() { # scenario proxy -> REQ_PATH / TOKENS_FILE
+    case $1 in
+        public) echo "REQ_PATH=/public/x" ;;
+        cached) echo "REQ_PATH=/api/x TOKENS_FILE=$work/alice.txt" ;;
+        rotating) echo "REQ_PATH=/api/x TOKENS_FILE=$work/tokens.txt" ;;
+        invalid) echo "REQ_PATH=/api/x TOKENS_FILE=$work/invalid.txt" ;;
+    esac
+}
+proxies_for() {
+    case $1 in
+        invalid) echo "gateway haproxy-jwt" ;;
+        *) echo "gateway nginx-proxy haproxy haproxy-jwt" ;;
+    esac
+}
+
+run_one() { # scenario proxy round
+    local port; port=$(port_of "$2")
+    local before after line
+    env $(scenario_env "$1") taskset -c 1 wrk -t1 -c"$conns" -d2s -s benches/load/wrk.lua "http://127.0.0.1:$port" >/dev/null
+    before=$(cpu_ticks "$2")
+    line=$(env $(scenario_env "$1") taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" -s benches/load/wrk.lua \
+        "http://127.0.0.1:$port" | grep '^RESULT ' | sed 's/^RESULT //')
+    after=$(cpu_ticks "$2")
+    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"round\":$3,\"cpu_ticks\":$((after - before)),\"hz\":$hz,\"wrk\":$line}" >> "$out/runs.jsonl"
+    echo "  $1 $2 round $3: $line" >&2
+}
+
+: > "$out/runs.jsonl"
+for round in $(seq "$rounds"); do
+    for scenario in public cached rotating invalid; do
+        proxies=$(proxies_for $scenario)
+        # Interleave: rotate the order every round.
+        set -- $proxies
+        for _ in $(seq $(( (round - 1) % $# ))); do set -- "${@:2}" "$1"; done
+        for proxy in "$@"; do run_one "$scenario" "$proxy" "$round"; done
+    done
+done
+
+benches/load/report.sh "$out/runs.jsonl" "$out"

@@ -1,0 +1,97 @@
+//! Summarizes the load bench's runs (`runs.jsonl`): medians per scenario
+//! and proxy of requests/s, p50/p99/p99.9 latency and CPU microseconds per
+//! request; ratios against the peers measured in the same run.
+//!
+//! `bench_report RUNS.jsonl OUT_DIR` writes OUT_DIR/report.md and report.json.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let runs_path = args.next().expect("usage: bench_report RUNS.jsonl OUT_DIR");
+    let out_dir = std::path::PathBuf::from(args.next().expect("OUT_DIR"));
+    let text = std::fs::read_to_string(&runs_path).expect("runs file");
+    let mut groups: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).expect("run line");
+        let key = (
+            v["scenario"].as_str().unwrap().to_owned(),
+            v["proxy"].as_str().unwrap().to_owned(),
+        );
+        groups.entry(key).or_default().push(v);
+    }
+    let mut rows = Vec::new();
+    for ((scenario, proxy), runs) in &groups {
+        let field = |f: &dyn Fn(&Value) -> f64| median(runs.iter().map(f).collect());
+        let rps = field(&|r| {
+            r["wrk"]["requests"].as_f64().unwrap()
+                / (r["wrk"]["duration_us"].as_f64().unwrap() / 1e6)
+        });
+        let cpu_us = field(&|r| {
+            r["cpu_ticks"].as_f64().unwrap() / r["hz"].as_f64().unwrap() * 1e6
+                / r["wrk"]["requests"].as_f64().unwrap()
+        });
+        let ms = |k: &str| field(&|r| r["wrk"][k].as_f64().unwrap() / 1000.0);
+        let errors: f64 = runs
+            .iter()
+            .map(|r| r["wrk"]["socket_errors"].as_f64().unwrap())
+            .sum();
+        let non2xx: f64 = runs
+            .iter()
+            .map(|r| r["wrk"]["non2xx"].as_f64().unwrap())
+            .sum();
+        rows.push(json!({
+            "scenario": scenario, "proxy": proxy, "rounds": runs.len(),
+            "requests_per_second": rps.round(), "p50_ms": ms("p50_us"), "p99_ms": ms("p99_us"),
+            "p999_ms": ms("p999_us"), "cpu_us_per_request": (cpu_us * 100.0).round() / 100.0,
+            "socket_errors": errors, "non_2xx": non2xx,
+        }));
+    }
+    let mut md = String::from(
+        "| scenario | proxy | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | req/s vs haproxy-jwt | CPU vs haproxy-jwt | non-2xx |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in &rows {
+        let peer = rows
+            .iter()
+            .find(|r| r["scenario"] == row["scenario"] && r["proxy"] == "haproxy-jwt");
+        let ratio = |k: &str| {
+            peer.map(|p| format!("{:.2}", row[k].as_f64().unwrap() / p[k].as_f64().unwrap()))
+                .unwrap_or_else(|| "-".into())
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.2} | {} | {} | {} |\n",
+            row["scenario"].as_str().unwrap(),
+            row["proxy"].as_str().unwrap(),
+            row["requests_per_second"].as_f64().unwrap(),
+            row["p50_ms"].as_f64().unwrap(),
+            row["p99_ms"].as_f64().unwrap(),
+            row["p999_ms"].as_f64().unwrap(),
+            row["cpu_us_per_request"].as_f64().unwrap(),
+            ratio("requests_per_second"),
+            ratio("cpu_us_per_request"),
+            row["non_2xx"].as_f64().unwrap(),
+        ));
+    }
+    std::fs::write(out_dir.join("report.md"), &md).expect("write report.md");
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&rows).unwrap(),
+    )
+    .expect("write report.json");
+    print!("{md}");
+}
