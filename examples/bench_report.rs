@@ -87,10 +87,64 @@ fn main() {
             row["non_2xx"].as_f64().unwrap(),
         ));
     }
+    // Streams of JSON values (oha pretty-prints, so not one per line).
+    let values = |name: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(out_dir.join(name)).unwrap_or_default();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .filter_map(Result::ok)
+            .collect()
+    };
+    let fixed = values("fixed.jsonl");
+    if !fixed.is_empty() {
+        md.push_str(
+            "\nFixed rate at 50% of nginx-proxy's cached-path maximum, cached path, latency \
+             corrected for coordinated omission (oha --latency-correction):\n\n\
+             | proxy | rate/s | achieved/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|---:|\n",
+        );
+        for f in &fixed {
+            let pct = |k: &str| {
+                f["oha"]["latencyPercentiles"][k]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    * 1000.0
+            };
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} |\n",
+                f["proxy"].as_str().unwrap_or("?"),
+                f["rate"],
+                f["oha"]["summary"]["requestsPerSec"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                pct("p50"),
+                pct("p99"),
+                pct("p99.9"),
+            ));
+        }
+    }
+    let memory = values("memory.jsonl");
+    if !memory.is_empty() {
+        md.push_str(
+            "\nMemory with 10,000 idle keep-alive connections (RSS of the proxy's processes):\n\n\
+             | proxy | idle MiB | with connections MiB | KiB per connection |\n|---|---:|---:|---:|\n",
+        );
+        for m in &memory {
+            let idle = m["rss_idle_kb"].as_f64().unwrap_or(f64::NAN);
+            let busy = m["rss_with_connections_kb"].as_f64().unwrap_or(f64::NAN);
+            md.push_str(&format!(
+                "| {} | {:.1} | {:.1} | {:.2} |\n",
+                m["proxy"].as_str().unwrap_or("?"),
+                idle / 1024.0,
+                busy / 1024.0,
+                (busy - idle) / m["connections"].as_f64().unwrap_or(1.0),
+            ));
+        }
+    }
+    let report = json!({"runs": rows, "fixed_rate": fixed, "memory": memory});
     std::fs::write(out_dir.join("report.md"), &md).expect("write report.md");
     std::fs::write(
         out_dir.join("report.json"),
-        serde_json::to_string_pretty(&rows).unwrap(),
+        serde_json::to_string_pretty(&report).unwrap(),
     )
     .expect("write report.json");
     print!("{md}");

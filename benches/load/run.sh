@@ -44,7 +44,8 @@ http { access_log off; keepalive_requests 1000000;
 NGINX
 cat > "$work/nginx-proxy.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/ngx.pid; error_log $work/ngx.err;
-events { worker_connections 8192; }
+worker_rlimit_nofile 19000;
+events { worker_connections 16384; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:$UP; keepalive 128; }
   server { listen 127.0.0.1:$NGX backlog=4096;
@@ -171,6 +172,42 @@ for round in $(seq "$rounds"); do
         for _ in $(seq $(( (round - 1) % $# ))); do set -- "${@:2}" "$1"; done
         for proxy in "$@"; do run_one "$scenario" "$proxy" "$round"; done
     done
+done
+
+# Fixed rate: 50% of nginx's maximum on the cached path, latency corrected
+# for coordinated omission (oha --latency-correction).
+if command -v oha >/dev/null; then
+    nginx_max=$(grep '"scenario":"cached","proxy":"nginx-proxy"' "$out/runs.jsonl" \
+        | sed -E 's/.*"requests":([0-9]+),"duration_us":([0-9]+).*/\1 \2/' \
+        | awk '{print $1 / ($2 / 1e6)}' | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}')
+    rate=$((nginx_max / 2))
+    : > "$out/fixed.jsonl"
+    for proxy in gateway nginx-proxy haproxy-jwt; do
+        taskset -c 1 oha -z "${secs}s" -q "$rate" -c "$conns" --latency-correction --no-tui \
+            --output-format json -H "Authorization: Bearer $(cat "$work/alice.txt")" \
+            "http://127.0.0.1:$(port_of $proxy)/api/x" > "$work/oha.json"
+        echo "{\"proxy\":\"$proxy\",\"rate\":$rate,\"oha\":$(cat "$work/oha.json")}" >> "$out/fixed.jsonl"
+        echo "  fixed rate $rate/s $proxy done" >&2
+    done
+else
+    echo "oha not installed (cargo install oha): skipping the fixed-rate run" >&2
+fi
+
+# Memory: RSS of the proxy with 10,000 idle keep-alive client connections.
+cargo build --release --example idle_conns >/dev/null
+rss_kb() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
+: > "$out/memory.jsonl"
+for proxy in gateway nginx-proxy; do
+    before=$(rss_kb $proxy)
+    coproc IDLE { taskset -c 1 target/release/examples/idle_conns "127.0.0.1:$(port_of $proxy)" 10000 /public/x; }
+    read -r ready _ <&"${IDLE[0]}"
+    sleep 1
+    after=$(rss_kb $proxy)
+    echo "{\"proxy\":\"$proxy\",\"connections\":10000,\"rss_idle_kb\":$before,\"rss_with_connections_kb\":$after}" >> "$out/memory.jsonl"
+    echo "  memory $proxy: $before kB -> $after kB ($ready)" >&2
+    exec {IDLE[1]}>&-
+    wait $IDLE_PID 2>/dev/null || true
+    sleep 1
 done
 
 benches/load/report.sh "$out/runs.jsonl" "$out"
