@@ -6,10 +6,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: Pingora allocates and frees large
-/// per-request buffers, where glibc spent 13% of the cached path's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use robeing_gateway::cli::{Cli, Command};
 use robeing_gateway::config;
 use robeing_gateway::gateway::Gateway;
