@@ -291,14 +291,17 @@ impl GatewayProxy {
     }
 
     /// Sends the envelope for `err` unless a response has already started.
-    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
+    async fn respond_error(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        err: GatewayError,
+        after: AfterError,
+    ) {
         let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
             if let Some(decision) = &ctx.rate_limit {
                 insert_rate_limit_headers(&mut resp, decision)?;
             }
-            Ok((resp, body))
-        });
-        let rendered = rendered.and_then(|(mut resp, body)| {
             if let Some(cors) = ctx.gateway.as_ref().and_then(|g| g.cors.as_ref()) {
                 cors.apply(&mut resp, ctx.cors_origin.as_ref())?;
             }
@@ -311,15 +314,34 @@ impl GatewayProxy {
                 return;
             }
         };
-        // Closes the connection afterwards: an unread request body may follow.
-        if let Err(e) = session
-            .as_downstream_mut()
-            .write_error_response(resp, body)
-            .await
-        {
+        let downstream = session.as_downstream_mut();
+        // A refused request without a body leaves nothing unread behind it:
+        // the connection stays usable (a client refused with 401 or 429
+        // does not have to reconnect). Otherwise, or while draining, close.
+        let keep_alive = after == AfterError::KeepIfNoBody
+            && !self.draining.load(Ordering::Relaxed)
+            && downstream.is_body_empty();
+        let sent = if keep_alive {
+            match downstream.write_response_header(Box::new(resp)).await {
+                Ok(()) => downstream.write_response_body(body, true).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            downstream.write_error_response(resp, body).await
+        };
+        if let Err(e) = sent {
             log::debug!("cannot send error response: {e}");
         }
     }
+}
+
+/// What happens to the client connection after an error the gateway sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterError {
+    /// Refused before any upstream work: keep it if no body is unread.
+    KeepIfNoBody,
+    /// Failed while proxying: close it.
+    Close,
 }
 
 #[async_trait]
@@ -377,7 +399,8 @@ impl ProxyHttp for GatewayProxy {
                 if let Some(reason) = err.auth_failure_reason() {
                     metrics().auth_failures.with_label_values(&[reason]).inc();
                 }
-                self.respond_error(session, ctx, err).await;
+                self.respond_error(session, ctx, err, AfterError::KeepIfNoBody)
+                    .await;
                 Ok(true)
             }
         }
@@ -613,7 +636,8 @@ impl ProxyHttp for GatewayProxy {
                 can_reuse_downstream: false,
             };
         };
-        self.respond_error(session, ctx, err).await;
+        self.respond_error(session, ctx, err, AfterError::Close)
+            .await;
         FailToProxy {
             error_code: err.status(),
             can_reuse_downstream: false,

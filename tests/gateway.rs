@@ -636,6 +636,17 @@ async fn keep_alive_does_not_carry_identity() {
     assert!(r.upstream_header("x-username").is_empty());
     let r = conn.request("GET", "/api/robeing/third", &[], b"").await;
     assert_envelope(&r, 401, "MISSING_TOKEN");
+    // A refusal without a request body keeps the connection usable...
+    assert_ne!(r.header("connection"), Some("close"));
+    let r = conn.request("GET", "/api/auth/fourth", &[], b"").await;
+    assert_eq!(r.status, 200, "the connection survived the 401");
+    assert!(r.upstream_header("x-user-id").is_empty());
+    // ...one with an unread body closes it.
+    let r = conn
+        .request("POST", "/api/robeing/fifth", &[], b"unread body")
+        .await;
+    assert_envelope(&r, 401, "MISSING_TOKEN");
+    assert_eq!(r.header("connection"), Some("close"));
 }
 
 // 10. Request id, X-Forwarded-For and X-Forwarded-Proto.
