@@ -73,6 +73,11 @@ impl AccessLog {
         })
     }
 
+    /// Whether lines are written at all (`destination = "off"`: no).
+    pub fn is_enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
     /// Hands a line to the writer; drops and counts it if the queue is full.
     pub fn record(&self, entry: AccessEntry) {
         let Some(sender) = &self.sender else {

@@ -7,7 +7,7 @@
 //! (whose state is the same as no state) and memory stays bounded.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 
@@ -158,14 +158,10 @@ pub fn client_ip(
     )
 }
 
-/// Seconds as the `Duration` callers sleep in tests and docs.
-pub fn interval(per_minute: u32) -> Duration {
-    Duration::from_nanos(MINUTE_NS / u64::from(per_minute.max(1)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn user(n: u128) -> LimitKey {
         LimitKey {

@@ -352,14 +352,18 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx::new()
     }
 
-    /// Before Pingora's modules see the request: the compression level of
-    /// the current config, and `Accept-Encoding` ordered by q-value.
+    /// Before Pingora's modules see the request: the configuration snapshot
+    /// this request is served with (one for the whole request, even if
+    /// SIGHUP swaps meanwhile), its compression level, and `Accept-Encoding`
+    /// ordered by q-value.
     async fn early_request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let level = self.gateway.load().compression.level;
+        let gateway = self.gateway.load_full();
+        let level = gateway.compression.level;
+        ctx.gateway = Some(gateway);
         compression::set_level(&mut session.downstream_modules_ctx, level);
         if level > 0 {
             let accept = session
@@ -379,9 +383,10 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = Some(request_id(&session.req_header().headers));
-        // One snapshot for the whole request, even if SIGHUP swaps meanwhile.
-        let gateway = self.gateway.load_full();
-        ctx.gateway = Some(gateway.clone());
+        let gateway = match &ctx.gateway {
+            Some(gateway) => gateway.clone(),
+            None => self.gateway.load_full(),
+        };
         if let Some(cors) = &gateway.cors {
             ctx.cors_origin = cors.allowed_origin(session.req_header());
             if CorsPolicy::is_preflight(session.req_header()) {
@@ -601,6 +606,9 @@ impl ProxyHttp for GatewayProxy {
         m.request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        if !self.access_log.is_enabled() {
+            return;
+        }
         let identity = ctx.identity.take();
         self.access_log.record(AccessEntry {
             timestamp: SystemTime::now(),
