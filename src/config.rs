@@ -191,6 +191,10 @@ pub struct AuthConfig {
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "defaults::max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Tokens that verified, remembered (exact bytes) until they expire, so a
+    /// client's next request skips the HMAC and JSON work. 0 turns it off.
+    #[serde(default = "defaults::verified_token_cache")]
+    pub verified_token_cache: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -341,6 +345,9 @@ mod defaults {
     }
     pub fn max_token_bytes() -> usize {
         8 * 1024
+    }
+    pub fn verified_token_cache() -> usize {
+        10_000
     }
     pub fn query() -> String {
         r#"SELECT id FROM "user" WHERE username = $1"#.into()

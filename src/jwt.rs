@@ -4,7 +4,14 @@
 //! `alg: none`, HS384 or RS256 headers are refused. `exp` is required, `nbf`
 //! honored, both with the configured leeway; `iss` and `aud` are checked when
 //! configured. Oversized tokens are refused before any decoding.
+//!
+//! Tokens that verified are remembered, keyed by their exact bytes, with
+//! their username and time window: a client sends the same token on every
+//! request, and the cache turns HMAC + base64 + JSON (about 2 µs) into one
+//! hash lookup. `exp`/`nbf` are still checked on every hit; a reload builds a
+//! new verifier, so a rotated secret starts with an empty cache.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -100,6 +107,19 @@ pub struct JwtVerifier {
     validation: Validation,
     username_claim: String,
     max_token_bytes: usize,
+    verified: Option<quick_cache::sync::Cache<Box<str>, VerifiedToken>>,
+}
+
+/// Longer tokens are verified every time rather than remembered, which
+/// bounds the cache's memory at capacity × this.
+const MAX_CACHED_TOKEN_BYTES: usize = 1024;
+
+/// What a verified token says, kept until it expires.
+#[derive(Debug, Clone)]
+struct VerifiedToken {
+    username: Arc<str>,
+    exp: u64,
+    nbf: Option<u64>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -169,24 +189,65 @@ impl JwtVerifier {
             validation,
             username_claim: auth.username_claim.clone(),
             max_token_bytes: auth.max_token_bytes,
+            verified: (auth.verified_token_cache > 0)
+                .then(|| quick_cache::sync::Cache::new(auth.verified_token_cache)),
         }
     }
 
     /// Verifies `token` and returns the username claim.
-    pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<str>, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
+        if let Some(hit) = self.verified.as_ref().and_then(|c| c.get(token)) {
+            return self.check_window(&hit).map(|()| hit.username);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            },
-        )?;
-        data.claims
+            })?
+            .claims;
+        let (exp, nbf) = (claims.exp, claims.nbf);
+        let username: Arc<str> = claims
             .take_username(&self.username_claim)
-            .ok_or(TokenError::Invalid)
+            .ok_or(TokenError::Invalid)?
+            .into();
+        if let Some(cache) = &self.verified {
+            if token.len() <= MAX_CACHED_TOKEN_BYTES {
+                let entry = VerifiedToken {
+                    username: username.clone(),
+                    exp,
+                    nbf,
+                };
+                cache.insert(token.into(), entry);
+            }
+        }
+        Ok(username)
     }
+
+    /// The `exp`/`nbf` checks of a remembered token, as jsonwebtoken does them.
+    fn check_window(&self, token: &VerifiedToken) -> Result<(), TokenError> {
+        let now = unix_now();
+        let leeway = self.validation.leeway;
+        if token.exp < now.saturating_sub(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if token
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(TokenError::Invalid);
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Non-empty, bounded, and free of control characters (it becomes a header).
@@ -204,10 +265,7 @@ pub fn mint(
     username: &str,
     ttl_seconds: u64,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_now();
     let mut claims = Map::new();
     claims.insert(auth.username_claim.clone(), username.into());
     claims.insert("iat".into(), now.into());

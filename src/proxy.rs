@@ -150,7 +150,10 @@ fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayErr
 }
 
 /// Step 4: the username of a valid bearer token.
-fn verify_bearer(gateway: &Gateway, req: &RequestHeader) -> Result<String, GatewayError> {
+fn verify_bearer(
+    gateway: &Gateway,
+    req: &RequestHeader,
+) -> Result<std::sync::Arc<str>, GatewayError> {
     match bearer_token(&req.headers) {
         BearerToken::Missing => Err(GatewayError::MissingToken),
         BearerToken::Malformed => Err(GatewayError::InvalidToken),
