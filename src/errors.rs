@@ -5,14 +5,13 @@
 //! [`render_envelope`] turns one into status, headers and body, so the
 //! envelope cannot drift between call sites.
 
+use crate::headers::wire;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use serde::Serialize;
 use std::time::SystemTime;
-
-use crate::headers::X_REQUEST_ID;
 
 /// An error the gateway answers itself, with the code and status of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -147,7 +146,7 @@ pub fn render_envelope(
     resp.insert_header(CONTENT_TYPE, "application/json")?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, "no-store")?;
-    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    resp.insert_header(wire::X_REQUEST_ID, request_id.clone())?;
     if let Some(challenge) = err.challenge() {
         resp.insert_header(WWW_AUTHENTICATE, challenge)?;
     }

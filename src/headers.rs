@@ -10,6 +10,17 @@ pub const X_USERNAME: HeaderName = HeaderName::from_static("x-username");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// The same names as written on the wire, for `insert_header`: Pingora keeps
+/// a `&'static str` name as it is, but copies a `HeaderName` on every insert
+/// (two allocations per header the gateway sets).
+pub mod wire {
+    pub const X_REQUEST_ID: &str = "X-Request-Id";
+    pub const X_USER_ID: &str = "X-User-Id";
+    pub const X_USERNAME: &str = "X-Username";
+    pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+    pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+}
+
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when the
 /// request was refused), in whole seconds.
 pub fn insert_rate_limit_headers(
@@ -88,26 +99,27 @@ pub fn forwarded_for(
     headers: &HeaderMap,
     client_ip: Option<std::net::IpAddr>,
 ) -> Option<HeaderValue> {
-    let mut value = String::new();
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(text) = prior.to_str() {
-            let text = text.trim();
-            if !text.is_empty() {
-                if !value.is_empty() {
-                    value.push_str(", ");
-                }
-                value.push_str(text);
-            }
-        }
+    use std::io::Write as _;
+    let mut prior = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if prior.peek().is_none() {
+        // The common case: just the client address, formatted on the stack.
+        let ip = client_ip?;
+        let mut buf = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        write!(cursor, "{ip}").ok()?;
+        let len = usize::try_from(cursor.position()).ok()?;
+        return HeaderValue::from_bytes(&buf[..len]).ok();
     }
+    let mut value = prior.collect::<Vec<_>>().join(", ");
     if let Some(ip) = client_ip {
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
+        value.push_str(", ");
         value.push_str(&ip.to_string());
-    }
-    if value.is_empty() {
-        return None;
     }
     HeaderValue::from_str(&value).ok()
 }
