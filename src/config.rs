@@ -168,6 +168,20 @@ pub struct ServerConfig {
     /// Largest request body accepted, unless a route says otherwise.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
+    /// A request's whole header section must arrive within this (408 and
+    /// close beyond); Pingora only bounds each read.
+    #[serde(default = "defaults::header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Concurrent connections one client IP may hold (0: no cap).
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Longest request target accepted (414 beyond).
+    #[serde(default = "defaults::max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Largest request header section accepted, names and values (431
+    /// beyond). Pingora's parser stops at 1 MiB on its own.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
     /// Peers (CIDRs) whose `X-Forwarded-For` is believed for the client IP.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -222,6 +236,10 @@ pub struct UsersConfig {
     pub cache_ttl_seconds: u64,
     #[serde(default = "defaults::negative_cache_ttl_seconds")]
     pub negative_cache_ttl_seconds: u64,
+    /// When the directory fails, a cached answer keeps being used for this
+    /// long past its TTL (0: never). Users not cached still fail closed.
+    #[serde(default = "defaults::stale_if_error_seconds")]
+    pub stale_if_error_seconds: u64,
     #[serde(default = "defaults::cache_capacity")]
     pub cache_capacity: usize,
 }
@@ -334,6 +352,18 @@ mod defaults {
     pub fn upstream_keepalive_pool_size() -> usize {
         256
     }
+    pub fn header_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
+    }
+    pub fn max_uri_bytes() -> usize {
+        8 * 1024
+    }
+    pub fn max_header_bytes() -> usize {
+        32 * 1024
+    }
     pub fn max_body_bytes() -> u64 {
         100 * 1024 * 1024
     }
@@ -363,6 +393,9 @@ mod defaults {
     }
     pub fn negative_cache_ttl_seconds() -> u64 {
         10
+    }
+    pub fn stale_if_error_seconds() -> u64 {
+        300
     }
     pub fn cache_capacity() -> usize {
         100_000
@@ -458,6 +491,9 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("server.threads", "must be at least 1"));
     }
     positive("server.max_body_bytes", server.max_body_bytes)?;
+    positive("server.max_uri_bytes", server.max_uri_bytes as u64)?;
+    positive("server.header_timeout_ms", server.header_timeout_ms)?;
+    positive("server.max_header_bytes", server.max_header_bytes as u64)?;
     if server.grace_period_seconds > server.graceful_shutdown_timeout_seconds {
         return Err(ConfigError::invalid(
             "server.grace_period_seconds",

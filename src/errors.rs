@@ -33,6 +33,12 @@ pub enum GatewayError {
     RouteNotFound,
     #[error("Request body is larger than this route accepts")]
     PayloadTooLarge,
+    #[error("Request header did not arrive in time")]
+    RequestTimeout,
+    #[error("Request target is too long")]
+    UriTooLong,
+    #[error("Request header section is too large")]
+    HeadersTooLarge,
     #[error("Too many requests; retry after the time in Retry-After")]
     RateLimitExceeded,
     #[error("Upstream service is unavailable")]
@@ -55,6 +61,9 @@ impl GatewayError {
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::UriTooLong => "URI_TOO_LONG",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::UserDirectoryUnavailable => "USER_DIRECTORY_UNAVAILABLE",
@@ -72,6 +81,9 @@ impl GatewayError {
             | Self::InvalidSignature => 401,
             Self::UserNotFound | Self::RouteNotFound => 404,
             Self::PayloadTooLarge => 413,
+            Self::RequestTimeout => 408,
+            Self::UriTooLong => 414,
+            Self::HeadersTooLarge => 431,
             Self::RateLimitExceeded => 429,
             Self::ServiceUnavailable | Self::UserDirectoryUnavailable => 503,
             Self::GatewayTimeout => 504,
@@ -168,6 +180,9 @@ mod tests {
             (GatewayError::UserNotFound, "USER_NOT_FOUND", 404),
             (GatewayError::RouteNotFound, "ROUTE_NOT_FOUND", 404),
             (GatewayError::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+            (GatewayError::RequestTimeout, "REQUEST_TIMEOUT", 408),
+            (GatewayError::UriTooLong, "URI_TOO_LONG", 414),
+            (GatewayError::HeadersTooLarge, "HEADERS_TOO_LARGE", 431),
             (GatewayError::RateLimitExceeded, "RATE_LIMIT_EXCEEDED", 429),
             (GatewayError::ServiceUnavailable, "SERVICE_UNAVAILABLE", 503),
             (

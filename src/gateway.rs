@@ -33,6 +33,9 @@ pub struct Gateway {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub compression: crate::config::CompressionConfig,
     pub cors: Option<crate::cors::CorsPolicy>,
+    /// `server.max_uri_bytes` and `server.max_header_bytes`.
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -127,6 +130,8 @@ impl Gateway {
             limiter_keys,
             trusted_proxies,
             compression: config.compression.clone(),
+            max_uri_bytes: config.server.max_uri_bytes,
+            max_header_bytes: config.server.max_header_bytes,
             cors: config
                 .cors
                 .as_ref()

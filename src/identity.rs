@@ -5,7 +5,10 @@
 //! [`IdentityCache`] fronts either one with a bounded quick_cache: hits live
 //! for `cache_ttl_seconds`, misses (unknown users) for the shorter
 //! `negative_cache_ttl_seconds`, errors are never cached, and concurrent
-//! lookups of one username share a single directory query.
+//! lookups of one username share a single directory query. When the
+//! directory fails, a cached answer is used for up to
+//! `stale_if_error_seconds` past its TTL (re-asked once a second); a user
+//! with no cached answer fails closed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -90,9 +93,12 @@ impl PostgresDirectory {
         })
     }
 
-    async fn query_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(&self.query).await?;
+    async fn query_user_id(
+        client: &deadpool_postgres::Client,
+        query: &str,
+        username: &str,
+    ) -> Result<Option<Uuid>, DirectoryError> {
+        let statement = client.prepare_cached(query).await?;
         let Some(row) = client.query_opt(&statement, &[&username]).await? else {
             return Ok(None);
         };
@@ -109,21 +115,39 @@ impl PostgresDirectory {
 
 #[async_trait]
 impl UserDirectory for PostgresDirectory {
+    /// One lookup, bounded as a whole (pool wait, connect, query) by the
+    /// query timeout. A connection whose query timed out is dropped, not
+    /// pooled: the server behind it may be hung, and the next lookup would
+    /// wait on it again.
     async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
-        tokio::time::timeout(self.timeout, self.query_user_id(username))
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = |_| DirectoryError::Timeout(self.timeout);
+        let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
-            .map_err(|_| DirectoryError::Timeout(self.timeout))?
+            .map_err(timed_out)??;
+        let lookup = Self::query_user_id(&client, &self.query, username);
+        match tokio::time::timeout_at(deadline, lookup).await {
+            Ok(found) => found,
+            Err(elapsed) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(timed_out(elapsed))
+            }
+        }
     }
 
     async fn ping(&self) -> Result<(), DirectoryError> {
-        let check = async {
-            let client = self.pool.get().await?;
-            client.simple_query("SELECT 1").await?;
-            Ok(())
-        };
-        tokio::time::timeout(self.timeout, check)
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = |_| DirectoryError::Timeout(self.timeout);
+        let client = tokio::time::timeout_at(deadline, self.pool.get())
             .await
-            .map_err(|_| DirectoryError::Timeout(self.timeout))?
+            .map_err(timed_out)??;
+        match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
+            Ok(result) => result.map(drop).map_err(Into::into),
+            Err(elapsed) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(timed_out(elapsed))
+            }
+        }
     }
 
     fn pool_status(&self) -> Option<deadpool_postgres::Status> {
@@ -190,7 +214,14 @@ struct CachedLookup {
     /// `None`: the directory said the user does not exist.
     identity: Option<Identity>,
     expires_at: Instant,
+    /// Past `expires_at`, the answer may still be used while the directory
+    /// is failing, until this instant.
+    usable_until: Instant,
 }
+
+/// While the directory fails, a stale answer is re-checked this often (one
+/// query per user per interval, not one per request).
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// One cached user as handed from a process to its successor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -206,6 +237,7 @@ pub struct IdentityCache {
     cache: Cache<String, CachedLookup>,
     ttl: Duration,
     negative_ttl: Duration,
+    stale_if_error: Duration,
 }
 
 impl IdentityCache {
@@ -215,6 +247,7 @@ impl IdentityCache {
             cache: Cache::new(users.cache_capacity),
             ttl: Duration::from_secs(users.cache_ttl_seconds),
             negative_ttl: Duration::from_secs(users.negative_cache_ttl_seconds),
+            stale_if_error: Duration::from_secs(users.stale_if_error_seconds),
         }
     }
 
@@ -251,7 +284,7 @@ impl IdentityCache {
         }
         // Absent or stale: take the loading guard, or wait for whoever holds
         // it and use what they stored.
-        let guard = match self
+        let (guard, stale) = match self
             .cache
             .entry_async(username, |_, v: &mut CachedLookup| {
                 if v.expires_at > Instant::now() {
@@ -266,7 +299,8 @@ impl IdentityCache {
                 metrics().identity_cache_hits.inc();
                 return identity.ok_or(GatewayError::UserNotFound);
             }
-            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => guard,
+            EntryResult::Vacant(guard) => (guard, None),
+            EntryResult::Replaced(guard, stale) => (guard, Some(stale)),
             // Only produced by the synchronous API with a timeout.
             EntryResult::Removed(..) | EntryResult::Timeout => {
                 return Err(GatewayError::UserDirectoryUnavailable)
@@ -278,18 +312,35 @@ impl IdentityCache {
         // next waiter becomes the loader.
         let found = self.directory.find_user_id(username).await;
         timer.observe_duration();
-        let found = found.map_err(|e| {
-            metrics().directory_errors.inc();
-            log::warn!("user directory lookup failed: {e}");
-            GatewayError::UserDirectoryUnavailable
-        })?;
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                metrics().directory_errors.inc();
+                log::warn!("user directory lookup failed: {e}");
+                let now = Instant::now();
+                // Stale-if-error: keep the last answer while it is within its
+                // window, and ask again in a second rather than per request.
+                let Some(stale) = stale.filter(|s| s.usable_until > now) else {
+                    return Err(GatewayError::UserDirectoryUnavailable);
+                };
+                metrics().identity_stale_served.inc();
+                let identity = stale.identity.clone();
+                let _ = guard.insert(CachedLookup {
+                    expires_at: (now + STALE_RETRY).min(stale.usable_until),
+                    ..stale
+                });
+                return identity.ok_or(GatewayError::UserNotFound);
+            }
+        };
         let (identity, ttl) = match found {
             Some(id) => (Identity::new(username, id), self.ttl),
             None => (None, self.negative_ttl),
         };
+        let expires_at = Instant::now() + ttl;
         let _ = guard.insert(CachedLookup {
             identity: identity.clone(),
-            expires_at: Instant::now() + ttl,
+            expires_at,
+            usable_until: expires_at + self.stale_if_error,
         });
         identity.ok_or(GatewayError::UserNotFound)
     }
@@ -331,6 +382,7 @@ impl IdentityCache {
                 CachedLookup {
                     identity: Some(identity),
                     expires_at: now + ttl,
+                    usable_until: now + ttl + self.stale_if_error,
                 },
             );
             restored += 1;

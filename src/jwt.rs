@@ -208,6 +208,11 @@ impl JwtVerifier {
                 _ => TokenError::Invalid,
             })?
             .claims;
+        // A parser that takes the first of two `username` claims would see
+        // another user than this one (serde takes the last): refuse both.
+        if has_duplicate_members(token) {
+            return Err(TokenError::Invalid);
+        }
         let (exp, nbf) = (claims.exp, claims.nbf);
         let username: Arc<str> = claims
             .take_username(&self.username_claim)
@@ -240,6 +245,48 @@ impl JwtVerifier {
             return Err(TokenError::Invalid);
         }
         Ok(())
+    }
+}
+
+/// True when the token's header or payload names a member twice.
+fn has_duplicate_members(token: &str) -> bool {
+    use base64::Engine as _;
+    token.split('.').take(2).any(|part| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .map_or(true, |json| {
+                serde_json::from_slice::<UniqueMembers>(&json).is_err()
+            })
+    })
+}
+
+/// Deserializes only from a JSON object whose member names are distinct.
+struct UniqueMembers;
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueMembers, A::Error> {
+                let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if seen.contains(&name) {
+                        return Err(serde::de::Error::custom("duplicate member"));
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    seen.push(name);
+                }
+                Ok(UniqueMembers)
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -396,5 +443,89 @@ port = 1
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
         h.append("authorization", HeaderValue::from_static("Bearer y"));
         assert_eq!(bearer_token(&h), BearerToken::Malformed);
+    }
+
+    /// HS256 over raw header and payload JSON text, as an attacker writes it.
+    fn sign_raw(header: &str, payload: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing_input = format!("{}.{}", b64.encode(header), b64.encode(payload));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+        mac.update(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            b64.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        let v = JwtVerifier::new(&auth(), SECRET);
+        let exp = now() + 600;
+        let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let ok = sign_raw(hs, &format!(r#"{{"username":"alice","exp":{exp}}}"#));
+        assert_eq!(v.verify(&ok).unwrap().as_ref(), "alice");
+        for (header, payload) in [
+            (
+                hs,
+                format!(r#"{{"username":"alice","username":"admin","exp":{exp}}}"#),
+            ),
+            (
+                hs,
+                format!(r#"{{"username":"alice","user\u006eame":"admin","exp":{exp}}}"#),
+            ),
+            (hs, format!(r#"{{"username":"alice","exp":1,"exp":{exp}}}"#)),
+            (
+                r#"{"alg":"HS256","alg":"none"}"#,
+                format!(r#"{{"username":"alice","exp":{exp}}}"#),
+            ),
+        ] {
+            assert_eq!(
+                v.verify(&sign_raw(header, &payload)).unwrap_err(),
+                TokenError::Invalid,
+                "{header} {payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire() {
+        let mut a = auth();
+        a.leeway_seconds = 0;
+        let v = JwtVerifier::new(&a, SECRET);
+        let t = sign(
+            serde_json::json!({"username": "a", "exp": now() + 1}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(v.verify(&t).unwrap().as_ref(), "a");
+        assert_eq!(v.verify(&t).unwrap().as_ref(), "a"); // from the cache
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(v.verify(&t).unwrap_err(), TokenError::Expired);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any one byte of a valid token changed to any other byte: refused,
+        /// even once the valid token is in the verified-token cache.
+        #[test]
+        fn every_single_byte_change_is_refused(position in 0usize..1000, byte in 0u8..=255) {
+            let v = JwtVerifier::new(&auth(), SECRET);
+            let valid = sign(
+                serde_json::json!({"username": "alice", "exp": now() + 600}),
+                Algorithm::HS256,
+                SECRET,
+            );
+            proptest::prop_assert!(v.verify(&valid).is_ok());
+            let mut bytes = valid.clone().into_bytes();
+            let position = position % bytes.len();
+            proptest::prop_assume!(bytes[position] != byte);
+            bytes[position] = byte;
+            let Ok(changed) = String::from_utf8(bytes) else {
+                return Ok(()); // not a header value a client could send as text
+            };
+            proptest::prop_assert!(v.verify(&changed).is_err(), "accepted {changed}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod compression;
 pub mod config;
+pub mod connection;
 pub mod cors;
 pub mod errors;
 pub mod gateway;

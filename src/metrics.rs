@@ -24,6 +24,7 @@ pub struct Metrics {
     pub proxy_errors: IntCounterVec,
     pub identity_cache_hits: IntCounter,
     pub identity_cache_misses: IntCounter,
+    pub identity_stale_served: IntCounter,
     pub identity_cache_entries: IntGauge,
     pub directory_query_duration: Histogram,
     pub directory_errors: IntCounter,
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub directory_pool_waiting: IntGauge,
     pub requests_in_flight: IntGauge,
     pub access_log_dropped: IntCounter,
+    pub connections_refused: IntCounterVec,
+    pub header_timeouts: IntCounter,
     pub config_reloads: IntCounterVec,
     pub rate_limited: IntCounterVec,
 }
@@ -117,6 +120,11 @@ impl Metrics {
                 "gateway_identity_cache_misses_total",
                 "Identity cache misses (each one directory query)",
             ),
+            identity_stale_served: counter(
+                &r,
+                "gateway_identity_stale_served_total",
+                "Cached identities used past their TTL because the directory failed",
+            ),
             identity_cache_entries: gauge(
                 &r,
                 "gateway_identity_cache_entries",
@@ -148,6 +156,17 @@ impl Metrics {
                 &r,
                 "gateway_access_log_dropped_total",
                 "Access-log lines dropped because the writer fell behind",
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "gateway_connections_refused_total",
+                "Client connections closed at accept, by reason",
+                &["reason"],
+            ),
+            header_timeouts: counter(
+                &r,
+                "gateway_header_timeouts_total",
+                "Connections closed because a request header took longer than header_timeout_ms",
             ),
             config_reloads: counter_vec(
                 &r,

@@ -9,7 +9,8 @@
 //! - raw bytes above 0x7F are percent-encoded;
 //! - empty segments (`//`) collapse, `.` segments vanish and `..` removes the
 //!   previous segment; `..` above the root is refused;
-//! - a segment that is a dot segment followed by parameters (`..;x`, `.;`) is
+//! - a segment that is a dot segment followed by parameters (`..;x`, `.;`,
+//!   also with `;` encoded as `%3B`) is
 //!   refused, because some upstream frameworks strip `;` parameters and would
 //!   then see a dot segment the gateway did not.
 //!
@@ -27,6 +28,7 @@ pub enum PathError {
     ForbiddenCharacter,
     AboveRoot,
     DotSegmentWithParameters,
+    NotUtf8,
 }
 
 impl PathError {
@@ -38,6 +40,7 @@ impl PathError {
             Self::ForbiddenCharacter => "request path contains a forbidden character",
             Self::AboveRoot => "request path climbs above the root",
             Self::DotSegmentWithParameters => "request path contains a dot segment with parameters",
+            Self::NotUtf8 => "request path is not UTF-8 once percent-decoded",
         }
     }
 }
@@ -63,7 +66,13 @@ fn is_unreserved(b: u8) -> bool {
 
 /// True when a segment is `.`/`..`, possibly followed by `;parameters`.
 fn dot_segment_kind(segment: &str) -> Option<(bool, bool)> {
-    let (name, has_params) = match segment.find(';') {
+    // `%3B` counts too: a framework that decodes before stripping
+    // parameters turns `..%3B` into `..;` and then into `..`.
+    let cut = [segment.find(';'), segment.find("%3B")]
+        .into_iter()
+        .flatten()
+        .min();
+    let (name, has_params) = match cut {
         Some(i) => (&segment[..i], true),
         None => (segment, false),
     };
@@ -112,7 +121,10 @@ fn push_escaped(out: &mut String, b: u8) {
 }
 
 /// Decodes one raw segment into `out` following the module rules.
-fn decode_segment(raw: &[u8], out: &mut String) -> Result<(), PathError> {
+/// Decodes one segment into `out`; `bytes` is scratch space for the UTF-8
+/// check of the fully decoded segment.
+fn decode_segment(raw: &[u8], out: &mut String, bytes: &mut Vec<u8>) -> Result<(), PathError> {
+    bytes.clear();
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
@@ -126,6 +138,7 @@ fn decode_segment(raw: &[u8], out: &mut String) -> Result<(), PathError> {
             if matches!(decoded, b'/' | b'\\' | 0) {
                 return Err(PathError::EncodedSeparator);
             }
+            bytes.push(decoded);
             if is_unreserved(decoded) {
                 out.push(decoded as char);
             } else {
@@ -135,13 +148,18 @@ fn decode_segment(raw: &[u8], out: &mut String) -> Result<(), PathError> {
         } else if is_forbidden_byte(b) {
             return Err(PathError::ForbiddenCharacter);
         } else if b >= 0x80 {
+            bytes.push(b);
             push_escaped(out, b);
             i += 1;
         } else {
+            bytes.push(b);
             out.push(b as char);
             i += 1;
         }
     }
+    // Invalid or overlong UTF-8 (`%C0%AE` is an overlong '.') means
+    // different things to different decoders: refused.
+    std::str::from_utf8(bytes).map_err(|_| PathError::NotUtf8)?;
     Ok(())
 }
 
@@ -151,9 +169,10 @@ fn normalize_slow(raw: &str) -> Result<String, PathError> {
     let mut starts: Vec<usize> = Vec::new();
     let mut trailing_slash = false;
     let mut segment = String::new();
+    let mut scratch = Vec::new();
     for raw_segment in raw.as_bytes()[1..].split(|&b| b == b'/') {
         segment.clear();
-        decode_segment(raw_segment, &mut segment)?;
+        decode_segment(raw_segment, &mut segment, &mut scratch)?;
         trailing_slash = false;
         match dot_segment_kind(&segment) {
             Some((_, true)) => return Err(PathError::DotSegmentWithParameters),
@@ -235,11 +254,31 @@ mod tests {
         assert_eq!(norm("/a%41%7e%20b").unwrap(), "/aA~%20b");
         assert_eq!(norm("/a%3fb").unwrap(), "/a%3Fb");
         assert_eq!(norm("/caf\u{e9}").unwrap(), "/caf%C3%A9");
+        assert_eq!(norm("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn decoded_paths_must_be_utf8() {
+        for p in [
+            "/a/%c0%ae%c0%ae/b",
+            "/a/%C0%AF",
+            "/a/%e9",
+            "/a/%ff%fe",
+            "/a/%c3",
+        ] {
+            assert_eq!(norm(p).unwrap_err(), PathError::NotUtf8, "{p}");
+        }
     }
 
     #[test]
     fn dot_segments_with_parameters_are_refused() {
-        for p in ["/api/auth/..;/robeing", "/a/.;x/b", "/a/%2e%2e;/b"] {
+        for p in [
+            "/api/auth/..;/robeing",
+            "/a/.;x/b",
+            "/a/%2e%2e;/b",
+            "/a/..%3b/b",
+            "/a/.%3Bx/b",
+        ] {
             assert_eq!(
                 norm(p).unwrap_err(),
                 PathError::DotSegmentWithParameters,

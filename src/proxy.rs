@@ -23,6 +23,7 @@ use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::compression;
+use crate::connection;
 use crate::cors::CorsPolicy;
 use crate::errors::{render_envelope, GatewayError};
 use crate::gateway::{Gateway, SharedGateway};
@@ -121,9 +122,21 @@ impl RequestCtx {
 }
 
 /// The origin-form URI to send upstream, if the request's differs from it.
-fn upstream_target(uri: &Uri, normalized_path: &str) -> Result<Option<Uri>, GatewayError> {
-    let path_changed = normalized_path != uri.path();
-    if !path_changed && uri.scheme().is_none() && uri.authority().is_none() {
+fn upstream_target(
+    raw_target: &[u8],
+    uri: &Uri,
+    normalized_path: &str,
+) -> Result<Option<Uri>, GatewayError> {
+    // What Pingora would forward is the raw target as received (it keeps an
+    // absolute-form target as it is): rewrite unless it is already exactly
+    // the normalized origin-form target.
+    let rest = raw_target.strip_prefix(normalized_path.as_bytes());
+    let forwarded_as_is = match (rest, uri.query()) {
+        (Some(b""), None) => true,
+        (Some(rest), Some(q)) => rest.strip_prefix(b"?") == Some(q.as_bytes()),
+        _ => false,
+    };
+    if forwarded_as_is {
         return Ok(None);
     }
     let target = match uri.query() {
@@ -147,6 +160,28 @@ fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayErr
         Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
         _ => Ok(()),
     }
+}
+
+/// Oversized targets (414) and header sections (431), refused before any
+/// other work. The header size counts names, values and the `: `/CRLF of
+/// each line, as on the wire.
+fn check_request_size(
+    req: &RequestHeader,
+    max_uri_bytes: usize,
+    max_header_bytes: usize,
+) -> Result<(), GatewayError> {
+    let target = req.raw_path().len() + req.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > max_uri_bytes {
+        return Err(GatewayError::UriTooLong);
+    }
+    let mut header_bytes = 0;
+    for (name, value) in &req.headers {
+        header_bytes += name.as_str().len() + value.len() + 4;
+        if header_bytes > max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge);
+        }
+    }
+    Ok(())
 }
 
 /// Step 4: the username of a valid bearer token.
@@ -234,6 +269,7 @@ impl GatewayProxy {
         gateway: Arc<Gateway>,
     ) -> Result<(), GatewayError> {
         let req = session.req_header();
+        check_request_size(req, gateway.max_uri_bytes, gateway.max_header_bytes)?;
         let path =
             normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
         let route = gateway
@@ -241,7 +277,7 @@ impl GatewayProxy {
             .lookup(&path)
             .ok_or(GatewayError::RouteNotFound)?
             .clone();
-        ctx.upstream_uri = upstream_target(&req.uri, &path)?;
+        ctx.upstream_uri = upstream_target(req.raw_path(), &req.uri, &path)?;
         check_declared_body(req, route.max_body_bytes)?;
         if let Some(verifier) = &route.slack {
             // Stale or missing: refused before the upstream is contacted.
@@ -364,6 +400,11 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Pipelined requests are served one after another, each through the
+        // whole request path with its own token (RFC 9112 §9.3.2); Pingora's
+        // default drops every request after the first.
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        connection::header_complete(session);
         let gateway = self.gateway.load_full();
         let level = gateway.compression.level;
         ctx.gateway = Some(gateway);
@@ -586,6 +627,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        connection::awaiting_next_header(session);
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
@@ -662,14 +704,20 @@ mod tests {
 
     #[test]
     fn upstream_target_only_when_needed() {
-        let uri: Uri = "/api/x?a=1".parse().unwrap();
-        assert_eq!(upstream_target(&uri, "/api/x").unwrap(), None);
-        let changed = upstream_target(&uri, "/api/y").unwrap().unwrap();
-        assert_eq!(changed, "/api/y?a=1");
-        let absolute: Uri = "http://127.0.0.1/api/x".parse().unwrap();
+        let target = |raw: &str, path| {
+            let uri: Uri = raw.parse().unwrap();
+            upstream_target(raw.as_bytes(), &uri, path).unwrap()
+        };
+        assert_eq!(target("/api/x?a=1", "/api/x"), None);
+        assert_eq!(target("/api/x", "/api/x"), None);
+        assert_eq!(target("/api/y/../x?a=1", "/api/x").unwrap(), "/api/x?a=1");
         assert_eq!(
-            upstream_target(&absolute, "/api/x").unwrap().unwrap(),
+            target("http://127.0.0.1/api/x", "/api/x").unwrap(),
             "/api/x"
+        );
+        assert_eq!(
+            target("http://127.0.0.1/api/x?q", "/api/x").unwrap(),
+            "/api/x?q"
         );
     }
 

@@ -2,6 +2,7 @@
 //! runs the proxy service, the admin listener and the process tasks.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use tokio::sync::broadcast;
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
+use crate::connection::{ConnectionLimits, GuardedApp};
 use crate::gateway::Gateway;
 use crate::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
@@ -66,6 +68,11 @@ pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<()
     let server = loaded.config.server.clone();
     let admin = loaded.config.admin.clone();
     let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(server.header_timeout_ms),
+        max_per_ip: server.max_connections_per_ip,
+        uncapped: gateway.trusted_proxies.clone(),
+    };
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
     let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone()));
 
@@ -82,11 +89,11 @@ pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<()
         lifecycle.take_over_identity();
     }
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy = pingora::proxy::http_proxy(
         &pingora.configuration,
         GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
-        "robeing-gateway",
     );
+    let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
     for addr in &server.listen {
         proxy.add_tcp(addr);
     }

@@ -91,6 +91,8 @@ cat > "$work/gateway.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$GW"]
 threads = 1
+# Every load client is 127.0.0.1 (10,000 of them in the memory run).
+max_connections_per_ip = 0
 pid_file = "$work/gw.pid"
 upgrade_sock = "$work/gw.sock"
 [auth]

@@ -225,7 +225,6 @@ leeway_seconds = 0
 [users]
 source = "postgres"
 database_url_env = "DATABASE_URL"
-query_timeout_ms = 1500
 {users_extra}
 
 [upstream]
@@ -241,7 +240,12 @@ destination = "{dir}/access.log"
         dir = dir.display(),
         admin_port = admin_port,
         server_extra = o.server_extra,
-        users_extra = o.users_extra,
+        // A test's own query timeout replaces the default one.
+        users_extra = if o.users_extra.contains("query_timeout_ms") {
+            o.users_extra.to_owned()
+        } else {
+            format!("query_timeout_ms = 1500\n{}", o.users_extra)
+        },
         routes = o.routes,
     )
 }
@@ -804,4 +808,103 @@ pub fn assert_envelope(resp: &Response, status: u16, code: &str) {
     } else {
         assert!(resp.header("www-authenticate").is_none());
     }
+}
+
+// ---------------------------------------------------------------- faults
+
+/// What a [`FaultProxy`] does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward bytes both ways.
+    Pass,
+    /// Close every connection, open or new: the service is down.
+    Down,
+    /// Keep connections open and move no byte: the service hangs.
+    Hang,
+}
+
+/// A TCP hop in front of a real service (PostgreSQL) that can be switched
+/// between passing, down and hung without the client's address changing.
+pub struct FaultProxy {
+    pub port: u16,
+    mode: tokio::sync::watch::Sender<Fault>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(target_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fault proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (mode, watch) = tokio::sync::watch::channel(Fault::Pass);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(Self::serve(client, target_port, watch.clone()));
+            }
+        });
+        Self { port, mode, task }
+    }
+
+    async fn serve(
+        mut client: TcpStream,
+        target_port: u16,
+        mut watch: tokio::sync::watch::Receiver<Fault>,
+    ) {
+        let mode = *watch.borrow_and_update();
+        match mode {
+            Fault::Down => return,
+            Fault::Hang => return std::future::pending().await,
+            Fault::Pass => {}
+        }
+        let Ok(mut server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                changed = watch.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let mode = *watch.borrow_and_update();
+                    match mode {
+                        Fault::Down => return,
+                        // Hold both sockets, forward nothing.
+                        Fault::Hang => return std::future::pending().await,
+                        Fault::Pass => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.mode.send_replace(fault);
+    }
+
+    /// The test cluster's connection string, through this hop.
+    pub fn database_url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={} connect_timeout=2",
+            self.port,
+            pg_env("PGUSER"),
+            std::env::var("PGPASSWORD").unwrap_or_default(),
+            pg_env("PGDATABASE"),
+        )
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The port of the test cluster.
+pub fn pg_port() -> u16 {
+    pg_env("PGPORT").parse().expect("PGPORT")
 }

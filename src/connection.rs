@@ -1,0 +1,340 @@
+//! Per-connection defenses, below HTTP: a total deadline for each request's
+//! header section (slowloris), and a cap on concurrent connections per
+//! client IP (slow-body and connection-hoarding clients).
+//!
+//! Pingora bounds each *read* of a request header (its keep-alive timeout),
+//! not the whole header: a client sending one byte every 59 s holds a
+//! connection forever. [`GuardedApp`] wraps every accepted stream in a
+//! [`GuardedStream`] whose reads fail once the header has taken longer than
+//! `server.header_timeout_ms`. The clock starts at accept for a connection's
+//! first request and at the first byte of each later one; the proxy stops it
+//! when the header is complete ([`header_complete`]) and re-arms it when the
+//! request is done ([`awaiting_next_header`]). Peers in
+//! `server.trusted_proxies` are not capped (they carry many clients); the
+//! list is read at start, not on SIGHUP.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::errors::{envelope_body, GatewayError};
+use crate::metrics::metrics;
+
+/// `[server]` limits applied per connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    /// 0: no cap.
+    pub max_per_ip: usize,
+    /// Peers not capped: `server.trusted_proxies` carry many clients.
+    pub uncapped: Vec<ipnet::IpNet>,
+}
+
+/// A [`ServerApp`] (the HTTP proxy) behind the per-connection defenses.
+pub struct GuardedApp<A> {
+    app: Arc<A>,
+    limits: ConnectionLimits,
+    open: Arc<OpenConnections>,
+}
+
+impl<A> GuardedApp<A> {
+    pub fn new(app: A, limits: ConnectionLimits) -> Self {
+        Self {
+            app: Arc::new(app),
+            limits,
+            open: Arc::new(OpenConnections::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // A stream handed back for reuse is guarded already.
+        if stream.as_any().is::<GuardedStream>() {
+            return self.app.process_new(stream, shutdown).await;
+        }
+        let capped = client_ip(&stream)
+            .filter(|ip| !self.limits.uncapped.iter().any(|net| net.contains(ip)));
+        let slot = match capped {
+            Some(ip) => match self.open.acquire(ip, self.limits.max_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics()
+                        .connections_refused
+                        .with_label_values(&["per_ip_limit"])
+                        .inc();
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let guarded = GuardedStream::new(stream, self.limits.header_timeout, slot);
+        self.app.process_new(Box::new(guarded), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+fn client_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    let addr = digest.peer_addr()?.as_inet()?.ip();
+    Some(addr)
+}
+
+/// Open connections per client IP.
+#[derive(Default)]
+struct OpenConnections {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl OpenConnections {
+    /// A slot for one more connection from `ip`, unless it has `max` open.
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        if max == 0 {
+            return Some(IpSlot { ip, open: None });
+        }
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = by_ip.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            ip,
+            open: Some(self.clone()),
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_ip.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                by_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One counted connection; released when the connection is dropped.
+struct IpSlot {
+    ip: IpAddr,
+    open: Option<Arc<OpenConnections>>,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.open {
+            open.release(self.ip);
+        }
+    }
+}
+
+/// An accepted stream whose request headers must arrive within a deadline.
+pub struct GuardedStream {
+    inner: Stream,
+    timeout: Duration,
+    /// True between requests and while a header is being read.
+    awaiting_header: AtomicBool,
+    /// Running once the current header has started (or at accept).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _slot: Option<IpSlot>,
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, timeout: Duration, slot: Option<IpSlot>) -> Self {
+        Self {
+            inner,
+            timeout,
+            awaiting_header: AtomicBool::new(true),
+            // The first request's clock starts at accept: connecting and
+            // sending nothing is the cheapest slowloris of all.
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            _slot: slot,
+        }
+    }
+
+    /// Best effort: a 408 envelope, then the read fails and Pingora closes.
+    fn refuse(&mut self, cx: &mut Context<'_>) -> io::Error {
+        metrics().header_timeouts.inc();
+        let err = GatewayError::RequestTimeout;
+        let body = envelope_body(&err, "", SystemTime::now());
+        let head = format!(
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let wire = Bytes::from([head.as_bytes(), &body].concat());
+        let inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(_)) = inner.poll_write(cx, &wire) {
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+        }
+        io::Error::new(io::ErrorKind::TimedOut, "request header deadline passed")
+    }
+}
+
+/// The guard of the session's downstream stream, if it has one.
+fn guard_of(session: &pingora::proxy::Session) -> Option<&GuardedStream> {
+    session
+        .as_downstream()
+        .stream()?
+        .as_any()
+        .downcast_ref::<GuardedStream>()
+}
+
+/// The request's header section is complete: stop its clock.
+pub fn header_complete(session: &pingora::proxy::Session) {
+    if let Some(guard) = guard_of(session) {
+        guard.awaiting_header.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The request is done: the next header's clock starts at its first byte.
+pub fn awaiting_next_header(session: &pingora::proxy::Session) {
+    if let Some(guard) = guard_of(session) {
+        guard.awaiting_header.store(true, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.awaiting_header.load(Ordering::Relaxed) {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.deadline = None;
+                    return Poll::Ready(Err(this.refuse(cx)));
+                }
+            }
+        } else {
+            this.deadline = None;
+        }
+        let filled = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let got_bytes = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > filled;
+        if got_bytes && this.deadline.is_none() && this.awaiting_header.load(Ordering::Relaxed) {
+            // The first byte of a later request: its header clock starts.
+            let mut deadline = Box::pin(tokio::time::sleep(this.timeout));
+            let _ = deadline.as_mut().poll(cx); // registers the wake-up
+            this.deadline = Some(deadline);
+        }
+        read
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
