@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release run test unit lint fmt bench bench-micro deps-build deps-test clean
+.PHONY: all build release run test unit lint fmt bench bench-micro fuzz fuzz-build deps-build deps-test clean
 
 all: build
 
@@ -43,6 +43,20 @@ bench: deps-build
 
 bench-micro:
 	cargo bench --bench hot_path
+
+# Fuzzing needs the nightly toolchain and cargo-fuzz (installed here if missing).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := config_parse path_route token_claims header_sanitize
+fuzz-build: deps-build
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build
+
+fuzz: fuzz-build
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -95,13 +95,16 @@ fn is_already_normal(raw: &str) -> Result<bool, PathError> {
         }
     }
     let body = &raw[1..];
-    let body = body.strip_suffix('/').unwrap_or(body);
     if body.is_empty() {
         return Ok(true);
     }
-    Ok(body
-        .split('/')
-        .all(|seg| !seg.is_empty() && dot_segment_kind(seg).is_none()))
+    // "//" is an empty segment and a trailing slash: not normal (found by
+    // the path_route fuzz target).
+    let body = body.strip_suffix('/').unwrap_or(body);
+    Ok(!body.is_empty()
+        && body
+            .split('/')
+            .all(|seg| !seg.is_empty() && dot_segment_kind(seg).is_none()))
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -255,6 +258,14 @@ mod tests {
         assert_eq!(norm("/a%3fb").unwrap(), "/a%3Fb");
         assert_eq!(norm("/caf\u{e9}").unwrap(), "/caf%C3%A9");
         assert_eq!(norm("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+    }
+
+    #[test]
+    fn empty_segments_collapse_even_at_the_root() {
+        assert_eq!(norm("//").unwrap(), "/");
+        assert_eq!(norm("///").unwrap(), "/");
+        assert_eq!(norm("//a").unwrap(), "/a");
+        assert_eq!(norm("/a//").unwrap(), "/a/");
     }
 
     #[test]
