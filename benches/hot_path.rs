@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the per-request work: token verification, path
+//! Micro-benchmarks of the per-request work: token verification (first
+//! sight and remembered), path
 //! normalization plus route lookup at 10, 1,000 and 100,000 routes, an
 //! identity-cache hit, and envelope rendering.
 //!
@@ -37,9 +38,16 @@ port = 1
 }
 
 fn token_verification(c: &mut Criterion) {
-    let auth = sample_config().auth;
-    let verifier = JwtVerifier::new(&auth, SECRET);
+    let mut auth = sample_config().auth;
     let token = mint(&auth, SECRET, "alice", 3600).expect("token");
+    // A client's next requests: the verified-token cache answers.
+    let remembering = JwtVerifier::new(&auth, SECRET);
+    c.bench_function("jwt/verify_hs256_remembered", |b| {
+        b.iter(|| remembering.verify(black_box(&token)).expect("valid"))
+    });
+    // A token seen for the first time: HMAC, base64 and JSON every time.
+    auth.verified_token_cache = 0;
+    let verifier = JwtVerifier::new(&auth, SECRET);
     c.bench_function("jwt/verify_hs256", |b| {
         b.iter(|| verifier.verify(black_box(&token)).expect("valid"))
     });

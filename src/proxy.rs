@@ -544,7 +544,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
             upstream.insert_header(wire::X_FORWARDED_FOR, xff)?;
         }
-        upstream.insert_header(wire::X_FORWARDED_PROTO, "http")?;
+        upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
         Ok(())
     }
 

@@ -14,23 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOB_ID: &str = "0b7e3c52-91d4-4f0e-8a63-5d2c7e9f1a02";
 
-struct Setup {
-    public: Upstream,
-    protected: Upstream,
-    gw: Gateway,
-}
-
-fn setup() -> Setup {
-    let public = Upstream::start();
-    let protected = Upstream::start();
-    let gw = Gateway::start(&standard_routes(&public, &protected), "");
-    Setup {
-        public,
-        protected,
-        gw,
-    }
-}
-
 /// Everything the connection sends until it closes or `wait` passes quietly.
 async fn read_all(conn: Conn, wait: Duration) -> String {
     let mut stream = conn.into_inner();

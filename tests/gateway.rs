@@ -9,23 +9,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
-struct Setup {
-    public: Upstream,
-    protected: Upstream,
-    gw: Gateway,
-}
-
-fn setup() -> Setup {
-    let public = Upstream::start();
-    let protected = Upstream::start();
-    let gw = Gateway::start(&standard_routes(&public, &protected), "");
-    Setup {
-        public,
-        protected,
-        gw,
-    }
-}
-
 // 1. Identity headers come only from the gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn identity_headers_come_only_from_the_gateway() {

@@ -12,7 +12,12 @@ use robeing_gateway::routing::{Route, RouteTable};
 
 static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
     let mut table = RouteTable::default();
-    for pattern in ["/api/auth/*", "/api/robeing/*", "/api/robeing/admin/*", "/*"] {
+    for pattern in [
+        "/api/auth/*",
+        "/api/robeing/*",
+        "/api/robeing/admin/*",
+        "/*",
+    ] {
         table.insert(Route {
             pattern: pattern.into(),
             service: pattern.into(),
@@ -41,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!segment.is_empty(), "empty segment in {normal:?}");
     }
     for segment in normal[1..].split('/') {
-        assert!(segment != "." && segment != "..", "dot segment in {normal:?}");
+        assert!(
+            segment != "." && segment != "..",
+            "dot segment in {normal:?}"
+        );
         let upper = segment.to_ascii_uppercase();
         assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%00"));
     }

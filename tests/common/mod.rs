@@ -185,6 +185,24 @@ pub fn standard_routes(public: &Upstream, protected: &Upstream) -> String {
         + &route("/api/robeing/*", protected.port, true, "")
 }
 
+/// The usual setup: a public and a protected echo upstream behind one gateway.
+pub struct Setup {
+    pub public: Upstream,
+    pub protected: Upstream,
+    pub gw: Gateway,
+}
+
+pub fn setup() -> Setup {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let gw = Gateway::start(&standard_routes(&public, &protected), "");
+    Setup {
+        public,
+        protected,
+        gw,
+    }
+}
+
 /// How a test gateway is started.
 pub struct GatewayOptions<'a> {
     pub routes: &'a str,
