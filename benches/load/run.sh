@@ -20,8 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-${ROUNDS:-3}}
-secs=${2:-${SECONDS_PER_RUN:-10}}
-conns=${CONNS:-64}
+secs=${2:-${SECONDS_PER_RUN:-5}}
+conns=${CONNS:-32}
 out=${OUT:-target/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
