@@ -500,3 +500,43 @@ async fn slow_clients_are_bounded_and_others_keep_flowing() {
         40
     );
 }
+
+// The per-IP cap counts open connections per client address; a trusted
+// proxy (many clients behind one address) is not capped.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_ip_cap_spares_trusted_proxies() {
+    let up = Upstream::start();
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "max_connections_per_ip = 2\ntrusted_proxies = [\"127.0.0.3/32\"]",
+        ..GatewayOptions::new(&route("/api/*", up.port, false, ""))
+    });
+    let serve = |sock: tokio::net::TcpStream| async move {
+        let mut conn = Conn::from_stream(sock);
+        conn.try_request("GET", "/api/x", &[], b"")
+            .await
+            .map(|r| r.status)
+    };
+    // Two open connections from 127.0.0.1 are served; a third is closed.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let sock = connect_from("127.0.0.1", gw.port).await.unwrap();
+        let mut conn = Conn::from_stream(sock);
+        assert_eq!(conn.request("GET", "/api/x", &[], b"").await.status, 200);
+        held.push(conn);
+    }
+    let third = connect_from("127.0.0.1", gw.port).await.unwrap();
+    assert!(serve(third).await.is_err(), "a third connection was served");
+    // Closing one frees its slot.
+    held.pop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = connect_from("127.0.0.1", gw.port).await.unwrap();
+    assert_eq!(serve(again).await.unwrap(), 200);
+    // The trusted proxy holds five at once.
+    let mut proxied = Vec::new();
+    for _ in 0..5 {
+        let sock = connect_from("127.0.0.3", gw.port).await.unwrap();
+        let mut conn = Conn::from_stream(sock);
+        assert_eq!(conn.request("GET", "/api/x", &[], b"").await.status, 200);
+        proxied.push(conn);
+    }
+}
