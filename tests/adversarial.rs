@@ -28,6 +28,13 @@ async fn read_all(conn: Conn, wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `bytes` on a new connection; everything that comes back.
+async fn exchange(port: u16, bytes: &[u8]) -> String {
+    let mut conn = Conn::connect(port).await;
+    conn.send_raw(bytes).await;
+    read_all(conn, Duration::from_millis(800)).await
+}
+
 fn statuses(raw: &str) -> Vec<u16> {
     raw.match_indices("HTTP/1.1 ")
         .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
@@ -452,16 +459,11 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
     // CL + TE: the chunked body wins, Content-Length is dropped, and the
     // connection closes after the response (RFC 9112 §6.1).
     let body = format!("0\r\n\r\n{smuggled}");
-    let mut conn = Conn::connect(port).await;
-    conn.send_raw(
-        format!(
+    let raw = exchange(port, format!(
             "POST /api/auth/x HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
             body.len()
         )
-        .as_bytes(),
-    )
-    .await;
-    let raw = read_all(conn, Duration::from_millis(800)).await;
+        .as_bytes()).await;
     assert!(statuses(&raw).len() <= 1, "two responses: {raw}");
 
     // TE + CL, other order, and obfuscated transfer codings.
@@ -476,13 +478,12 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
         " Transfer-Encoding: chunked",
         "Transfer-Encoding: \"chunked\"",
     ] {
-        let mut conn = Conn::connect(port).await;
-        conn.send_raw(
+        let raw = exchange(
+            port,
             format!("POST /api/auth/x HTTP/1.1\r\nHost: t\r\n{te}\r\n\r\n0\r\n\r\n{smuggled}")
                 .as_bytes(),
         )
         .await;
-        let raw = read_all(conn, Duration::from_millis(800)).await;
         let got = statuses(&raw);
         assert!(got.len() <= 1, "{te:?}: two responses: {raw}");
         assert!(got.iter().all(|s| *s < 500), "{te:?}: {raw}");
@@ -500,22 +501,16 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
         "Content-Length: 99999999999999999999999",
         "Content-Length: ",
     ] {
-        let mut conn = Conn::connect(port).await;
-        conn.send_raw(
+        let raw = exchange(
+            port,
             format!("POST /api/auth/x HTTP/1.1\r\nHost: t\r\n{cl}\r\n\r\nhello{smuggled}")
                 .as_bytes(),
         )
         .await;
-        let raw = read_all(conn, Duration::from_millis(800)).await;
         assert_eq!(statuses(&raw), [400], "{cl:?}: {raw}");
     }
     // Identical duplicates are one value (RFC 9110 §8.6), and nothing more.
-    let mut conn = Conn::connect(port).await;
-    conn.send_raw(
-        b"POST /api/auth/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
-    )
-    .await;
-    let raw = read_all(conn, Duration::from_millis(800)).await;
+    let raw = exchange(port, b"POST /api/auth/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
     assert_eq!(statuses(&raw), [200], "{raw}");
 
     // Chunk edge cases: extensions, upper-case hex and leading zeros are
@@ -535,13 +530,8 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
         "-1\r\nx\r\n0\r\n\r\n",
         "zz\r\nx\r\n0\r\n\r\n",
     ] {
-        let mut conn = Conn::connect(port).await;
-        conn.send_raw(
-            format!("POST /api/auth/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}{smuggled}")
-                .as_bytes(),
-        )
-        .await;
-        let raw = read_all(conn, Duration::from_millis(800)).await;
+        let raw = exchange(port, format!("POST /api/auth/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}{smuggled}")
+                .as_bytes()).await;
         let got = statuses(&raw);
         assert!(!got.contains(&200) || got.len() == 1, "{chunks:?}: {raw}");
         assert!(got.iter().all(|s| *s != 500), "{chunks:?}: {raw}");
@@ -550,16 +540,11 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
     // An Upgrade request with a body, answered 200 (not 101): the body is a
     // body, and what follows is parsed as the next request, not tunnelled.
     let inner = "GET /api/robeing/tunnelled HTTP/1.1\r\nHost: t\r\n\r\n";
-    let mut conn = Conn::connect(port).await;
-    conn.send_raw(
-        format!(
+    let raw = exchange(port, format!(
             "POST /api/auth/upgrade HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: {}\r\n\r\n{inner}",
             inner.len()
         )
-        .as_bytes(),
-    )
-    .await;
-    let raw = read_all(conn, Duration::from_millis(800)).await;
+        .as_bytes()).await;
     assert!(!raw.contains("tunnelled\""), "{raw}");
 
     assert!(
