@@ -24,7 +24,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -33,8 +32,10 @@ use pingora::protocols::{
 };
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::errors::{envelope_body, GatewayError};
+use crate::headers::generate_request_id;
 use crate::metrics::metrics;
 
 /// `[server]` limits applied per connection.
@@ -160,8 +161,11 @@ pub struct GuardedStream {
     timeout: Duration,
     /// True between requests and while a header is being read.
     awaiting_header: AtomicBool,
-    /// Running once the current header has started (or at accept).
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the awaited header started: at accept, or at its first byte.
+    header_started: Option<Instant>,
+    /// Wakes the connection at the deadline. Armed only while a header spans
+    /// reads, so a header that arrives in one read costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: Option<IpSlot>,
 }
 
@@ -173,7 +177,8 @@ impl GuardedStream {
             awaiting_header: AtomicBool::new(true),
             // The first request's clock starts at accept: connecting and
             // sending nothing is the cheapest slowloris of all.
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            header_started: Some(Instant::now()),
+            timer: None,
             _slot: slot,
         }
     }
@@ -181,13 +186,16 @@ impl GuardedStream {
     /// Best effort: a 408 envelope, then the read fails and Pingora closes.
     fn refuse(&mut self, cx: &mut Context<'_>) -> io::Error {
         metrics().header_timeouts.inc();
-        let err = GatewayError::RequestTimeout;
-        let body = envelope_body(&err, "", SystemTime::now());
+        self.header_started = None;
+        self.timer = None;
+        let request_id = generate_request_id();
+        let id = request_id.to_str().unwrap_or_default();
+        let body = envelope_body(&GatewayError::RequestTimeout, id, SystemTime::now());
         let head = format!(
-            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        let wire = Bytes::from([head.as_bytes(), &body].concat());
+        let wire = [head.as_bytes(), &body].concat();
         let inner = Pin::new(&mut self.inner);
         if let Poll::Ready(Ok(_)) = inner.poll_write(cx, &wire) {
             let _ = Pin::new(&mut self.inner).poll_flush(cx);
@@ -226,24 +234,36 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.awaiting_header.load(Ordering::Relaxed) {
-            if let Some(deadline) = this.deadline.as_mut() {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    this.deadline = None;
-                    return Poll::Ready(Err(this.refuse(cx)));
-                }
-            }
-        } else {
-            this.deadline = None;
+        let awaiting = this.awaiting_header.load(Ordering::Relaxed);
+        if !awaiting {
+            this.header_started = None;
+            this.timer = None;
+        }
+        let deadline = this.header_started.map(|started| started + this.timeout);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Poll::Ready(Err(this.refuse(cx)));
         }
         let filled = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let got_bytes = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > filled;
-        if got_bytes && this.deadline.is_none() && this.awaiting_header.load(Ordering::Relaxed) {
+        match (&read, deadline) {
+            (Poll::Pending, Some(deadline)) => {
+                // The header spans reads: wake at its deadline even if no
+                // further byte ever comes.
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(this.refuse(cx)));
+                }
+            }
             // The first byte of a later request: its header clock starts.
-            let mut deadline = Box::pin(tokio::time::sleep(this.timeout));
-            let _ = deadline.as_mut().poll(cx); // registers the wake-up
-            this.deadline = Some(deadline);
+            (Poll::Ready(Ok(())), None) if awaiting && buf.filled().len() > filled => {
+                this.header_started = Some(Instant::now());
+            }
+            _ => {}
         }
         read
     }

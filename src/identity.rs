@@ -93,6 +93,32 @@ impl PostgresDirectory {
         })
     }
 
+    /// A pooled connection and the deadline of the whole operation; the
+    /// wait for the connection counts against it.
+    async fn checkout(
+        &self,
+    ) -> Result<(deadpool_postgres::Object, tokio::time::Instant), DirectoryError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let client = tokio::time::timeout_at(deadline, self.pool.get())
+            .await
+            .map_err(|_| DirectoryError::Timeout(self.timeout))??;
+        Ok((client, deadline))
+    }
+
+    /// The result of an operation on `client`. A connection whose operation
+    /// timed out is dropped, not pooled: the server behind it may be hung,
+    /// and the next lookup would wait on it again.
+    fn settle<T>(
+        &self,
+        client: deadpool_postgres::Object,
+        outcome: Result<Result<T, DirectoryError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, DirectoryError> {
+        outcome.unwrap_or_else(|_| {
+            drop(deadpool_postgres::Object::take(client));
+            Err(DirectoryError::Timeout(self.timeout))
+        })
+    }
+
     async fn query_user_id(
         client: &deadpool_postgres::Client,
         query: &str,
@@ -116,38 +142,19 @@ impl PostgresDirectory {
 #[async_trait]
 impl UserDirectory for PostgresDirectory {
     /// One lookup, bounded as a whole (pool wait, connect, query) by the
-    /// query timeout. A connection whose query timed out is dropped, not
-    /// pooled: the server behind it may be hung, and the next lookup would
-    /// wait on it again.
+    /// query timeout.
     async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let timed_out = |_| DirectoryError::Timeout(self.timeout);
-        let client = tokio::time::timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(timed_out)??;
+        let (client, deadline) = self.checkout().await?;
         let lookup = Self::query_user_id(&client, &self.query, username);
-        match tokio::time::timeout_at(deadline, lookup).await {
-            Ok(found) => found,
-            Err(elapsed) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(timed_out(elapsed))
-            }
-        }
+        let outcome = tokio::time::timeout_at(deadline, lookup).await;
+        self.settle(client, outcome)
     }
 
     async fn ping(&self) -> Result<(), DirectoryError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let timed_out = |_| DirectoryError::Timeout(self.timeout);
-        let client = tokio::time::timeout_at(deadline, self.pool.get())
-            .await
-            .map_err(timed_out)??;
-        match tokio::time::timeout_at(deadline, client.simple_query("SELECT 1")).await {
-            Ok(result) => result.map(drop).map_err(Into::into),
-            Err(elapsed) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(timed_out(elapsed))
-            }
-        }
+        let (client, deadline) = self.checkout().await?;
+        let check = async { Ok(client.simple_query("SELECT 1").await.map(drop)?) };
+        let outcome = tokio::time::timeout_at(deadline, check).await;
+        self.settle(client, outcome)
     }
 
     fn pool_status(&self) -> Option<deadpool_postgres::Status> {

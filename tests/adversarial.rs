@@ -218,20 +218,7 @@ async fn hostile_tokens_are_401_never_500() {
         cases.push((what.into(), signed_token(json!({"alg": "HS256"}), bad, key)));
     }
     // Duplicate claims: serde would take the last, another parser the first.
-    let b64 = |s: &str| {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-    };
-    let raw_signed = |header: &str, payload: &str| {
-        use hmac::Mac;
-        let input = format!("{}.{}", b64(header), b64(payload));
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-        mac.update(input.as_bytes());
-        use base64::Engine;
-        let sig =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{input}.{sig}")
-    };
+    let raw_signed = |header: &str, payload: &str| signed_raw("HS256", header, payload, key);
     cases.push((
         "duplicate username".into(),
         raw_signed(

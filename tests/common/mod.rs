@@ -302,7 +302,10 @@ impl Gateway {
     fn try_start(options: &GatewayOptions) -> Result<Self, String> {
         ensure_schema();
         let port = free_port();
-        let admin_port = free_port();
+        // Two ports picked one after the other can be the same one.
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
         let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let conf = dir.join("gateway.toml");
@@ -468,12 +471,14 @@ fn now() -> i64 {
 
 /// A token with the given header and claims, HMAC-signed with `key`.
 pub fn signed_token(header: serde_json::Value, claims: serde_json::Value, key: &[u8]) -> String {
-    let signing_input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let alg = header["alg"].as_str().unwrap_or("HS256");
+    let alg = header["alg"].as_str().unwrap_or("HS256").to_owned();
+    signed_raw(&alg, &header.to_string(), &claims.to_string(), key)
+}
+
+/// A token over header and payload JSON exactly as written (duplicate
+/// members and all), signed with `alg` (HS256/384/512; anything else: none).
+pub fn signed_raw(alg: &str, header: &str, payload: &str, key: &[u8]) -> String {
+    let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()));
     let signature = match alg {
         "HS384" => {
             let mut mac = Hmac::<sha2::Sha384>::new_from_slice(key).unwrap();
