@@ -1,7 +1,8 @@
 //! A small real upstream for the quick start and the integration tests.
 //!
-//! `echo_upstream --listen 127.0.0.1:0 [--slack-secret S]` prints
-//! `listening on ADDR` and serves:
+//! `echo_upstream --listen 127.0.0.1:0 [--slack-secret S] [--idle-close-ms MS]`
+//! prints `listening on ADDR` and serves (with `--idle-close-ms`, a
+//! keep-alive connection idle for MS ms is closed, as many servers do):
 //! - `/__received`: what it has received so far (method and target), as JSON;
 //! - `.../slack/...`: verifies a Slack v0 signature over the raw body
 //!   (200 when valid, 403 otherwise);
@@ -209,11 +210,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
 async fn main() {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut slack_secret = std::env::var("SLACK_SIGNING_SECRET").unwrap_or_default();
+    let mut idle_close: Option<Duration> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
             "--slack-secret" => slack_secret = args.next().expect("--slack-secret needs a value"),
+            "--idle-close-ms" => {
+                let ms = args.next().and_then(|v| v.parse().ok());
+                idle_close = Some(Duration::from_millis(ms.expect("--idle-close-ms takes MS")));
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -231,7 +237,15 @@ async fn main() {
         let state = state.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            if let Some(idle) = idle_close {
+                // hyper's header timer runs from the end of one response to
+                // the next request's header: an idle keep-alive limit.
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(idle);
+            }
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;

@@ -172,9 +172,14 @@ pub struct ServerConfig {
     /// close beyond); Pingora only bounds each read.
     #[serde(default = "defaults::header_timeout_ms")]
     pub header_timeout_ms: u64,
-    /// Concurrent connections one client IP may hold (0: no cap).
+    /// Concurrent connections one client IP may hold (0: no cap)...
     #[serde(default = "defaults::max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// ...once the process holds this many client connections (0: always).
+    /// Below it a crowd behind one address (NAT, carrier, balancer) is not
+    /// refused.
+    #[serde(default = "defaults::connection_pressure_threshold")]
+    pub connection_pressure_threshold: usize,
     /// Longest request target accepted (414 beyond).
     #[serde(default = "defaults::max_uri_bytes")]
     pub max_uri_bytes: usize,
@@ -358,6 +363,9 @@ mod defaults {
     pub fn max_connections_per_ip() -> usize {
         256
     }
+    pub fn connection_pressure_threshold() -> usize {
+        10_000
+    }
     pub fn max_uri_bytes() -> usize {
         8 * 1024
     }
@@ -440,6 +448,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
+    load_text(path, source)
+}
+
+/// Like [`load`], for text already read from `path` (a successor's
+/// configuration offered at a handoff).
+pub fn load_text(path: &Path, source: String) -> Result<LoadedConfig, ConfigError> {
     let config = parse(&source).map_err(|e| match e {
         ConfigError::Parse { message, .. } => ConfigError::Parse {
             path: path.to_owned(),

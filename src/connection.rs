@@ -1,6 +1,9 @@
 //! Per-connection defenses, below HTTP: a total deadline for each request's
 //! header section (slowloris), and a cap on concurrent connections per
-//! client IP (slow-body and connection-hoarding clients).
+//! client IP (slow-body and connection-hoarding clients) that engages only
+//! under pressure: once the process holds `server.connection_pressure_threshold`
+//! client connections. Below that, many clients behind one address (an
+//! office NAT, a mobile carrier, an L4 balancer) are never refused.
 //!
 //! Pingora bounds each *read* of a request header (its keep-alive timeout),
 //! not the whole header: a client sending one byte every 59 s holds a
@@ -44,6 +47,9 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// 0: no cap.
     pub max_per_ip: usize,
+    /// Open (capped) connections from which on `max_per_ip` applies; 0:
+    /// always.
+    pub pressure_threshold: usize,
     /// Peers not capped: `server.trusted_proxies` carry many clients.
     pub uncapped: Vec<ipnet::IpNet>,
 }
@@ -79,7 +85,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let capped = client_ip(&stream)
             .filter(|ip| !self.limits.uncapped.iter().any(|net| net.contains(ip)));
         let slot = match capped {
-            Some(ip) => match self.open.acquire(ip, self.limits.max_per_ip) {
+            Some(ip) => match self.open.acquire(ip, &self.limits) {
                 Some(slot) => Some(slot),
                 None => {
                     metrics()
@@ -106,24 +112,33 @@ fn client_ip(stream: &Stream) -> Option<IpAddr> {
     Some(addr)
 }
 
-/// Open connections per client IP.
+/// Open connections per client IP, and in all.
 #[derive(Default)]
 struct OpenConnections {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    by_ip: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 impl OpenConnections {
-    /// A slot for one more connection from `ip`, unless it has `max` open.
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        if max == 0 {
+    /// A slot for one more connection from `ip`, unless the process is
+    /// under pressure and `ip` already holds its share.
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<IpSlot> {
+        if limits.max_per_ip == 0 {
             return Some(IpSlot { ip, open: None });
         }
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = by_ip.entry(ip).or_insert(0);
-        if *count >= max {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let under_pressure = counts.total >= limits.pressure_threshold;
+        let count = counts.by_ip.entry(ip).or_insert(0);
+        if under_pressure && *count >= limits.max_per_ip {
             return None;
         }
         *count += 1;
+        counts.total += 1;
         Some(IpSlot {
             ip,
             open: Some(self.clone()),
@@ -131,12 +146,13 @@ impl OpenConnections {
     }
 
     fn release(&self, ip: IpAddr) {
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = by_ip.get_mut(&ip) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.by_ip.get_mut(&ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                by_ip.remove(&ip);
+                counts.by_ip.remove(&ip);
             }
+            counts.total = counts.total.saturating_sub(1);
         }
     }
 }
@@ -356,5 +372,49 @@ impl std::fmt::Debug for GuardedStream {
         f.debug_struct("GuardedStream")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_per_ip: usize, pressure_threshold: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(1),
+            max_per_ip,
+            pressure_threshold,
+            uncapped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_per_ip_cap_engages_only_under_pressure() {
+        let open = Arc::new(OpenConnections::default());
+        let limits = limits(2, 4);
+        let crowd: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        // Below the threshold one address may hold more than its share.
+        let mut held: Vec<_> = (0..4)
+            .map(|_| open.acquire(crowd, &limits).expect("below the threshold"))
+            .collect();
+        // Under pressure: refused for the crowd, not for another address.
+        assert!(open.acquire(crowd, &limits).is_none());
+        held.push(open.acquire(other, &limits).expect("within its share"));
+        // Closing connections relieves the pressure.
+        held.truncate(2);
+        assert!(open.acquire(crowd, &limits).is_some());
+    }
+
+    #[test]
+    fn threshold_zero_caps_always_and_max_zero_never() {
+        let open = Arc::new(OpenConnections::default());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let always = limits(1, 0);
+        let first = open.acquire(ip, &always);
+        assert!(first.is_some());
+        assert!(open.acquire(ip, &always).is_none());
+        let never = limits(0, 0);
+        assert!((0..10).all(|_| open.acquire(ip, &never).is_some()));
     }
 }

@@ -65,7 +65,13 @@ impl Gateway {
         let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
         let limiter = match previous {
             Some(old) if old.limiter_keys == limiter_keys => old.limiter.clone(),
-            _ => Arc::new(RateLimiter::new(limiter_keys)),
+            // Resized: the spent budgets move into the new table.
+            Some(old) => {
+                let limiter = RateLimiter::new(limiter_keys);
+                limiter.restore(old.limiter.snapshot());
+                Arc::new(limiter)
+            }
+            None => Arc::new(RateLimiter::new(limiter_keys)),
         };
         let trusted_proxies = config
             .server
@@ -110,11 +116,11 @@ impl Gateway {
                 rate_limit: match (route.requests_per_minute, &config.rate_limit) {
                     (Some(0), _) => None,
                     (Some(n), _) => Some(RouteLimit {
-                        scope: i as u32 + 1,
+                        scope: crate::limits::route_scope(&route.path),
                         per_minute: n,
                     }),
                     (None, Some(default)) => Some(RouteLimit {
-                        scope: 0,
+                        scope: crate::limits::DEFAULT_SCOPE,
                         per_minute: default.requests_per_minute,
                     }),
                     (None, None) => None,

@@ -5,7 +5,8 @@
 //! -> [`identity`] (username -> UUID, cached) -> [`proxy`] (the Pingora
 //! phases) -> [`errors`] (the JSON envelope). [`config`] reads the TOML file,
 //! [`gateway`] builds the serving state from it, [`server`] runs Pingora,
-//! [`lifecycle`] handles signals and handoff, [`reload`] drives a handoff.
+//! [`lifecycle`] handles signals and handoff (exchanging the [`handoff`]
+//! files), [`reload`] drives a handoff.
 
 pub mod access_log;
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod connection;
 pub mod cors;
 pub mod errors;
 pub mod gateway;
+pub mod handoff;
 pub mod headers;
 pub mod identity;
 pub mod jwt;
@@ -23,6 +25,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod path;
+pub mod process_log;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

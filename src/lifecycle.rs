@@ -4,16 +4,17 @@
 //!   systemd (`READY=1`, `MAINPID=<pid>`), so a successor started by
 //!   `robeing-gateway reload` becomes the service's main process.
 //! - SIGQUIT (handoff): mark the process draining (responses close their
-//!   connections), hand the identity cache to the successor through a file,
-//!   then let Pingora pass the listening sockets and finish in-flight work.
+//!   connections), leave the identity cache and the rate limits for the
+//!   successor, switch to the configuration the successor offered (it
+//!   serves it too during Pingora's 5 s accept window), then let Pingora
+//!   pass the listening sockets and finish in-flight work. The files are
+//!   described in [`crate::handoff`].
 //! - SIGTERM: drain and stop gracefully. SIGINT: stop now.
 //! - SIGHUP: re-read the configuration and swap routes, auth and users
 //!   atomically; listeners and connections are untouched, and a bad file
 //!   is logged and ignored. (Pingora itself does not handle SIGHUP, whose
 //!   default action would kill the process.)
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,8 +27,14 @@ use tokio::sync::broadcast;
 
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
 use crate::gateway::{Gateway, SharedGateway};
+use crate::handoff::{self, HandoffFile, OfferedConfig};
 use crate::identity::SnapshotEntry;
+use crate::limits::LimitSnapshotEntry;
 use crate::metrics::metrics;
+
+/// Pingora's fixed window (`CLOSE_TIMEOUT` in pingora-core's server) in
+/// which a predecessor keeps accepting after it sent its sockets.
+pub const HANDOVER_WINDOW_SECONDS: u64 = 5;
 
 /// Requests in flight in this process (upgraded WebSockets included).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -64,27 +71,9 @@ pub struct Lifecycle {
     draining: Arc<AtomicBool>,
 }
 
-/// Where a process leaves its identity cache for its successor.
-pub fn identity_snapshot_path(server: &ServerConfig) -> PathBuf {
-    PathBuf::from(format!("{}.identity.json", server.upgrade_sock))
-}
-
 /// The pid recorded in `pid_file`, if any.
 pub fn read_pid_file(pid_file: &str) -> Option<i32> {
     std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
-}
-
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 impl Lifecycle {
@@ -106,7 +95,7 @@ impl Lifecycle {
     /// Records this process as the one serving (pid file, systemd).
     fn announce_serving(&self) {
         let pid = std::process::id();
-        if let Err(e) = write_atomically(
+        if let Err(e) = handoff::write_atomically(
             Path::new(&self.server.pid_file),
             format!("{pid}\n").as_bytes(),
             0o644,
@@ -134,32 +123,102 @@ impl Lifecycle {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Leaves the identity cache where the successor will look for it.
-    fn hand_over_identity(&self) {
-        let entries = self.gateway.load().identity.snapshot();
-        let path = identity_snapshot_path(&self.server);
-        let written = serde_json::to_vec(&entries)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomically(&path, &bytes, 0o600));
-        match written {
-            Ok(()) => log::info!("handed {} cached users to the successor", entries.len()),
-            Err(e) => log::warn!("cannot write {}: {e}", path.display()),
+    /// Successor, before it listens on the upgrade socket: offers the
+    /// configuration it will serve to the predecessor (see [`handoff`]).
+    pub fn offer_config(&self, source: &str) {
+        let offered = OfferedConfig {
+            path: std::path::absolute(&self.conf_path).unwrap_or_else(|_| self.conf_path.clone()),
+            source: source.to_owned(),
+        };
+        if let Err(e) = HandoffFile::Config.leave(&self.server, &offered) {
+            log::warn!(
+                "cannot offer the configuration to the predecessor ({e}): it serves its own \
+                 until it stops accepting"
+            );
         }
     }
 
-    /// Takes over a predecessor's identity cache, if it left one.
-    pub fn take_over_identity(&self) {
-        let path = identity_snapshot_path(&self.server);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return;
+    /// Successor, once it has the sockets: an offer nobody took is removed,
+    /// so that no later handoff mistakes it for its own.
+    pub fn withdraw_config_offer(&self) {
+        HandoffFile::Config.discard(&self.server);
+    }
+
+    /// Predecessor, on SIGQUIT: serves the successor's configuration for
+    /// the seconds it still accepts, so that nothing is answered with the
+    /// old one once the successor serves. A configuration this process
+    /// cannot apply (a key of a newer binary, a secret only the successor's
+    /// environment has) leaves the running one in place, said once here.
+    fn adopt_successor_config(&self) {
+        let offered = match HandoffFile::Config.take::<OfferedConfig>(&self.server) {
+            Ok(Some(offered)) => offered,
+            Ok(None) => {
+                log::warn!(
+                    "SIGQUIT: the successor offered no configuration (an older binary): \
+                     connections accepted in the next {}s are served with the previous one",
+                    HANDOVER_WINDOW_SECONDS
+                );
+                return;
+            }
+            Err(e) => {
+                log::warn!("SIGQUIT: {e}; serving the previous configuration until this process stops accepting");
+                return;
+            }
         };
-        let _ = std::fs::remove_file(&path);
-        match serde_json::from_slice::<Vec<SnapshotEntry>>(&bytes) {
-            Ok(entries) => {
-                let n = self.gateway.load().identity.restore(entries);
+        let applied =
+            config::load_text(&offered.path, offered.source).and_then(|loaded| self.apply(&loaded));
+        match applied {
+            Ok(routes) => log::info!(
+                "SIGQUIT: serving the successor's configuration ({routes} routes) until this \
+                 process stops accepting"
+            ),
+            Err(e) => log::warn!(
+                "SIGQUIT: cannot apply the successor's configuration {} here ({e}): connections \
+                 accepted in the next {}s are served with the previous one",
+                offered.path.display(),
+                HANDOVER_WINDOW_SECONDS
+            ),
+        }
+    }
+
+    /// Predecessor, on SIGQUIT: leaves the identity cache and the rate
+    /// limits where the successor will look for them.
+    fn hand_over_state(&self) {
+        let gateway = self.gateway.load();
+        let users = gateway.identity.snapshot();
+        match HandoffFile::Identity.leave(&self.server, &users) {
+            Ok(()) => log::info!("handed {} cached users to the successor", users.len()),
+            Err(e) => log::warn!("cannot hand the identity cache over: {e}"),
+        }
+        let limits = gateway.limiter.snapshot();
+        match HandoffFile::Limits.leave(&self.server, &limits) {
+            Ok(()) => log::info!(
+                "handed {} rate-limit counters to the successor",
+                limits.len()
+            ),
+            Err(e) => log::warn!("cannot hand the rate limits over: {e}"),
+        }
+    }
+
+    /// Successor, once it has the sockets: takes over what the predecessor
+    /// left (identity cache, rate limits), if anything.
+    pub fn take_over_state(&self) {
+        let gateway = self.gateway.load();
+        match HandoffFile::Identity.take::<Vec<SnapshotEntry>>(&self.server) {
+            Ok(Some(entries)) => {
+                let n = gateway.identity.restore(entries);
                 log::info!("took over {n} cached users from the predecessor");
             }
-            Err(e) => log::warn!("ignoring unreadable {}: {e}", path.display()),
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}"),
+        }
+        match HandoffFile::Limits.take::<Vec<LimitSnapshotEntry>>(&self.server) {
+            Ok(Some(entries)) => {
+                let n = gateway.limiter.restore(entries);
+                log::info!("took over {n} rate-limit counters from the predecessor");
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}"),
         }
     }
 
@@ -167,17 +226,22 @@ impl Lifecycle {
     /// running one when the new file does not validate.
     pub fn reload_in_place(&self) -> Result<usize, ConfigError> {
         let loaded = config::load(&self.conf_path)?;
+        self.apply(&loaded)
+    }
+
+    /// Swaps the serving state for one built from `loaded`.
+    fn apply(&self, loaded: &LoadedConfig) -> Result<usize, ConfigError> {
         let was = &self.started_with;
         let now = &loaded.config;
         if now.server != was.server || now.admin != was.admin || now.log != was.log {
             log::warn!(
                 "[server], [admin] or [log] changed in {}: they change only with a handoff \
                  (robeing-gateway reload); the rest is applied now",
-                self.conf_path.display()
+                loaded.path.display()
             );
         }
         let current = self.gateway.load_full();
-        let next = Gateway::rebuild(&loaded, Some(&current))?;
+        let next = Gateway::rebuild(loaded, Some(&current))?;
         let routes = next.routes.len();
         self.gateway.store(Arc::new(next));
         Ok(routes)
@@ -238,7 +302,8 @@ impl ShutdownSignalWatch for SignalWatch {
                 _ = quit.recv() => {
                     log::info!("SIGQUIT: handing over to the successor");
                     lifecycle.begin_drain();
-                    lifecycle.hand_over_identity();
+                    lifecycle.hand_over_state();
+                    lifecycle.adopt_successor_config();
                     return ShutdownSignal::GracefulUpgrade;
                 }
                 _ = term.recv() => {

@@ -5,6 +5,11 @@
 //! per minute pass. The state per key is one number (the theoretical arrival
 //! time), kept in a bounded cache: a flood of distinct keys evicts idle ones
 //! (whose state is the same as no state) and memory stays bounded.
+//!
+//! The state survives a SIGHUP (kept, or copied when `max_keys` changes) and
+//! a handoff ([`RateLimiter::snapshot`] / [`RateLimiter::restore`] through
+//! the handoff files). A route's own counter is named by a hash of its
+//! pattern, not its position, so reordering routes keeps every budget.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -15,17 +20,40 @@ const MINUTE_NS: u64 = 60_000_000_000;
 const SECOND_NS: u64 = 1_000_000_000;
 
 /// Whose requests are counted together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Subject {
     User(u128),
     Ip(IpAddr),
 }
 
 /// A counter: a scope (the default limit, or one route's own) and a subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct LimitKey {
-    pub scope: u32,
+    /// [`DEFAULT_SCOPE`], or [`route_scope`] of the route's pattern.
+    pub scope: u64,
     pub subject: Subject,
+}
+
+/// The scope of the `[rate_limit]` default, shared by all routes using it.
+pub const DEFAULT_SCOPE: u64 = 0;
+
+/// The scope of a route's own limit: FNV-1a of its pattern, never
+/// [`DEFAULT_SCOPE`]. Stable across processes and binary versions (unlike
+/// std's hasher), so a handoff carries it.
+pub fn route_scope(pattern: &str) -> u64 {
+    let hash = pattern.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash.max(1)
+}
+
+/// One counter as handed from a process to its successor: how far its
+/// theoretical arrival time is ahead of now. Counters at or behind now are
+/// the same as no counter and are not handed over.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LimitSnapshotEntry {
+    pub key: LimitKey,
+    pub ahead_ns: u64,
 }
 
 /// The outcome of one request against its limit.
@@ -101,7 +129,7 @@ impl RateLimiter {
     }
 
     pub fn check_at(&self, key: LimitKey, per_minute: u32, at: Instant) -> Decision {
-        let now = at.saturating_duration_since(self.origin).as_nanos() as u64;
+        let now = self.now_ns(at);
         match self.tat.entry(&key, None, |_, tat| {
             let (decision, next) = gcra(*tat, now, per_minute);
             if let Some(next) = next {
@@ -119,6 +147,44 @@ impl RateLimiter {
             // rather than refuse an innocent user.
             EntryResult::Removed(..) | EntryResult::Timeout => gcra(0, now, per_minute).0,
         }
+    }
+
+    /// The counters that still hold back a client, relative to now.
+    pub fn snapshot(&self) -> Vec<LimitSnapshotEntry> {
+        let now = self.now_ns(Instant::now());
+        self.tat
+            .iter()
+            .filter(|(_, tat)| *tat > now)
+            .map(|(key, tat)| LimitSnapshotEntry {
+                key,
+                ahead_ns: tat - now,
+            })
+            .collect()
+    }
+
+    /// Loads a [`Self::snapshot`] (of a predecessor, or of the limiter this
+    /// one replaces); returns how many counters were taken. A counter this
+    /// limiter already holds keeps the later of the two arrival times.
+    pub fn restore(&self, entries: Vec<LimitSnapshotEntry>) -> usize {
+        let now = self.now_ns(Instant::now());
+        let count = entries.len();
+        for entry in entries {
+            let tat = now.saturating_add(entry.ahead_ns);
+            match self.tat.entry(&entry.key, None, |_, held| {
+                *held = (*held).max(tat);
+                EntryAction::Retain(())
+            }) {
+                EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                    let _ = guard.insert(tat);
+                }
+                EntryResult::Retained(()) | EntryResult::Removed(..) | EntryResult::Timeout => {}
+            }
+        }
+        count
+    }
+
+    fn now_ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_nanos() as u64
     }
 
     /// Keys held (bounded by `max_keys`).
@@ -216,6 +282,36 @@ mod tests {
             allowed += u32::from(limiter.check_at(user(1), 30, at).allowed);
         }
         assert_eq!(allowed, 30 + 30 * 10 - 1);
+    }
+
+    #[test]
+    fn a_snapshot_carries_spent_budgets_to_another_limiter() {
+        let old = RateLimiter::new(100);
+        for _ in 0..3 {
+            assert!(old.check(user(1), 3).allowed);
+        }
+        assert!(old.check(user(2), 3).allowed);
+        let snapshot = old.snapshot();
+        assert_eq!(snapshot.len(), 2);
+
+        let new = RateLimiter::new(100);
+        assert!(new.check(user(2), 3).allowed, "a counter both hold");
+        assert_eq!(new.restore(snapshot), 2);
+        assert!(!new.check(user(1), 3).allowed, "user 1 spent the burst");
+        // User 2 keeps the later arrival time (one spent in each), not the
+        // sum: two of three are left.
+        assert!(new.check(user(2), 3).allowed);
+        assert!(new.check(user(2), 3).allowed);
+        assert!(!new.check(user(2), 3).allowed);
+    }
+
+    #[test]
+    fn route_scopes_are_stable_and_never_the_default() {
+        assert_eq!(route_scope("/api/x/*"), route_scope("/api/x/*"));
+        assert_ne!(route_scope("/api/x/*"), route_scope("/api/y/*"));
+        assert_ne!(route_scope(""), DEFAULT_SCOPE);
+        // Pinned: a successor of another build must name the same counter.
+        assert_eq!(route_scope("/api/x/*"), 14_339_004_204_813_162_812_u64);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use robeing_gateway::cli::{Cli, Command};
 use robeing_gateway::config;
 use robeing_gateway::gateway::Gateway;
 use robeing_gateway::jwt;
+use robeing_gateway::process_log;
 use robeing_gateway::reload;
 use robeing_gateway::server::{self, RunFlags};
 
@@ -34,16 +35,12 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-}
-
 fn run(cli: &Cli) -> ExitCode {
     let loaded = match config::load(&cli.conf) {
         Ok(loaded) => loaded,
         Err(e) => return fail(e),
     };
-    init_logging(&loaded.config.log.level);
+    process_log::init(&loaded.config.log.level);
     let gateway = match Gateway::build(&loaded) {
         Ok(gateway) => gateway,
         Err(e) => return fail(e),
@@ -72,7 +69,7 @@ fn run(cli: &Cli) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.command.is_some() {
-        init_logging("info");
+        process_log::init("info");
     }
     match &cli.command {
         Some(Command::Token {

@@ -669,6 +669,31 @@ impl ProxyHttp for GatewayProxy {
         });
     }
 
+    /// Pingora's own failure lines ("Fail to proxy: ...") name the route
+    /// and the request id; the path goes without its query string, which
+    /// may carry a token.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        let request_id = ctx.request_id.as_ref().and_then(|id| id.to_str().ok());
+        format!(
+            "{} {}, route {}, request_id {}",
+            req.method,
+            req.uri.path(),
+            ctx.route
+                .as_ref()
+                .map_or("unmatched", |r| r.pattern.as_str()),
+            request_id.unwrap_or("-"),
+        )
+    }
+
+    /// ERROR is for what an operator must act on: an upstream that fails.
+    /// A client that left or sent what it may not (too large a body) is
+    /// counted in `gateway_proxy_errors_total`, not logged.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        *e.esource() == ErrorSource::Downstream
+            || classify_proxy_error(e).is_none_or(|err| err.status() < 500)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

@@ -34,7 +34,7 @@ pub struct Route {
 /// route's own) and how many requests per minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteLimit {
-    pub scope: u32,
+    pub scope: u64,
     pub per_minute: u32,
 }
 

@@ -64,17 +64,24 @@ impl BackgroundService for ProcessTasks {
 }
 
 /// Starts the server and serves until it is told to stop.
-pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
+pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
     let server = loaded.config.server.clone();
     let admin = loaded.config.admin.clone();
     let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
     let limits = ConnectionLimits {
         header_timeout: Duration::from_millis(server.header_timeout_ms),
         max_per_ip: server.max_connections_per_ip,
+        pressure_threshold: server.connection_pressure_threshold,
         uncapped: gateway.trusted_proxies.clone(),
     };
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
+    let source = std::mem::take(&mut loaded.source);
     let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone()));
+    if flags.upgrade {
+        // Before the upgrade socket exists: whoever sends the SIGQUIT finds
+        // the offer there.
+        lifecycle.offer_config(&source);
+    }
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -83,10 +90,11 @@ pub fn run(loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<()
     };
     let mut pingora = Server::new_with_opt_and_conf(opt, pingora_conf(&server, flags));
     // With -u this waits for the predecessor's sockets, which it sends only
-    // after leaving its identity cache for us.
+    // after leaving its identity cache and rate limits for us.
     pingora.bootstrap();
     if flags.upgrade {
-        lifecycle.take_over_identity();
+        lifecycle.withdraw_config_offer();
+        lifecycle.take_over_state();
     }
 
     let proxy = pingora::proxy::http_proxy(

@@ -378,7 +378,7 @@ async fn connect_from(source: &str, port: u16) -> std::io::Result<tokio::net::Tc
 async fn slow_clients_are_bounded_and_others_keep_flowing() {
     let up = Upstream::start();
     let gw = Gateway::start_with(GatewayOptions {
-        server_extra: "header_timeout_ms = 1000\nmax_connections_per_ip = 64",
+        server_extra: "header_timeout_ms = 1000\nmax_connections_per_ip = 64\nconnection_pressure_threshold = 0",
         ..GatewayOptions::new(&route("/api/*", up.port, false, ""))
     });
     let port = gw.port;
@@ -507,7 +507,7 @@ async fn slow_clients_are_bounded_and_others_keep_flowing() {
 async fn per_ip_cap_spares_trusted_proxies() {
     let up = Upstream::start();
     let gw = Gateway::start_with(GatewayOptions {
-        server_extra: "max_connections_per_ip = 2\ntrusted_proxies = [\"127.0.0.3/32\"]",
+        server_extra: "max_connections_per_ip = 2\nconnection_pressure_threshold = 0\ntrusted_proxies = [\"127.0.0.3/32\"]",
         ..GatewayOptions::new(&route("/api/*", up.port, false, ""))
     });
     let serve = |sock: tokio::net::TcpStream| async move {

@@ -109,15 +109,6 @@ fn options<'a>(routes: &'a str) -> GatewayOptions<'a> {
     }
 }
 
-fn assert_reload_ok(out: &std::process::Output) -> i32 {
-    assert!(out.status.success(), "reload failed: {:?}", out);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .nth(2)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected reload output {text:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handoffs_and_sighups_under_load_lose_nothing() {
     let public = Upstream::start();
@@ -210,24 +201,6 @@ async fn handoffs_and_sighups_under_load_lose_nothing() {
         "refused connections: {errors:?}"
     );
     assert!(ok > 200, "the load ran ({ok} requests)");
-}
-
-/// Waits until `pid` has exited (or is a zombie awaiting its parent).
-async fn wait_for_exit(pid: i32, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) != Some("Z"))
-            .unwrap_or(false);
-        if !running {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} still runs after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,6 +119,15 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// An upstream that closes keep-alive connections idle for `ms`.
+    pub fn closing_idle_after_ms(ms: u64) -> Self {
+        Self::start_with_args(&["--idle-close-ms", &ms.to_string()])
+    }
+
+    fn start_with_args(extra: &[&str]) -> Self {
         let bin = target_dir().join("examples/echo_upstream");
         assert!(
             bin.exists(),
@@ -127,6 +136,7 @@ impl Upstream {
         );
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0", "--slack-secret", SLACK_SECRET])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -157,6 +167,54 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The successor's pid from a successful `reload`'s output.
+pub fn assert_reload_ok(out: &std::process::Output) -> i32 {
+    assert!(out.status.success(), "reload failed: {:?}", out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reload output {text:?}"))
+}
+
+/// Waits until `pid` has exited (or is a zombie awaiting its parent).
+pub async fn wait_for_exit(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) != Some("Z"))
+            .unwrap_or(false);
+        if !running {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still runs after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A successor started by hand; stopped (and reaped) when dropped.
+pub struct Successor(Child);
+
+impl Successor {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -311,7 +369,13 @@ impl Gateway {
         let conf = dir.join("gateway.toml");
         std::fs::write(&conf, render_config(port, admin_port, &dir, options))
             .expect("write config");
-        let log = std::fs::File::create(dir.join("gateway.log")).expect("log file");
+        // Append mode: successors write to the same file, and a plain
+        // descriptor would write over their lines at its own offset.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
             .arg("-c")
             .arg(&conf)
@@ -379,6 +443,42 @@ impl Gateway {
             .output()
             .expect("run reload");
         out
+    }
+
+    /// Starts a successor by hand (`-u`), as DESIGN's handoff procedure
+    /// does; it takes over once the serving process gets SIGQUIT.
+    pub fn start_successor(&self, env: &[(String, String)]) -> Successor {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(self.config_path())
+            .arg("-u")
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start successor");
+        Successor(child)
+    }
+
+    /// The upgrade socket a successor listens on while it waits.
+    pub fn upgrade_sock(&self) -> PathBuf {
+        self.dir.join("upgrade.sock")
+    }
+
+    /// Lines of the process log at ERROR.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn reload(&self) -> std::process::Output {

@@ -1,0 +1,188 @@
+//! The files two processes exchange during a SIGQUIT handoff, beside
+//! `server.upgrade_sock`:
+//!
+//! | file | from → to | what |
+//! |---|---|---|
+//! | `<upgrade_sock>.config.json` | successor → predecessor | the configuration the successor serves (path and text) |
+//! | `<upgrade_sock>.identity.json` | predecessor → successor | fresh cached users |
+//! | `<upgrade_sock>.limits.json` | predecessor → successor | rate-limit state |
+//!
+//! The successor offers its configuration before it listens on the upgrade
+//! socket, so whoever sends the SIGQUIT (`reload` or an operator) finds it
+//! there: the predecessor then serves the successor's configuration during
+//! Pingora's 5 s window in which both processes accept on the shared
+//! sockets. The predecessor leaves its state before it hands the sockets
+//! over, and the successor reads it once it has them.
+//!
+//! Every file is written atomically with mode 0600 and deleted by its
+//! reader. It is read only when it is a regular file owned by this
+//! process's user and closed to group and others: the directory of
+//! `upgrade_sock` is trusted no further than that.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+
+/// One of the files of a handoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffFile {
+    /// Successor → predecessor: [`OfferedConfig`].
+    Config,
+    /// Predecessor → successor: the identity cache.
+    Identity,
+    /// Predecessor → successor: the rate limiter.
+    Limits,
+}
+
+/// Why a handoff file could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("ignoring {0}: {1}")]
+    Untrusted(PathBuf, &'static str),
+    #[error("ignoring unreadable {0}: {1}")]
+    Format(PathBuf, serde_json::Error),
+}
+
+/// The configuration a successor serves, offered to its predecessor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OfferedConfig {
+    /// Absolute path of the file (for messages and relative look-ups).
+    pub path: PathBuf,
+    /// The text the successor loaded.
+    pub source: String,
+}
+
+impl HandoffFile {
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Config => "config.json",
+            Self::Identity => "identity.json",
+            Self::Limits => "limits.json",
+        }
+    }
+
+    /// Where this file lives for a server with `upgrade_sock`.
+    pub fn path(self, server: &ServerConfig) -> PathBuf {
+        PathBuf::from(format!("{}.{}", server.upgrade_sock, self.suffix()))
+    }
+
+    /// Writes `value` (JSON, 0600, atomically).
+    pub fn leave<T: Serialize>(self, server: &ServerConfig, value: &T) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+        write_atomically(&self.path(server), &bytes, 0o600)
+    }
+
+    /// Reads and deletes the file; `Ok(None)` when there is none.
+    pub fn take<T: DeserializeOwned>(
+        self,
+        server: &ServerConfig,
+    ) -> Result<Option<T>, HandoffError> {
+        let path = self.path(server);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(HandoffError::Read(path, e)),
+        };
+        let bytes = std::fs::read(&path);
+        let _ = std::fs::remove_file(&path);
+        if !meta.file_type().is_file() {
+            return Err(HandoffError::Untrusted(path, "not a regular file"));
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(HandoffError::Untrusted(path, "owned by another user"));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(HandoffError::Untrusted(path, "open to group or others"));
+        }
+        let bytes = bytes.map_err(|e| HandoffError::Read(path.clone(), e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| HandoffError::Format(path, e))
+    }
+
+    /// Removes a file left by an earlier, abandoned handoff.
+    pub fn discard(self, server: &ServerConfig) {
+        let _ = std::fs::remove_file(self.path(server));
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees a
+/// half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn server_in(dir: &Path) -> ServerConfig {
+        toml::from_str(&format!(
+            "listen = [\"127.0.0.1:1\"]\nupgrade_sock = \"{}/up.sock\"",
+            dir.display()
+        ))
+        .unwrap()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("handoff-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_file_is_taken_once_and_is_private() {
+        let dir = temp_dir("once");
+        let server = server_in(&dir);
+        let offered = OfferedConfig {
+            path: "/x/gateway.toml".into(),
+            source: "[server]".into(),
+        };
+        HandoffFile::Config.leave(&server, &offered).unwrap();
+        let mode = std::fs::metadata(HandoffFile::Config.path(&server))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let taken: Option<OfferedConfig> = HandoffFile::Config.take(&server).unwrap();
+        assert_eq!(taken, Some(offered));
+        let again: Option<OfferedConfig> = HandoffFile::Config.take(&server).unwrap();
+        assert_eq!(again, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_open_to_others_is_refused_and_removed() {
+        let dir = temp_dir("open");
+        let server = server_in(&dir);
+        let path = HandoffFile::Limits.path(&server);
+        std::fs::write(&path, b"[]").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let taken: Result<Option<Vec<u8>>, _> = HandoffFile::Limits.take(&server);
+        assert!(
+            matches!(taken, Err(HandoffError::Untrusted(..))),
+            "{taken:?}"
+        );
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
