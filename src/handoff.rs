@@ -6,13 +6,17 @@
 //! | `<upgrade_sock>.config.json` | successor → predecessor | the configuration the successor serves (path and text) |
 //! | `<upgrade_sock>.identity.json` | predecessor → successor | fresh cached users |
 //! | `<upgrade_sock>.limits.json` | predecessor → successor | rate-limit state |
+//! | `<upgrade_sock>.limits.final.json` | predecessor → successor | its rate-limit state when it exits |
 //!
 //! The successor offers its configuration before it listens on the upgrade
 //! socket, so whoever sends the SIGQUIT (`reload` or an operator) finds it
 //! there: the predecessor then serves the successor's configuration during
 //! Pingora's 5 s window in which both processes accept on the shared
 //! sockets. The predecessor leaves its state before it hands the sockets
-//! over, and the successor reads it once it has them.
+//! over, and the successor reads it once it has them. What the predecessor
+//! counts after that (it serves for a few more seconds) reaches the
+//! successor in the final file, written as the predecessor exits and merged
+//! by [`merge_final_limits`].
 //!
 //! Every file is written atomically with mode 0600 and deleted by its
 //! reader. It is read only when it is a regular file owned by this
@@ -22,11 +26,20 @@
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::ServerConfig;
+use crate::gateway::{Gateway, SharedGateway};
+use crate::identity::SnapshotEntry;
+use crate::limits::{LimitSnapshotEntry, TakenOver};
+
+/// How often the successor looks for the predecessor's final counters, and
+/// how long at most (past any drain bound a predecessor may have).
+const FINAL_POLL: Duration = Duration::from_millis(50);
+const FINAL_WAIT: Duration = Duration::from_secs(120);
 
 /// One of the files of a handoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +50,8 @@ pub enum HandoffFile {
     Identity,
     /// Predecessor → successor: the rate limiter.
     Limits,
+    /// Predecessor → successor: the rate limiter as it exits.
+    LimitsFinal,
 }
 
 /// Why a handoff file could not be taken.
@@ -65,6 +80,7 @@ impl HandoffFile {
             Self::Config => "config.json",
             Self::Identity => "identity.json",
             Self::Limits => "limits.json",
+            Self::LimitsFinal => "limits.final.json",
         }
     }
 
@@ -110,6 +126,104 @@ impl HandoffFile {
     /// Removes a file left by an earlier, abandoned handoff.
     pub fn discard(self, server: &ServerConfig) {
         let _ = std::fs::remove_file(self.path(server));
+    }
+}
+
+/// Predecessor, on SIGQUIT: leaves the identity cache and the rate limits.
+pub fn leave_state(server: &ServerConfig, gateway: &Gateway) {
+    let users = gateway.identity.snapshot();
+    match HandoffFile::Identity.leave(server, &users) {
+        Ok(()) => log::info!("handed {} cached users to the successor", users.len()),
+        Err(e) => log::warn!("cannot hand the identity cache over: {e}"),
+    }
+    let limits = gateway.limiter.snapshot();
+    match HandoffFile::Limits.leave(server, &limits) {
+        Ok(()) => log::info!(
+            "handed {} rate-limit counters to the successor",
+            limits.len()
+        ),
+        Err(e) => log::warn!("cannot hand the rate limits over: {e}"),
+    }
+}
+
+/// Predecessor, drained and about to exit: its counters as they are now.
+pub fn leave_final_limits(server: &ServerConfig, gateway: &Gateway) {
+    let limits = gateway.limiter.snapshot();
+    if let Err(e) = HandoffFile::LimitsFinal.leave(server, &limits) {
+        log::warn!("cannot hand the final rate limits over: {e}");
+    }
+}
+
+/// Successor, once it has the sockets: loads what the predecessor left.
+pub fn take_state(server: &ServerConfig, gateway: &Gateway) -> TakenOver {
+    // A final file of an earlier handoff would be taken for this one's.
+    HandoffFile::LimitsFinal.discard(server);
+    match HandoffFile::Identity.take::<Vec<SnapshotEntry>>(server) {
+        Ok(Some(entries)) => {
+            let n = gateway.identity.restore(entries);
+            log::info!("took over {n} cached users from the predecessor");
+        }
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}"),
+    }
+    match HandoffFile::Limits.take::<Vec<LimitSnapshotEntry>>(server) {
+        Ok(Some(entries)) => {
+            let taken = gateway.limiter.restore(entries);
+            log::info!(
+                "took over {} rate-limit counters from the predecessor",
+                taken.len()
+            );
+            taken
+        }
+        Ok(None) => TakenOver::default(),
+        Err(e) => {
+            log::warn!("{e}");
+            TakenOver::default()
+        }
+    }
+}
+
+/// Successor: in a thread, waits for the predecessor's final counters and
+/// adds what it spent after the handoff. Gives up when the predecessor is
+/// gone without leaving them (an older binary, a forced stop).
+pub fn merge_final_limits(
+    server: ServerConfig,
+    gateway: SharedGateway,
+    taken: TakenOver,
+    predecessor: Option<i32>,
+) {
+    // Waited for even when nothing was handed over: the predecessor may
+    // count new clients in its last seconds.
+    let Some(pid) = predecessor else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("handoff-final-limits".into())
+        .spawn(move || {
+            let deadline = Instant::now() + FINAL_WAIT;
+            while Instant::now() < deadline {
+                let gone = !Path::new(&format!("/proc/{pid}")).exists();
+                match HandoffFile::LimitsFinal.take::<Vec<LimitSnapshotEntry>>(&server) {
+                    Ok(Some(last)) => {
+                        let grown = gateway.load().limiter.add_predecessor_tail(&taken, last);
+                        log::info!(
+                            "added what the predecessor spent after the handoff to {grown} \
+                             rate-limit counters"
+                        );
+                        return;
+                    }
+                    Ok(None) if gone => return,
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::warn!("{e}");
+                        return;
+                    }
+                }
+                std::thread::sleep(FINAL_POLL);
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot wait for the predecessor's final rate limits: {e}");
     }
 }
 

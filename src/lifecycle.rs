@@ -28,8 +28,6 @@ use tokio::sync::broadcast;
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
 use crate::gateway::{Gateway, SharedGateway};
 use crate::handoff::{self, HandoffFile, OfferedConfig};
-use crate::identity::SnapshotEntry;
-use crate::limits::LimitSnapshotEntry;
 use crate::metrics::metrics;
 
 /// Pingora's fixed window (`CLOSE_TIMEOUT` in pingora-core's server) in
@@ -69,6 +67,8 @@ pub struct Lifecycle {
     server: ServerConfig,
     gateway: SharedGateway,
     draining: Arc<AtomicBool>,
+    /// Set on SIGQUIT: the successor awaits this process's final counters.
+    handed_over: AtomicBool,
 }
 
 /// The pid recorded in `pid_file`, if any.
@@ -84,6 +84,7 @@ impl Lifecycle {
             started_with: loaded.config,
             gateway,
             draining: Arc::new(AtomicBool::new(false)),
+            handed_over: AtomicBool::new(false),
         }
     }
 
@@ -181,56 +182,24 @@ impl Lifecycle {
         }
     }
 
-    /// Predecessor, on SIGQUIT: leaves the identity cache and the rate
-    /// limits where the successor will look for them.
-    fn hand_over_state(&self) {
-        let gateway = self.gateway.load();
-        let users = gateway.identity.snapshot();
-        match HandoffFile::Identity.leave(&self.server, &users) {
-            Ok(()) => log::info!("handed {} cached users to the successor", users.len()),
-            Err(e) => log::warn!("cannot hand the identity cache over: {e}"),
-        }
-        let limits = gateway.limiter.snapshot();
-        match HandoffFile::Limits.leave(&self.server, &limits) {
-            Ok(()) => log::info!(
-                "handed {} rate-limit counters to the successor",
-                limits.len()
-            ),
-            Err(e) => log::warn!("cannot hand the rate limits over: {e}"),
-        }
-    }
-
     /// Successor, once it has the sockets: takes over what the predecessor
-    /// left (identity cache, rate limits), if anything.
+    /// left, and merges what it spends in its last seconds once it exits.
     pub fn take_over_state(&self) {
-        let gateway = self.gateway.load();
-        match HandoffFile::Identity.take::<Vec<SnapshotEntry>>(&self.server) {
-            Ok(Some(entries)) => {
-                let n = gateway.identity.restore(entries);
-                log::info!("took over {n} cached users from the predecessor");
-            }
-            Ok(None) => {}
-            Err(e) => log::warn!("{e}"),
-        }
-        match HandoffFile::Limits.take::<Vec<LimitSnapshotEntry>>(&self.server) {
-            Ok(Some(entries)) => {
-                let n = gateway.limiter.restore(entries);
-                log::info!("took over {n} rate-limit counters from the predecessor");
-            }
-            Ok(None) => {}
-            Err(e) => log::warn!("{e}"),
-        }
+        // Still the predecessor's pid: this process announces itself later.
+        let predecessor = read_pid_file(&self.server.pid_file);
+        let taken = handoff::take_state(&self.server, &self.gateway.load());
+        handoff::merge_final_limits(
+            self.server.clone(),
+            self.gateway.clone(),
+            taken,
+            predecessor,
+        );
     }
 
     /// SIGHUP: re-reads the configuration and swaps it in, or keeps the
     /// running one when the new file does not validate.
     pub fn reload_in_place(&self) -> Result<usize, ConfigError> {
         let loaded = config::load(&self.conf_path)?;
-        self.apply(&loaded)
-    }
-
-    /// Swaps the serving state for one built from `loaded`.
-    fn apply(&self, loaded: &LoadedConfig) -> Result<usize, ConfigError> {
         let was = &self.started_with;
         let now = &loaded.config;
         if now.server != was.server || now.admin != was.admin || now.log != was.log {
@@ -240,6 +209,12 @@ impl Lifecycle {
                 loaded.path.display()
             );
         }
+        self.apply(&loaded)
+    }
+
+    /// Swaps the serving state for one built from `loaded` (all but
+    /// `[server]`, `[admin]` and `[log]`, which belong to the process).
+    fn apply(&self, loaded: &LoadedConfig) -> Result<usize, ConfigError> {
         let current = self.gateway.load_full();
         let next = Gateway::rebuild(loaded, Some(&current))?;
         let routes = next.routes.len();
@@ -269,6 +244,9 @@ impl Lifecycle {
             loop {
                 if stopped_accepting.elapsed() >= minimum && InFlight::count() == 0 {
                     log::info!("drained after {:?}, exiting", stopped_accepting.elapsed());
+                    if lifecycle.handed_over.load(Ordering::Relaxed) {
+                        handoff::leave_final_limits(&lifecycle.server, &lifecycle.gateway.load());
+                    }
                     lifecycle.release_pid_file();
                     std::process::exit(0);
                 }
@@ -302,7 +280,8 @@ impl ShutdownSignalWatch for SignalWatch {
                 _ = quit.recv() => {
                     log::info!("SIGQUIT: handing over to the successor");
                     lifecycle.begin_drain();
-                    lifecycle.hand_over_state();
+                    lifecycle.handed_over.store(true, Ordering::Relaxed);
+                    handoff::leave_state(&lifecycle.server, &lifecycle.gateway.load());
                     lifecycle.adopt_successor_config();
                     return ShutdownSignal::GracefulUpgrade;
                 }

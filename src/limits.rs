@@ -11,6 +11,7 @@
 //! the handoff files). A route's own counter is named by a hash of its
 //! pattern, not its position, so reordering routes keeps every budget.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -45,6 +46,23 @@ pub fn route_scope(pattern: &str) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     hash.max(1)
+}
+
+/// The counters a successor took over (arrival times on its own clock),
+/// kept until the predecessor's final snapshot arrives.
+#[derive(Debug, Default)]
+pub struct TakenOver {
+    tat: HashMap<LimitKey, u64>,
+}
+
+impl TakenOver {
+    pub fn len(&self) -> usize {
+        self.tat.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tat.is_empty()
+    }
 }
 
 /// One counter as handed from a process to its successor: how far its
@@ -163,24 +181,57 @@ impl RateLimiter {
     }
 
     /// Loads a [`Self::snapshot`] (of a predecessor, or of the limiter this
-    /// one replaces); returns how many counters were taken. A counter this
-    /// limiter already holds keeps the later of the two arrival times.
-    pub fn restore(&self, entries: Vec<LimitSnapshotEntry>) -> usize {
+    /// one replaces). A counter this limiter already holds keeps the later
+    /// of the two arrival times. Returns what was taken, for
+    /// [`Self::add_predecessor_tail`].
+    pub fn restore(&self, entries: Vec<LimitSnapshotEntry>) -> TakenOver {
         let now = self.now_ns(Instant::now());
-        let count = entries.len();
+        let mut taken = HashMap::with_capacity(entries.len());
         for entry in entries {
             let tat = now.saturating_add(entry.ahead_ns);
-            match self.tat.entry(&entry.key, None, |_, held| {
-                *held = (*held).max(tat);
-                EntryAction::Retain(())
-            }) {
-                EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
-                    let _ = guard.insert(tat);
-                }
-                EntryResult::Retained(()) | EntryResult::Removed(..) | EntryResult::Timeout => {}
+            self.update(entry.key, |held| held.max(tat));
+            taken.insert(entry.key, tat);
+        }
+        TakenOver { tat: taken }
+    }
+
+    /// Adds what a predecessor spent after it handed its counters over (in
+    /// the seconds it still served): `last` is its final snapshot. A
+    /// counter's debt (how far its arrival time is ahead of now) decays
+    /// with time and grows by one interval per request; both processes
+    /// started from the debt handed over, so the predecessor's extra is its
+    /// final debt less what is left of the handed-over one, and that is
+    /// added here. Returns how many counters grew.
+    pub fn add_predecessor_tail(&self, taken: &TakenOver, last: Vec<LimitSnapshotEntry>) -> usize {
+        let now = self.now_ns(Instant::now());
+        let mut grown = 0;
+        for entry in last {
+            let handed_left = taken
+                .tat
+                .get(&entry.key)
+                .map_or(0, |tat| tat.saturating_sub(now));
+            let extra = entry.ahead_ns.saturating_sub(handed_left);
+            // Below a millisecond it is the two clocks' reading times, not
+            // a request (one interval is 60 s / N).
+            if extra > 1_000_000 {
+                self.update(entry.key, |held| held.max(now) + extra);
+                grown += 1;
             }
         }
-        count
+        grown
+    }
+
+    /// Sets a counter's arrival time to `next(current)` (0 when absent).
+    fn update(&self, key: LimitKey, next: impl Fn(u64) -> u64) {
+        match self.tat.entry(&key, None, |_, held| {
+            *held = next(*held);
+            EntryAction::Retain(())
+        }) {
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                let _ = guard.insert(next(0));
+            }
+            EntryResult::Retained(()) | EntryResult::Removed(..) | EntryResult::Timeout => {}
+        }
     }
 
     fn now_ns(&self, at: Instant) -> u64 {
@@ -296,13 +347,35 @@ mod tests {
 
         let new = RateLimiter::new(100);
         assert!(new.check(user(2), 3).allowed, "a counter both hold");
-        assert_eq!(new.restore(snapshot), 2);
+        assert_eq!(new.restore(snapshot).len(), 2);
         assert!(!new.check(user(1), 3).allowed, "user 1 spent the burst");
         // User 2 keeps the later arrival time (one spent in each), not the
         // sum: two of three are left.
         assert!(new.check(user(2), 3).allowed);
         assert!(new.check(user(2), 3).allowed);
         assert!(!new.check(user(2), 3).allowed);
+    }
+
+    #[test]
+    fn what_the_predecessor_spent_after_the_handoff_is_added() {
+        let old = RateLimiter::new(100);
+        assert!(old.check(user(1), 4).allowed);
+        let new = RateLimiter::new(100);
+        let taken = new.restore(old.snapshot());
+        // Both serve user 1 after the handoff: one request each.
+        assert!(old.check(user(1), 4).allowed);
+        assert!(new.check(user(1), 4).allowed);
+        // The predecessor's final state adds its one request (not its
+        // whole debt, which includes the one handed over).
+        assert_eq!(new.add_predecessor_tail(&taken, old.snapshot()), 1);
+        assert!(new.check(user(1), 4).allowed, "the fourth of four");
+        assert!(!new.check(user(1), 4).allowed, "the fifth");
+        // Nothing spent after the handoff: nothing added.
+        let quiet = RateLimiter::new(100);
+        assert!(quiet.check(user(2), 4).allowed);
+        let next = RateLimiter::new(100);
+        let taken = next.restore(quiet.snapshot());
+        assert_eq!(next.add_predecessor_tail(&taken, quiet.snapshot()), 0);
     }
 
     #[test]

@@ -32,15 +32,21 @@ async fn fresh_connections_missing(port: u16, prefix: &str) -> Vec<(usize, u16)>
     missing
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn after_reload_every_new_connection_sees_the_new_routes() {
+/// A gateway serving `/api/old/*` whose file now also has `/api/new/*`;
+/// the serving pid.
+fn serving_old_routes_with_new_ones_on_file() -> (Upstream, Gateway, i32) {
     let up = Upstream::start();
     let base = route("/api/old/*", up.port, false, "");
     let gw = Gateway::start_with(options(&base));
     let old_pid = gw.pid();
-
     let routes = base.clone() + &route("/api/new/*", up.port, false, "");
     gw.write_config(&options(&routes));
+    (up, gw, old_pid)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_reload_every_new_connection_sees_the_new_routes() {
+    let (_up, gw, old_pid) = serving_old_routes_with_new_ones_on_file();
     let started = Instant::now();
     let new_pid = assert_reload_ok(&gw.reload());
     assert_ne!(new_pid, old_pid);
@@ -64,13 +70,7 @@ async fn after_reload_every_new_connection_sees_the_new_routes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hand_sent_sigquit_hands_over_the_new_config_too() {
-    let up = Upstream::start();
-    let base = route("/api/old/*", up.port, false, "");
-    let gw = Gateway::start_with(options(&base));
-    let old_pid = gw.pid();
-
-    let routes = base.clone() + &route("/api/new/*", up.port, false, "");
-    gw.write_config(&options(&routes));
+    let (_up, gw, old_pid) = serving_old_routes_with_new_ones_on_file();
     // DESIGN's procedure: start the new process with -u, wait until it
     // listens for the sockets, SIGQUIT the old one.
     let mut successor = gw.start_successor(&[]);
@@ -90,14 +90,21 @@ async fn a_hand_sent_sigquit_hands_over_the_new_config_too() {
     assert!(missing.is_empty(), "old configuration served: {missing:?}");
     wait_for_exit(old_pid, Duration::from_secs(15)).await;
     assert_eq!(get(gw.port, "/api/new/x", &[]).await.status, 200);
-    // Nothing of the handoff is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(gw.config_path().parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("upgrade.sock"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Nothing of the handoff is left behind (the successor takes the
+    // predecessor's final counters within a poll interval of its exit).
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(gw.config_path().parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("upgrade.sock"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }
 
 // The predecessor cannot build what the successor serves (here: a secret
@@ -189,4 +196,45 @@ async fn rate_limit_budgets_survive_the_handoff() {
     add_user(&bob);
     let r = get(gw.port, "/api/robeing/bob", &[bearer(&token_for(&bob))]).await;
     assert_eq!(r.status, 200);
+}
+
+// What the predecessor still counts after it handed its counters over (on
+// connections it holds, in its last seconds) reaches the successor too.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_predecessor_counts_after_the_handoff_reaches_the_successor() {
+    let up = Upstream::start();
+    let routes = route("/api/robeing/*", up.port, true, "requests_per_minute = 4");
+    let gw = Gateway::start_with(options(&routes));
+    let old_pid = gw.pid();
+    let alice = bearer(&token_for("alice"));
+    let headers = std::slice::from_ref(&alice);
+    // Three keep-alive connections to the predecessor, one request so far.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Conn::connect(gw.port).await);
+    }
+    let r = held[0].request("GET", "/api/robeing/0", headers, b"").await;
+    assert_eq!(r.status, 200);
+
+    assert_reload_ok(&gw.reload());
+    // The draining predecessor answers each (and closes it): 4 spent.
+    for (i, conn) in held.iter_mut().enumerate() {
+        let r = conn
+            .request("GET", &format!("/api/robeing/held{i}"), headers, b"")
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("connection"),
+            Some("close"),
+            "not the predecessor's"
+        );
+    }
+    wait_for_exit(old_pid, Duration::from_secs(15)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.log().contains("added what the predecessor spent") {
+        assert!(Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = get(gw.port, "/api/robeing/fifth", headers).await;
+    assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
 }

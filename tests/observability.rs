@@ -351,3 +351,83 @@ async fn health_and_readiness() {
         (503, Some("user directory unavailable"))
     );
 }
+
+/// One keep-alive client: `n` requests, pausing past the upstream's idle
+/// limit every tenth, reconnecting when told to close. Returns failures.
+async fn idle_closing_client(port: u16, n: usize, token: String) -> Vec<String> {
+    let headers = [bearer(&token)];
+    let mut failures = Vec::new();
+    let mut conn: Option<Conn> = None;
+    for i in 0..n {
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let reused = conn.is_some();
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => Conn::connect(port).await,
+        };
+        let target = format!("/api/robeing/{i}");
+        let result = match c.try_request("GET", &target, &headers, b"").await {
+            // A reused connection closed before any response byte (the
+            // predecessor of the handoff closing it): send again, as
+            // clients do.
+            Err(ClientError::NoResponse(_)) if reused => {
+                c = Conn::connect(port).await;
+                c.try_request("GET", &target, &headers, b"").await
+            }
+            other => other,
+        };
+        match result {
+            Ok(r) if r.status == 200 => {
+                if r.header("connection") != Some("close") {
+                    conn = Some(c);
+                }
+            }
+            Ok(r) => failures.push(format!("{target}: {}", r.status)),
+            Err(e) => failures.push(format!("{target}: {e:?}")),
+        }
+    }
+    failures
+}
+
+// ERROR means an operator must act. A reload and 2,000 requests against an
+// upstream that closes idle keep-alive connections are routine: no ERROR
+// line. A refused upstream is not: one ERROR, naming route and request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_process_log_has_errors_only_when_someone_must_act() {
+    let up = Upstream::closing_idle_after_ms(20);
+    let dead = closed_port();
+    let routes = route("/api/robeing/*", up.port, true, "")
+        + &route("/api/dead/*", dead, false, "connect_timeout_ms = 500");
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5",
+        ..GatewayOptions::new(&routes)
+    });
+    let token = token_for("alice");
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(idle_closing_client(gw.port, 250, token.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_pid = gw.pid();
+    assert_reload_ok(&tokio::task::block_in_place(|| gw.reload()));
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    // The predecessor's last lines (draining, exiting) are in too.
+    wait_for_exit(old_pid, Duration::from_secs(15)).await;
+    let errors = gw.error_lines();
+    assert!(errors.is_empty(), "routine events at ERROR: {errors:#?}");
+
+    let r = get(gw.port, "/api/dead/x?token=secret-in-query", &[]).await;
+    assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
+    let request_id = r.header("x-request-id").unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = gw.error_lines();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("route /api/dead/*"), "{}", errors[0]);
+    assert!(errors[0].contains(&request_id), "{}", errors[0]);
+    assert!(!errors[0].contains("secret-in-query"), "{}", errors[0]);
+}
