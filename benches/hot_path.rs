@@ -8,12 +8,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use robeing_gateway::auth::identity::{FileDirectory, IdentityCache};
+use robeing_gateway::auth::token::{mint, JwtVerifier};
 use robeing_gateway::config::{self, UsersConfig};
 use robeing_gateway::errors::{render_envelope, GatewayError};
-use robeing_gateway::identity::{FileDirectory, IdentityCache};
-use robeing_gateway::jwt::{mint, JwtVerifier};
-use robeing_gateway::path::normalize_path;
-use robeing_gateway::routing::{Route, RouteTable};
+use robeing_gateway::routing::path::normalize_path;
+use robeing_gateway::routing::table::{Route, RouteTable};
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";
 

@@ -1,33 +1,25 @@
 //! robeing-gateway: the edge API gateway of the robeing services, on Pingora.
 //!
-//! Request path (DESIGN.md): [`headers`] (request id, identity stripping) ->
-//! [`path`] (normalization) -> [`routing`] (route table) -> [`jwt`] (token)
-//! -> [`identity`] (username -> UUID, cached) -> [`proxy`] (the Pingora
-//! phases) -> [`errors`] (the JSON envelope). [`config`] reads the TOML file,
-//! [`gateway`] builds the serving state from it, [`server`] runs Pingora,
-//! [`lifecycle`] handles signals and handoff (exchanging the [`handoff`]
-//! files), [`reload`] drives a handoff.
+//! One folder per concern (the map, and where a new capability goes, are in
+//! `docs/architecture.md`):
+//!
+//! - [`proxy`]: the `ProxyHttp` implementation, phase by phase, its request
+//!   context and the headers it forwards;
+//! - [`routing`]: path normalization and the route table;
+//! - [`auth`]: bearer tokens and the identity directory with its cache;
+//! - [`edge`]: CORS, rate limits, compression, Slack signatures;
+//! - [`observe`]: metrics, the access log, the process log, the admin listener;
+//! - [`process`]: server wiring, signals and handoff, reload, connection
+//!   guards, the command line;
+//! - [`config`]: the TOML schema, its validation, and the one step from a
+//!   file to the running plan;
+//! - [`errors`]: the gateway's error type and its one JSON envelope.
 
-pub mod access_log;
-pub mod admin;
-pub mod cli;
-pub mod compression;
+pub mod auth;
 pub mod config;
-pub mod connection;
-pub mod cors;
+pub mod edge;
 pub mod errors;
-pub mod gateway;
-pub mod handoff;
-pub mod headers;
-pub mod identity;
-pub mod jwt;
-pub mod lifecycle;
-pub mod limits;
-pub mod metrics;
-pub mod path;
-pub mod process_log;
+pub mod observe;
+pub mod process;
 pub mod proxy;
-pub mod reload;
 pub mod routing;
-pub mod server;
-pub mod slack;

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use robeing_gateway::cli::{Cli, Command};
+use robeing_gateway::auth::token;
 use robeing_gateway::config;
-use robeing_gateway::gateway::Gateway;
-use robeing_gateway::jwt;
-use robeing_gateway::process_log;
-use robeing_gateway::reload;
-use robeing_gateway::server::{self, RunFlags};
+use robeing_gateway::config::plan::Gateway;
+use robeing_gateway::observe::process_log;
+use robeing_gateway::process::cli::{Cli, Command};
+use robeing_gateway::process::reload;
+use robeing_gateway::process::server::{self, RunFlags};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("robeing-gateway: {message}");
@@ -25,7 +25,7 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
         Err(e) => return fail(e),
     };
     let auth = &loaded.config.auth;
-    match jwt::load_secret(auth).map(|s| jwt::mint(auth, &s, username, ttl_seconds)) {
+    match token::load_secret(auth).map(|s| token::mint(auth, &s, username, ttl_seconds)) {
         Ok(Ok(token)) => {
             println!("{token}");
             ExitCode::SUCCESS
@@ -46,7 +46,7 @@ fn run(cli: &Cli) -> ExitCode {
         Err(e) => return fail(e),
     };
     if cli.test {
-        if let Err(e) = robeing_gateway::access_log::AccessLog::new(&loaded.config.log) {
+        if let Err(e) = robeing_gateway::observe::access_log::AccessLog::new(&loaded.config.log) {
             return fail(e);
         }
         println!(

@@ -262,7 +262,8 @@ fn systemd_unit_reloads_through_the_handoff() {
     use clap::Parser;
     for line in [&start, &reload, &check] {
         let args = line.split_whitespace().map(str::to_owned);
-        robeing_gateway::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line}: {e}"));
+        robeing_gateway::process::cli::Cli::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
     }
     // The pid file and upgrade socket paths of a config in the runtime dir
     // survive a reload (RuntimeDirectoryPreserve).

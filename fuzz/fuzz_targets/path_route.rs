@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use robeing_gateway::path::normalize_path;
-use robeing_gateway::routing::{Route, RouteTable};
+use robeing_gateway::routing::path::normalize_path;
+use robeing_gateway::routing::table::{Route, RouteTable};
 
 static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
     let mut table = RouteTable::default();

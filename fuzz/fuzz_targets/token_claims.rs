@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use robeing_gateway::jwt::{bearer_token, is_sane_username, BearerToken, JwtVerifier};
+use robeing_gateway::auth::token::{bearer_token, is_sane_username, BearerToken, JwtVerifier};
 
 static VERIFIER: LazyLock<JwtVerifier> = LazyLock::new(|| {
     let config = robeing_gateway::config::parse(

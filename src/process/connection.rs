@@ -38,8 +38,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::errors::{envelope_body, GatewayError};
-use crate::headers::generate_request_id;
-use crate::metrics::metrics;
+use crate::observe::metrics::metrics;
+use crate::proxy::forwarding::generate_request_id;
 
 /// `[server]` limits applied per connection.
 #[derive(Debug, Clone)]

@@ -6,14 +6,16 @@
 //! Secrets are never in this file: it names the environment variable or file
 //! that holds them.
 
+pub mod plan;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::path::normalize_path;
-use crate::routing::pattern_segments;
+use crate::routing::path::normalize_path;
+use crate::routing::table::pattern_segments;
 
 /// A configuration problem, naming the key (or file) it is about.
 #[derive(Debug, thiserror::Error)]

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::identity::SnapshotEntry;
+use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::ServerConfig;
-use crate::gateway::{Gateway, SharedGateway};
-use crate::identity::SnapshotEntry;
-use crate::limits::{LimitSnapshotEntry, TakenOver};
+use crate::edge::limits::{LimitSnapshotEntry, TakenOver};
 
 /// How often the successor looks for the predecessor's final counters, and
 /// how long at most (past any drain bound a predecessor may have).

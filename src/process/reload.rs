@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::config::plan::Gateway;
 use crate::config::{self, ConfigError};
-use crate::gateway::Gateway;
-use crate::lifecycle::read_pid_file;
+use crate::process::lifecycle::read_pid_file;
 
 const POLL: Duration = Duration::from_millis(20);
 /// How long the successor may take to listen on the upgrade socket.

@@ -8,7 +8,7 @@
 //!   successor, switch to the configuration the successor offered (it
 //!   serves it too during Pingora's 5 s accept window), then let Pingora
 //!   pass the listening sockets and finish in-flight work. The files are
-//!   described in [`crate::handoff`].
+//!   described in [`crate::process::handoff`].
 //! - SIGTERM: drain and stop gracefully. SIGINT: stop now.
 //! - SIGHUP: re-read the configuration and swap routes, auth and users
 //!   atomically; listeners and connections are untouched, and a bad file
@@ -25,10 +25,10 @@ use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
+use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
-use crate::gateway::{Gateway, SharedGateway};
-use crate::handoff::{self, HandoffFile, OfferedConfig};
-use crate::metrics::metrics;
+use crate::observe::metrics::metrics;
+use crate::process::handoff::{self, HandoffFile, OfferedConfig};
 
 /// Pingora's fixed window (`CLOSE_TIMEOUT` in pingora-core's server) in
 /// which a predecessor keeps accepting after it sent its sockets.

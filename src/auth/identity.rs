@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{ConfigError, UserSource, UsersConfig};
 use crate::errors::GatewayError;
-use crate::metrics::metrics;
+use crate::observe::metrics::metrics;
 
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]

@@ -10,14 +10,14 @@ use arc_swap::ArcSwap;
 
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::auth::identity::IdentityCache;
+use crate::auth::token::{load_secret, JwtVerifier};
 use crate::config::{
     route_key, ConfigError, LoadedConfig, RouteConfig, UpstreamDefaults, UserSource, UsersConfig,
 };
-use crate::identity::IdentityCache;
-use crate::jwt::{load_secret, JwtVerifier};
-use crate::limits::RateLimiter;
-use crate::routing::{Route, RouteLimit, RouteTable};
-use crate::slack::{self, SlackVerifier};
+use crate::edge::limits::RateLimiter;
+use crate::edge::slack::{self, SlackVerifier};
+use crate::routing::table::{Route, RouteLimit, RouteTable};
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
@@ -32,7 +32,7 @@ pub struct Gateway {
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub compression: crate::config::CompressionConfig,
-    pub cors: Option<crate::cors::CorsPolicy>,
+    pub cors: Option<crate::edge::cors::CorsPolicy>,
     /// `server.max_uri_bytes` and `server.max_header_bytes`.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
@@ -116,11 +116,11 @@ impl Gateway {
                 rate_limit: match (route.requests_per_minute, &config.rate_limit) {
                     (Some(0), _) => None,
                     (Some(n), _) => Some(RouteLimit {
-                        scope: crate::limits::route_scope(&route.path),
+                        scope: crate::edge::limits::route_scope(&route.path),
                         per_minute: n,
                     }),
                     (None, Some(default)) => Some(RouteLimit {
-                        scope: crate::limits::DEFAULT_SCOPE,
+                        scope: crate::edge::limits::DEFAULT_SCOPE,
                         per_minute: default.requests_per_minute,
                     }),
                     (None, None) => None,
@@ -141,7 +141,7 @@ impl Gateway {
             cors: config
                 .cors
                 .as_ref()
-                .map(crate::cors::CorsPolicy::new)
+                .map(crate::edge::cors::CorsPolicy::new)
                 .transpose()?,
         })
     }

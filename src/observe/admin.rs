@@ -10,9 +10,9 @@ use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::gateway::SharedGateway;
-use crate::lifecycle::InFlight;
-use crate::metrics::metrics;
+use crate::config::plan::SharedGateway;
+use crate::observe::metrics::metrics;
+use crate::process::lifecycle::InFlight;
 
 pub struct AdminApp {
     gateway: SharedGateway,

@@ -12,12 +12,12 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::sync::broadcast;
 
-use crate::access_log::AccessLog;
-use crate::admin::AdminApp;
+use crate::config::plan::Gateway;
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
-use crate::connection::{ConnectionLimits, GuardedApp};
-use crate::gateway::Gateway;
-use crate::lifecycle::{Lifecycle, SignalWatch};
+use crate::observe::access_log::AccessLog;
+use crate::observe::admin::AdminApp;
+use crate::process::connection::{ConnectionLimits, GuardedApp};
+use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
 
 /// Process-level flags from the command line.

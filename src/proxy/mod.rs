@@ -8,6 +8,8 @@
 //! - no body filter changes bytes: bodies stream as they came;
 //! - `fail_to_proxy`: upstream failures become envelopes.
 
+pub mod forwarding;
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,23 +23,23 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 
-use crate::access_log::{AccessEntry, AccessLog};
-use crate::compression;
-use crate::connection;
-use crate::cors::CorsPolicy;
+use crate::auth::identity::Identity;
+use crate::auth::token::{bearer_token, BearerToken};
+use crate::config::plan::{Gateway, SharedGateway};
+use crate::edge::compression;
+use crate::edge::cors::CorsPolicy;
+use crate::edge::limits::{self, Decision, LimitKey, Subject};
+use crate::edge::slack::PendingSignature;
 use crate::errors::{render_envelope, GatewayError};
-use crate::gateway::{Gateway, SharedGateway};
-use crate::headers::{
+use crate::observe::access_log::{AccessEntry, AccessLog};
+use crate::observe::metrics::{method_label, metrics};
+use crate::process::connection;
+use crate::process::lifecycle::InFlight;
+use crate::proxy::forwarding::{
     forwarded_for, insert_rate_limit_headers, request_id, strip_identity_headers, wire,
 };
-use crate::identity::Identity;
-use crate::jwt::{bearer_token, BearerToken};
-use crate::lifecycle::InFlight;
-use crate::limits::{self, Decision, LimitKey, Subject};
-use crate::metrics::{method_label, metrics};
-use crate::path::normalize_path;
-use crate::routing::Route;
-use crate::slack::PendingSignature;
+use crate::routing::path::normalize_path;
+use crate::routing::table::Route;
 
 /// The gateway's proxy service.
 pub struct GatewayProxy {
@@ -117,7 +119,7 @@ impl RequestCtx {
 
     fn request_id(&mut self) -> &HeaderValue {
         self.request_id
-            .get_or_insert_with(crate::headers::generate_request_id)
+            .get_or_insert_with(crate::proxy::forwarding::generate_request_id)
     }
 }
 

@@ -261,7 +261,7 @@ pub fn client_ip(
         return Some(peer);
     }
     let hops: Vec<IpAddr> = forwarded_for
-        .get_all(crate::headers::X_FORWARDED_FOR)
+        .get_all(crate::proxy::forwarding::X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

@@ -18,8 +18,8 @@ use http::HeaderValue;
 use serde::Serialize;
 
 use crate::config::{ConfigError, LogConfig, LogFormat};
-use crate::metrics::metrics;
-use crate::routing::Route;
+use crate::observe::metrics::metrics;
+use crate::routing::table::Route;
 
 /// What one request leaves in the log.
 pub struct AccessEntry {

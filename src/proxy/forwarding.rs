@@ -25,7 +25,7 @@ pub mod wire {
 /// request was refused), in whole seconds.
 pub fn insert_rate_limit_headers(
     resp: &mut pingora::http::ResponseHeader,
-    decision: &crate::limits::Decision,
+    decision: &crate::edge::limits::Decision,
 ) -> pingora::Result<()> {
     let mut buf = itoa::Buffer::new();
     resp.insert_header("ratelimit-limit", buf.format(decision.limit))?;

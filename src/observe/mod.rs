@@ -1,0 +1,8 @@
+//! What operators see: Prometheus [`metrics`], the JSON [`access_log`], the
+//! [`process_log`] on stderr, and the [`admin`] listener (`/metrics`,
+//! `/healthz`, `/readyz`).
+
+pub mod access_log;
+pub mod admin;
+pub mod metrics;
+pub mod process_log;

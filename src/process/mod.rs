@@ -1,0 +1,12 @@
+//! The process around the proxy: the command line ([`cli`]), Pingora's
+//! server wiring ([`server`]), signals, draining and in-place reload
+//! ([`lifecycle`]), the files of a handoff ([`handoff`]) and the command
+//! that drives one ([`reload`]), and the per-connection guards below HTTP
+//! ([`connection`]).
+
+pub mod cli;
+pub mod connection;
+pub mod handoff;
+pub mod lifecycle;
+pub mod reload;
+pub mod server;
