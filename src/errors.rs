@@ -165,6 +165,33 @@ pub fn render_envelope(
     Ok((resp, body))
 }
 
+/// The envelope of `err` as HTTP/1.1 bytes, for the one response written
+/// below Pingora's HTTP layer (the header deadline's 408): the same status,
+/// headers and body as [`render_envelope`], and `Connection: close`.
+pub fn envelope_wire(
+    err: &GatewayError,
+    request_id: &HeaderValue,
+) -> pingora_core::Result<Vec<u8>> {
+    let (mut resp, body) = render_envelope(err, request_id)?;
+    resp.insert_header(http::header::CONNECTION, "close")?;
+    let status = resp.status;
+    let mut wire = Vec::with_capacity(256 + body.len());
+    wire.extend_from_slice(b"HTTP/1.1 ");
+    wire.extend_from_slice(status.as_str().as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    wire.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers.iter() {
+        wire.extend_from_slice(name.as_str().as_bytes());
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(&body);
+    Ok(wire)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +248,30 @@ mod tests {
             resp.headers["content-length"],
             body.len().to_string().as_str()
         );
+    }
+
+    #[test]
+    fn the_wire_form_carries_the_rendered_headers() {
+        let id = HeaderValue::from_static("req_1");
+        let wire = envelope_wire(&GatewayError::RequestTimeout, &id).unwrap();
+        let text = String::from_utf8(wire).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        for line in [
+            "content-type: application/json",
+            "cache-control: no-store",
+            "x-request-id: req_1",
+            "connection: close",
+        ] {
+            assert!(head.to_ascii_lowercase().contains(line), "{line} in {head}");
+        }
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(body.contains("REQUEST_TIMEOUT"));
     }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 
 use robeing_gateway::auth::token;
 use robeing_gateway::config;
-use robeing_gateway::config::plan::Gateway;
+use robeing_gateway::config::plan::{plan, Plan};
 use robeing_gateway::observe::process_log;
 use robeing_gateway::process::cli::{Cli, Command};
 use robeing_gateway::process::reload;
@@ -36,19 +36,12 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let loaded = match config::load(&cli.conf) {
-        Ok(loaded) => loaded,
+    let Plan { loaded, gateway } = match plan(&cli.conf, None) {
+        Ok(plan) => plan,
         Err(e) => return fail(e),
     };
     process_log::init(&loaded.config.log.level);
-    let gateway = match Gateway::build(&loaded) {
-        Ok(gateway) => gateway,
-        Err(e) => return fail(e),
-    };
     if cli.test {
-        if let Err(e) = robeing_gateway::observe::access_log::AccessLog::new(&loaded.config.log) {
-            return fail(e);
-        }
         println!(
             "{}: configuration OK ({} routes)",
             loaded.path.display(),

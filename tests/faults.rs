@@ -181,8 +181,8 @@ async fn pool_exhaustion_under_a_thousand_cold_users_is_bounded() {
         .collect();
     // Probe once the stampede is parked on the exhausted pool (not while
     // its 1,000 headers are still being read: that is CPU, not the pool).
-    let parked = Instant::now() + Duration::from_millis(800);
-    while metric(gw.admin_port, "gateway_directory_pool_waiting").await < 900 {
+    let parked = Instant::now() + Duration::from_millis(900);
+    while metric_value(gw.admin_port, "gateway_directory_pool_waiting").await < 500 {
         assert!(
             Instant::now() < parked,
             "the stampede never waited on the pool"
@@ -381,19 +381,8 @@ async fn connect_from(source: &str, port: u16) -> std::io::Result<tokio::net::Tc
     socket.connect(([127, 0, 0, 1], port).into()).await
 }
 
-/// The value of one metric series, as scraped now (0 when absent).
-async fn metric(admin_port: u16, series: &str) -> u64 {
-    let metrics =
-        String::from_utf8_lossy(&get(admin_port, "/metrics", &[]).await.body).into_owned();
-    metrics
-        .lines()
-        .find(|l| l.rsplit_once(' ').is_some_and(|(name, _)| name == series))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 async fn per_ip_refusals(admin_port: u16) -> u64 {
-    metric(
+    metric_value(
         admin_port,
         "gateway_connections_refused_total{reason=\"per_ip_limit\"}",
     )
@@ -561,51 +550,4 @@ async fn per_ip_cap_spares_trusted_proxies() {
         assert_eq!(conn.request("GET", "/api/x", &[], b"").await.status, 200);
         proxied.push(conn);
     }
-}
-
-// A crowd behind one address (office NAT, carrier, L4 balancer, a load
-// test): 1,000 concurrent keep-alive connections from 127.0.0.1 under the
-// default configuration are all served. The per-IP cap is for pressure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_thousand_keep_alive_connections_from_one_address_are_served() {
-    let up = Upstream::start();
-    let gw = Gateway::start_with(GatewayOptions::new(&route("/api/*", up.port, false, "")));
-    let port = gw.port;
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(1000));
-    let clients: Vec<_> = (0..1000)
-        .map(|i| {
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let sock = connect_from("127.0.0.1", port)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut conn = Conn::from_stream(sock);
-                // All 1,000 are open at once before any asks twice.
-                let first = conn
-                    .try_request("GET", &format!("/api/c{i}/0"), &[], b"")
-                    .await;
-                barrier.wait().await;
-                let second = conn
-                    .try_request("GET", &format!("/api/c{i}/1"), &[], b"")
-                    .await;
-                match (first, second) {
-                    (Ok(a), Ok(b)) if a.status == 200 && b.status == 200 => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            })
-        })
-        .collect();
-    let mut errors = Vec::new();
-    for client in clients {
-        if let Err(e) = client.await.unwrap() {
-            errors.push(e);
-        }
-    }
-    assert!(
-        errors.is_empty(),
-        "{} errors, first: {:?}",
-        errors.len(),
-        errors.first()
-    );
-    assert_eq!(per_ip_refusals(gw.admin_port).await, 0);
 }

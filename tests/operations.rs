@@ -87,6 +87,42 @@ fn bad_configs_fail_with_the_key_named() {
     }
 }
 
+// One run of `-t` names every problem, from the file's checks and from
+// building it (a missing secret, an unresolvable host, an unwritable log).
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let base = std::fs::read_to_string(Path::new(ROOT).join("conf/gateway.toml")).unwrap();
+    let text = base
+        .replace("conf/users.toml", &format!("{ROOT}/conf/users.toml"))
+        .replace("threads = 2", "threads = 0")
+        .replace(
+            "host = \"127.0.0.1\"\nport = 9000\nauth_required = false",
+            "host = \"no-such-host.invalid\"\nport = 9000\nauth_required = false",
+        )
+        .replace(
+            "destination = \"stdout\"",
+            "destination = \"/nonexistent/dir/access.log\"",
+        );
+    let path = write_temp("several.toml", &text);
+    let out = gateway(&["-t", "-c", path.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("server.threads: must be at least 1"), "{err}");
+    // The file's checks come first; what only building finds is reported
+    // once the file itself is sound.
+    let fixed = text.replace("threads = 0", "threads = 2");
+    std::fs::write(&path, &fixed).unwrap();
+    let out = gateway(&["-t", "-c", path.to_str().unwrap()], None);
+    let err = stderr(&out);
+    for want in [
+        "auth.secret_env: environment variable GATEWAY_JWT_SECRET is not set",
+        ".host: cannot resolve 'no-such-host.invalid'",
+        "log.destination: cannot open /nonexistent/dir/access.log",
+    ] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+}
+
 #[test]
 fn secrets_are_required_and_long_enough() {
     let out = gateway(&["-t", "-c", "conf/gateway.toml"], None);

@@ -1,8 +1,11 @@
-//! Everything a request needs, built once from a validated configuration:
-//! the route table (with upstream addresses resolved now, never per request),
-//! the token verifier and the identity cache.
+//! The one step from a configuration file to the running state ([`plan`]),
+//! and that state: everything a request needs, built once from a validated
+//! configuration: the route table (with upstream addresses resolved now,
+//! never per request), the token verifier, the identity cache and the rate
+//! limiter.
 
 use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,15 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::identity::IdentityCache;
 use crate::auth::token::{load_secret, JwtVerifier};
+use crate::config::validate::Problems;
 use crate::config::{
-    route_key, ConfigError, LoadedConfig, RouteConfig, UpstreamDefaults, UserSource, UsersConfig,
+    self, route_key, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig, UpstreamDefaults,
+    UserSource, UsersConfig,
 };
-use crate::edge::limits::RateLimiter;
+use crate::edge::cors::CorsPolicy;
+use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
 use crate::edge::slack::{self, SlackVerifier};
+use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 
 /// The request-serving state of one configuration.
@@ -32,7 +39,7 @@ pub struct Gateway {
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub compression: crate::config::CompressionConfig,
-    pub cors: Option<crate::edge::cors::CorsPolicy>,
+    pub cors: Option<CorsPolicy>,
     /// `server.max_uri_bytes` and `server.max_header_bytes`.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
@@ -40,6 +47,38 @@ pub struct Gateway {
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// What runs from one configuration file: the file as read and the state
+/// built from it.
+pub struct Plan {
+    pub loaded: LoadedConfig,
+    pub gateway: Gateway,
+}
+
+/// The one step from a configuration file to the running state, taken by
+/// start-up, `-t`, `reload` and SIGHUP alike: read, parse and validate the
+/// file, build the serving state (secret, user source, hosts, Slack
+/// secrets) and check that the access log can be opened. Every problem is
+/// reported at once. `previous` is the state this one replaces (SIGHUP).
+pub fn plan(path: &Path, previous: Option<&Gateway>) -> Result<Plan, ConfigError> {
+    plan_loaded(config::load(path)?, previous)
+}
+
+/// [`plan`] for a file already read (a successor's, offered at a handoff).
+pub fn plan_loaded(loaded: LoadedConfig, previous: Option<&Gateway>) -> Result<Plan, ConfigError> {
+    let gateway = Gateway::rebuild(&loaded, previous);
+    let log = AccessLog::check(&loaded.config.log);
+    match (gateway, log) {
+        (Ok(gateway), Ok(())) => Ok(Plan { loaded, gateway }),
+        (gateway, log) => {
+            let mut problems = Problems::default();
+            for e in [gateway.err(), log.err()].into_iter().flatten() {
+                problems.push(e);
+            }
+            Err(problems.into_error())
+        }
+    }
+}
 
 impl Gateway {
     /// Builds the state, reading secrets and user files and resolving hosts.
@@ -49,102 +88,128 @@ impl Gateway {
 
     /// Like [`Self::build`], but keeps `previous`'s PostgreSQL pool and
     /// identity cache when `[users]` did not change (a file source is always
-    /// re-read: its file may have).
+    /// re-read: its file may have), and its rate-limit counters.
     pub fn rebuild(loaded: &LoadedConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let config = &loaded.config;
-        let secret = load_secret(&config.auth)?;
-        let jwt = JwtVerifier::new(&config.auth, &secret);
-        let identity = match previous {
-            Some(old)
-                if old.users == config.users && config.users.source == UserSource::Postgres =>
-            {
-                old.identity.clone()
-            }
-            _ => Arc::new(IdentityCache::from_config(&config.users)?),
-        };
+        let mut problems = Problems::default();
+        let jwt = load_secret(&config.auth)
+            .map(|secret| JwtVerifier::new(&config.auth, &secret))
+            .map_err(|e| problems.push(e));
+        let identity = identity_cache(previous, &config.users).map_err(|e| problems.push(e));
+        let cors = config
+            .cors
+            .as_ref()
+            .map(CorsPolicy::new)
+            .transpose()
+            .map_err(|e| problems.push(e));
+        let routes = route_table(loaded, &mut problems);
         let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
-        let limiter = match previous {
-            Some(old) if old.limiter_keys == limiter_keys => old.limiter.clone(),
-            // Resized: the spent budgets move into the new table.
-            Some(old) => {
-                let limiter = RateLimiter::new(limiter_keys);
-                limiter.restore(old.limiter.snapshot());
-                Arc::new(limiter)
-            }
-            None => Arc::new(RateLimiter::new(limiter_keys)),
+        let (Ok(jwt), Ok(identity), Ok(cors), true) = (jwt, identity, cors, problems.is_empty())
+        else {
+            return Err(problems.into_error());
         };
-        let trusted_proxies = config
-            .server
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| crate::config::parse_cidr(c).ok())
-            .collect();
-        let mut routes = RouteTable::default();
-        for (i, spanned) in config.routes.iter().enumerate() {
-            let route = spanned.get_ref();
-            let key = |field: &str| route_key(&loaded.source, i, spanned, field);
-            let peer = upstream_peer(route, &config.upstream)
-                .map_err(|message| ConfigError::invalid(key("host"), message))?;
-            let slack = match &route.slack_signing_secret_env {
-                Some(var) => {
-                    let secret =
-                        std::env::var_os(var)
-                            .filter(|v| !v.is_empty())
-                            .ok_or_else(|| {
-                                ConfigError::invalid(
-                                    key("slack_signing_secret_env"),
-                                    format!("environment variable {var} is not set"),
-                                )
-                            })?;
-                    Some(SlackVerifier::new(
-                        secret.into_encoded_bytes(),
-                        route
-                            .max_body_bytes
-                            .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES),
-                    ))
-                }
-                None => None,
-            };
-            routes.insert(Route {
-                pattern: route.path.clone(),
-                service: route.service.clone(),
-                auth_required: route.auth_required,
-                max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
-                peer,
-                raw: route.raw,
-                slack,
-                rate_limit: match (route.requests_per_minute, &config.rate_limit) {
-                    (Some(0), _) => None,
-                    (Some(n), _) => Some(RouteLimit {
-                        scope: crate::edge::limits::route_scope(&route.path),
-                        per_minute: n,
-                    }),
-                    (None, Some(default)) => Some(RouteLimit {
-                        scope: crate::edge::limits::DEFAULT_SCOPE,
-                        per_minute: default.requests_per_minute,
-                    }),
-                    (None, None) => None,
-                },
-            });
-        }
         Ok(Self {
             routes,
             jwt,
             identity,
             users: config.users.clone(),
-            limiter,
+            limiter: rate_limiter(previous, limiter_keys),
             limiter_keys,
-            trusted_proxies,
+            trusted_proxies: config.server.trusted_proxies.clone(),
             compression: config.compression.clone(),
             max_uri_bytes: config.server.max_uri_bytes,
             max_header_bytes: config.server.max_header_bytes,
-            cors: config
-                .cors
-                .as_ref()
-                .map(crate::edge::cors::CorsPolicy::new)
-                .transpose()?,
+            cors,
         })
     }
+}
+
+/// The previous identity cache (and its pool) while `[users]` is the same
+/// PostgreSQL source, else a new one.
+fn identity_cache(
+    previous: Option<&Gateway>,
+    users: &UsersConfig,
+) -> Result<Arc<IdentityCache>, ConfigError> {
+    match previous {
+        Some(old) if old.users == *users && users.source == UserSource::Postgres => {
+            Ok(old.identity.clone())
+        }
+        _ => Ok(Arc::new(IdentityCache::from_config(users)?)),
+    }
+}
+
+/// The previous counters; copied into a new table when `max_keys` changed.
+fn rate_limiter(previous: Option<&Gateway>, max_keys: usize) -> Arc<RateLimiter> {
+    match previous {
+        Some(old) if old.limiter_keys == max_keys => old.limiter.clone(),
+        Some(old) => {
+            let limiter = RateLimiter::new(max_keys);
+            limiter.restore(old.limiter.snapshot());
+            Arc::new(limiter)
+        }
+        None => Arc::new(RateLimiter::new(max_keys)),
+    }
+}
+
+/// Every route, built; a route that cannot be built is a problem named by
+/// its key and line.
+fn route_table(loaded: &LoadedConfig, problems: &mut Problems) -> RouteTable {
+    let config = &loaded.config;
+    let mut routes = RouteTable::default();
+    for (i, spanned) in config.routes.iter().enumerate() {
+        let route = spanned.get_ref();
+        let key = |field: &str| route_key(&loaded.source, i, spanned, field);
+        let peer = upstream_peer(route, &config.upstream).map_err(|m| problems.add(key("host"), m));
+        let slack =
+            slack_verifier(route).map_err(|m| problems.add(key("slack_signing_secret_env"), m));
+        let (Ok(peer), Ok(slack)) = (peer, slack) else {
+            continue;
+        };
+        routes.insert(Route {
+            pattern: route.path.clone(),
+            service: route.service.clone(),
+            auth_required: route.auth_required,
+            max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
+            peer,
+            raw: route.raw,
+            slack,
+            rate_limit: route_limit(route, config.rate_limit.as_ref()),
+        });
+    }
+    routes
+}
+
+/// The route's own limit (0: none), else the `[rate_limit]` default.
+fn route_limit(route: &RouteConfig, default: Option<&RateLimitConfig>) -> Option<RouteLimit> {
+    match (route.requests_per_minute, default) {
+        (Some(0), _) => None,
+        (Some(n), _) => Some(RouteLimit {
+            scope: route_scope(&route.path),
+            per_minute: n,
+        }),
+        (None, Some(default)) => Some(RouteLimit {
+            scope: DEFAULT_SCOPE,
+            per_minute: default.requests_per_minute,
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The route's Slack verifier, when it names a signing secret.
+fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> {
+    let Some(var) = &route.slack_signing_secret_env else {
+        return Ok(None);
+    };
+    let secret = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("environment variable {var} is not set"))?;
+    let max_body = route
+        .max_body_bytes
+        .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES);
+    Ok(Some(SlackVerifier::new(
+        secret.into_encoded_bytes(),
+        max_body,
+    )))
 }
 
 /// The peer template of a route: address resolved, timeouts set (Pingora's

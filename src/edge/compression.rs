@@ -17,9 +17,110 @@ use std::io::Write;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::modules::http::HttpModuleCtx;
+use pingora::prelude::Session;
+use pingora::{ErrorType, OrErr};
+
+use crate::config::CompressionConfig;
+
+/// One response's compression, across the phases that decide and do it.
+#[derive(Default)]
+pub struct Compression {
+    /// Brotli is the client's first choice (encoded here, not by the module).
+    wants_brotli: bool,
+    /// The brotli encoder of this body, when used. Boxed: the encoder is
+    /// 5.6 KB and the request context is moved with every request.
+    brotli: Option<Box<BrotliStream>>,
+    /// The client's `Accept-Encoding`, when the module was shown a
+    /// q-value-ordered one instead; restored before forwarding.
+    original_accept_encoding: Option<HeaderValue>,
+}
+
+impl Compression {
+    /// `early_request_filter`, before Pingora's modules see the request:
+    /// the module's level, and `Accept-Encoding` ordered by q-value.
+    pub fn on_request(
+        &mut self,
+        session: &mut Session,
+        policy: &CompressionConfig,
+    ) -> pingora::Result<()> {
+        set_level(&mut session.downstream_modules_ctx, policy.level);
+        if policy.level == 0 {
+            return Ok(());
+        }
+        let accept = session
+            .req_header()
+            .headers
+            .get(http::header::ACCEPT_ENCODING);
+        self.wants_brotli = accept.is_some_and(prefers_brotli);
+        if let Some(preferred) = accept.and_then(preferred_encodings) {
+            self.original_accept_encoding = accept.cloned();
+            session
+                .req_header_mut()
+                .insert_header(http::header::ACCEPT_ENCODING, preferred)?;
+        }
+        Ok(())
+    }
+
+    /// `upstream_request_filter`: the upstream sees the client's own
+    /// `Accept-Encoding`.
+    pub fn on_upstream_request(&mut self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+        if let Some(accept) = self.original_accept_encoding.take() {
+            upstream.insert_header(http::header::ACCEPT_ENCODING, accept)?;
+        }
+        Ok(())
+    }
+
+    /// `response_filter`: no compression, the module's, or brotli here.
+    pub fn on_response(
+        &mut self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        raw_route: bool,
+        policy: &CompressionConfig,
+    ) -> pingora::Result<()> {
+        let head = session.req_header().method == http::Method::HEAD;
+        if keep_uncompressed(resp, raw_route, policy.min_size_bytes) {
+            set_level(&mut session.downstream_modules_ctx, 0);
+        } else if self.wants_brotli && policy.level > 0 && is_compressible(resp, head) {
+            set_level(&mut session.downstream_modules_ctx, 0);
+            mark_brotli(resp)?;
+            self.brotli = Some(Box::new(BrotliStream::new(policy.level)));
+        }
+        Ok(())
+    }
+
+    /// `response_body_filter`: the brotli stream, finished at the end.
+    pub fn on_body(
+        &mut self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> pingora::Result<()> {
+        let Some(stream) = self.brotli.as_mut() else {
+            return Ok(());
+        };
+        let mut out = match body.take() {
+            Some(chunk) => stream
+                .push(&chunk)
+                .or_err(ErrorType::InternalError, "brotli encoding")?,
+            None => Bytes::new(),
+        };
+        if end_of_stream {
+            if let Some(stream) = self.brotli.take() {
+                let tail = stream.finish();
+                out = if out.is_empty() {
+                    tail
+                } else {
+                    [out, tail].concat().into()
+                };
+            }
+        }
+        *body = Some(out);
+        Ok(())
+    }
+}
 
 /// Whether Pingora's module may produce `coding` (see the module docs).
 fn offered(coding: &str) -> bool {
@@ -46,7 +147,7 @@ fn ranked(text: &str) -> Vec<(f32, &str)> {
 
 /// Whether brotli is the client's first choice among the encodings the
 /// gateway produces (zstd, gzip, br).
-pub fn prefers_brotli(accept: &HeaderValue) -> bool {
+fn prefers_brotli(accept: &HeaderValue) -> bool {
     let Ok(text) = accept.to_str() else {
         return false;
     };
@@ -64,7 +165,7 @@ pub fn prefers_brotli(accept: &HeaderValue) -> bool {
 /// Whether a response may be compressed at all: a body that is not encoded
 /// yet, of a compressible type (the module's own rule: text, application,
 /// fonts, a few images; nothing whose type mentions zip).
-pub fn is_compressible(resp: &ResponseHeader, head_request: bool) -> bool {
+fn is_compressible(resp: &ResponseHeader, head_request: bool) -> bool {
     let status = resp.status.as_u16();
     if head_request || status < 200 || status == 204 || status == 304 {
         return false;
@@ -90,7 +191,7 @@ pub fn is_compressible(resp: &ResponseHeader, head_request: bool) -> bool {
 }
 
 /// A response body being brotli-encoded.
-pub struct BrotliStream {
+struct BrotliStream {
     writer: brotli::CompressorWriter<Vec<u8>>,
 }
 
@@ -114,7 +215,7 @@ impl BrotliStream {
 }
 
 /// Headers of a response that this gateway brotli-encodes.
-pub fn mark_brotli(resp: &mut ResponseHeader) -> pingora::Result<()> {
+fn mark_brotli(resp: &mut ResponseHeader) -> pingora::Result<()> {
     // Streamed: the length is not known ahead, and byte ranges of the
     // original no longer apply (as Pingora's module does for its codings).
     resp.remove_header(&http::header::CONTENT_LENGTH);
@@ -138,7 +239,7 @@ pub fn mark_brotli(resp: &mut ResponseHeader) -> pingora::Result<()> {
 /// The encodings of `Accept-Encoding`, best first, without those refused
 /// with `q=0` or withheld: what Pingora's module should see. `None` when the
 /// header can be used as it is.
-pub fn preferred_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
+fn preferred_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
     let text = accept.to_str().ok()?;
     if !text.contains(';') && text.split(',').all(|c| offered(c.trim())) {
         return None;
@@ -158,7 +259,7 @@ pub fn preferred_encodings(accept: &HeaderValue) -> Option<HeaderValue> {
 
 /// Sets the compression level of this response (0: none), if the module
 /// has not started on the body yet.
-pub fn set_level(modules: &mut HttpModuleCtx, level: u32) {
+fn set_level(modules: &mut HttpModuleCtx, level: u32) {
     if let Some(compression) = modules.get_mut::<ResponseCompression>() {
         if compression.is_header_phase() {
             compression.adjust_level(level);
@@ -167,7 +268,7 @@ pub fn set_level(modules: &mut HttpModuleCtx, level: u32) {
 }
 
 /// Whether a response must go out as the upstream sent it.
-pub fn keep_uncompressed(resp: &ResponseHeader, raw_route: bool, min_size: u64) -> bool {
+fn keep_uncompressed(resp: &ResponseHeader, raw_route: bool, min_size: u64) -> bool {
     if raw_route {
         return true;
     }

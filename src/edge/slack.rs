@@ -9,9 +9,14 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::{Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
+use pingora::{Error, ErrorType};
 use sha2::Sha256;
+
+/// The error type a request-body filter raises for a bad signature.
+pub const INVALID_SIGNATURE: &str = "invalid_signature";
 
 /// How far the request timestamp may be from now, either way.
 pub const MAX_CLOCK_SKEW_SECONDS: u64 = 300;
@@ -75,6 +80,47 @@ impl SlackVerifier {
         mac.update(b":");
         mac.update(body);
         mac.verify_slice(&pending.signature).is_ok()
+    }
+}
+
+/// A signed request's body, held back until its signature is verified.
+#[derive(Debug)]
+pub struct SlackGate {
+    pending: PendingSignature,
+    held: BytesMut,
+}
+
+impl SlackGate {
+    pub fn new(pending: PendingSignature) -> Self {
+        Self {
+            pending,
+            held: BytesMut::new(),
+        }
+    }
+
+    /// `request_body_filter`: holds each chunk (bounded); at the end,
+    /// verifies and releases exactly the bytes received, in one piece.
+    pub fn on_body(
+        &mut self,
+        verifier: &SlackVerifier,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> pingora::Result<()> {
+        if let Some(chunk) = body.take() {
+            if (self.held.len() + chunk.len()) as u64 > verifier.max_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "slack body over the limit");
+            }
+            self.held.extend_from_slice(&chunk);
+        }
+        // An empty chunk sends nothing (None would end the upstream body).
+        *body = Some(Bytes::new());
+        if end_of_stream {
+            if !verifier.verify(&self.pending, &self.held) {
+                return Error::e_explain(ErrorType::Custom(INVALID_SIGNATURE), "slack signature");
+            }
+            *body = Some(std::mem::take(&mut self.held).freeze());
+        }
+        Ok(())
     }
 }
 

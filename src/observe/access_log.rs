@@ -44,8 +44,25 @@ pub struct AccessLog {
     writer: Mutex<Option<(Receiver<AccessEntry>, Sink, LogFormat)>>,
 }
 
+fn open_file(path: &str) -> Result<std::fs::File, ConfigError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ConfigError::invalid("log.destination", format!("cannot open {path}: {e}")))
+}
+
 impl AccessLog {
     /// Opens the destination now, so a bad path fails at start-up.
+    /// Whether the destination can be opened (a file is created if
+    /// missing), without starting anything: the check of `-t` and `reload`.
+    pub fn check(config: &LogConfig) -> Result<(), ConfigError> {
+        match config.destination.as_str() {
+            "off" | "stdout" | "stderr" => Ok(()),
+            path => open_file(path).map(drop),
+        }
+    }
+
     pub fn new(config: &LogConfig) -> Result<Self, ConfigError> {
         let sink: Sink = match config.destination.as_str() {
             "off" => {
@@ -56,15 +73,7 @@ impl AccessLog {
             }
             "stdout" => Box::new(std::io::stdout()),
             "stderr" => Box::new(std::io::stderr()),
-            path => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        ConfigError::invalid("log.destination", format!("cannot open {path}: {e}"))
-                    })?,
-            ),
+            path => Box::new(open_file(path)?),
         };
         let (sender, receiver) = sync_channel(config.queue_capacity);
         Ok(Self {

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -37,7 +37,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::errors::{envelope_body, GatewayError};
+use crate::errors::{envelope_wire, GatewayError};
 use crate::observe::metrics::metrics;
 use crate::proxy::forwarding::generate_request_id;
 
@@ -205,13 +205,8 @@ impl GuardedStream {
         self.header_started = None;
         self.timer = None;
         let request_id = generate_request_id();
-        let id = request_id.to_str().unwrap_or_default();
-        let body = envelope_body(&GatewayError::RequestTimeout, id, SystemTime::now());
-        let head = format!(
-            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let wire = [head.as_bytes(), &body].concat();
+        // The one renderer's envelope: rendering a fixed error cannot fail.
+        let wire = envelope_wire(&GatewayError::RequestTimeout, &request_id).unwrap_or_default();
         let inner = Pin::new(&mut self.inner);
         if let Poll::Ready(Ok(_)) = inner.poll_write(cx, &wire) {
             let _ = Pin::new(&mut self.inner).poll_flush(cx);

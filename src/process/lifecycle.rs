@@ -25,7 +25,7 @@ use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::config::plan::{Gateway, SharedGateway};
+use crate::config::plan::{plan_loaded, SharedGateway};
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
 use crate::observe::metrics::metrics;
 use crate::process::handoff::{self, HandoffFile, OfferedConfig};
@@ -167,7 +167,7 @@ impl Lifecycle {
             }
         };
         let applied =
-            config::load_text(&offered.path, offered.source).and_then(|loaded| self.apply(&loaded));
+            config::load_text(&offered.path, offered.source).and_then(|loaded| self.apply(loaded));
         match applied {
             Ok(routes) => log::info!(
                 "SIGQUIT: serving the successor's configuration ({routes} routes) until this \
@@ -209,14 +209,14 @@ impl Lifecycle {
                 loaded.path.display()
             );
         }
-        self.apply(&loaded)
+        self.apply(loaded)
     }
 
-    /// Swaps the serving state for one built from `loaded` (all but
+    /// Swaps the serving state for the [`plan`] of `loaded` (all but
     /// `[server]`, `[admin]` and `[log]`, which belong to the process).
-    fn apply(&self, loaded: &LoadedConfig) -> Result<usize, ConfigError> {
+    fn apply(&self, loaded: LoadedConfig) -> Result<usize, ConfigError> {
         let current = self.gateway.load_full();
-        let next = Gateway::rebuild(loaded, Some(&current))?;
+        let next = plan_loaded(loaded, Some(&current))?.gateway;
         let routes = next.routes.len();
         self.gateway.store(Arc::new(next));
         Ok(routes)

@@ -1,8 +1,9 @@
 //! `robeing-gateway reload -c CONF`: replace the running instance without
 //! dropping a request.
 //!
-//! 1. Validate the new configuration completely (secret, users, hosts); a
-//!    bad one is refused and the running instance is not touched.
+//! 1. Validate the new configuration completely, as start-up does
+//!    ([`plan`]: secret, users, hosts, access log); a bad one is refused
+//!    with all its problems and the running instance is not touched.
 //! 2. Start the successor (`-u`, this very binary: a new version takes over
 //!    by running its own `reload`).
 //! 3. Wait until the successor listens on `upgrade_sock`, ready to receive
@@ -21,8 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::config::plan::Gateway;
-use crate::config::{self, ConfigError};
+use crate::config::plan::{plan, Plan};
+use crate::config::ConfigError;
 use crate::process::lifecycle::read_pid_file;
 
 const POLL: Duration = Duration::from_millis(20);
@@ -99,8 +100,7 @@ fn clear_stale_socket(path: &str) -> Result<(), ReloadError> {
 
 /// Replaces the running instance; returns the successor's pid.
 pub fn reload(conf_path: &Path) -> Result<u32, ReloadError> {
-    let loaded = config::load(conf_path)?;
-    Gateway::build(&loaded)?;
+    let Plan { loaded, .. } = plan(conf_path, None)?;
     let server = &loaded.config.server;
 
     let old_pid = read_pid_file(&server.pid_file)

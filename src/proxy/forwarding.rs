@@ -1,5 +1,5 @@
-//! Header rules of DESIGN.md: the request id, identity-header stripping and
-//! the forwarding headers.
+//! The header rules (README, "What happens to a request"): the request id,
+//! identity-header stripping, and the headers the upstream receives.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
@@ -92,6 +92,28 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     for name in spoofed {
         req.remove_header(&name);
     }
+}
+
+/// `upstream_request_filter`: the headers that leave for the upstream.
+/// Identity headers are stripped again (in `request_filter` already; this
+/// header is the one that leaves), then only the gateway sets them.
+pub fn set_upstream_headers(
+    upstream: &mut RequestHeader,
+    identity: Option<&crate::auth::identity::Identity>,
+    request_id: HeaderValue,
+    client_ip: Option<std::net::IpAddr>,
+) -> pingora::Result<()> {
+    strip_identity_headers(upstream);
+    if let Some(identity) = identity {
+        upstream.insert_header(wire::X_USER_ID, identity.user_id.clone())?;
+        upstream.insert_header(wire::X_USERNAME, identity.username.clone())?;
+    }
+    upstream.insert_header(wire::X_REQUEST_ID, request_id)?;
+    if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
+        upstream.insert_header(wire::X_FORWARDED_FOR, xff)?;
+    }
+    upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    Ok(())
 }
 
 /// `X-Forwarded-For` with the client address appended to what came in.

@@ -882,6 +882,17 @@ pub async fn get(port: u16, target: &str, headers: &[(String, String)]) -> Respo
     send(port, "GET", target, headers, b"").await
 }
 
+/// The value of one metric series, as scraped now (0 when absent).
+pub async fn metric_value(admin_port: u16, series: &str) -> u64 {
+    let metrics =
+        String::from_utf8_lossy(&get(admin_port, "/metrics", &[]).await.body).into_owned();
+    metrics
+        .lines()
+        .find(|l| l.rsplit_once(' ').is_some_and(|(name, _)| name == series))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// `body` in HTTP/1.1 chunked framing, `piece` bytes a chunk.
 pub fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
     let mut framed = Vec::with_capacity(body.len() + body.len() / piece * 8 + 8);

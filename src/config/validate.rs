@@ -1,0 +1,271 @@
+//! The checks of a parsed configuration, one function per section. Every
+//! problem is collected, so a file is refused with all of them at once,
+//! each naming its key (and line, for route entries).
+
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use super::schema::*;
+use super::ConfigError;
+use crate::routing::path::normalize_path;
+use crate::routing::table::pattern_segments;
+
+/// The problems found so far.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    pub fn push(&mut self, error: ConfigError) {
+        match error {
+            ConfigError::Several(all) => self.0.extend(all),
+            one => self.0.push(one),
+        }
+    }
+
+    pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.push(ConfigError::invalid(key, message));
+    }
+
+    /// Records `message` for `key` unless `ok`.
+    pub fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
+        if !ok {
+            self.add(key, message);
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: u64) {
+        self.check(value > 0, key, "must be greater than 0");
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The one error, or all of them (called once something was found).
+    pub fn into_error(self) -> ConfigError {
+        match self.into_result() {
+            Err(e) => e,
+            Ok(()) => ConfigError::invalid("config", "cannot be built"),
+        }
+    }
+
+    /// `Ok` when nothing was found; the one error, or all of them.
+    pub fn into_result(mut self) -> Result<(), ConfigError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(self.0.remove(0)),
+            _ => Err(ConfigError::Several(self.0)),
+        }
+    }
+}
+
+/// Every check of every section.
+pub fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let mut problems = Problems::default();
+    server(&config.server, &mut problems);
+    if let Some(admin_section) = &config.admin {
+        admin(admin_section, &config.server, &mut problems);
+    }
+    problems.check(
+        config.compression.level <= 9,
+        "compression.level",
+        "must be 0 (off) to 9",
+    );
+    if let Some(limit) = &config.rate_limit {
+        problems.positive(
+            "rate_limit.requests_per_minute",
+            u64::from(limit.requests_per_minute),
+        );
+        problems.positive("rate_limit.max_keys", limit.max_keys as u64);
+    }
+    log(&config.log, &mut problems);
+    auth(&config.auth, &mut problems);
+    users(&config.users, &mut problems);
+    upstream(&config.upstream, &mut problems);
+    routes(&config.routes, source, &mut problems);
+    problems.into_result()
+}
+
+fn server(server: &ServerConfig, problems: &mut Problems) {
+    problems.check(
+        !server.listen.is_empty(),
+        "server.listen",
+        "needs at least one address",
+    );
+    for (i, addr) in server.listen.iter().enumerate() {
+        problems.check(
+            addr.parse::<SocketAddr>().is_ok(),
+            format!("server.listen[{i}]"),
+            format!("'{addr}' is not an IP:port address"),
+        );
+    }
+    problems.check(server.threads > 0, "server.threads", "must be at least 1");
+    problems.positive("server.max_body_bytes", server.max_body_bytes);
+    problems.positive("server.max_uri_bytes", server.max_uri_bytes as u64);
+    problems.positive("server.header_timeout_ms", server.header_timeout_ms);
+    problems.positive("server.max_header_bytes", server.max_header_bytes as u64);
+    problems.check(
+        server.grace_period_seconds <= server.graceful_shutdown_timeout_seconds,
+        "server.grace_period_seconds",
+        "must not exceed server.graceful_shutdown_timeout_seconds",
+    );
+}
+
+fn admin(admin: &AdminConfig, server: &ServerConfig, problems: &mut Problems) {
+    let Ok(addr) = admin.listen.parse::<SocketAddr>() else {
+        problems.add(
+            "admin.listen",
+            format!("'{}' is not an IP:port address", admin.listen),
+        );
+        return;
+    };
+    let shared = server
+        .listen
+        .iter()
+        .any(|l| l.parse::<SocketAddr>().ok() == Some(addr));
+    problems.check(
+        !shared,
+        "admin.listen",
+        "must differ from every server.listen address",
+    );
+}
+
+fn log(log: &LogConfig, problems: &mut Problems) {
+    problems.check(
+        log.level.parse::<log::LevelFilter>().is_ok(),
+        "log.level",
+        format!(
+            "'{}' is not one of off, error, warn, info, debug, trace",
+            log.level
+        ),
+    );
+    problems.check(
+        !log.destination.trim().is_empty(),
+        "log.destination",
+        "must be stdout, stderr, off or a file path",
+    );
+    problems.positive("log.queue_capacity", log.queue_capacity as u64);
+}
+
+fn auth(auth: &AuthConfig, problems: &mut Problems) {
+    match (&auth.secret_env, &auth.secret_file) {
+        (Some(_), Some(_)) => {
+            problems.add("auth", "set one of secret_env and secret_file, not both")
+        }
+        (None, None) => problems.add(
+            "auth",
+            "set secret_env or secret_file (the secret itself never goes in this file)",
+        ),
+        _ => {}
+    }
+    problems.check(
+        !auth.username_claim.is_empty(),
+        "auth.username_claim",
+        "must not be empty",
+    );
+    problems.check(
+        auth.max_token_bytes >= 64,
+        "auth.max_token_bytes",
+        "must be at least 64",
+    );
+}
+
+fn users(users: &UsersConfig, problems: &mut Problems) {
+    match users.source {
+        UserSource::Postgres => {
+            problems.check(
+                !users.database_url_env.as_deref().unwrap_or("").is_empty(),
+                "users.database_url_env",
+                "is required when source = \"postgres\"",
+            );
+            problems.check(
+                users.query.contains("$1"),
+                "users.query",
+                "must take the username as parameter $1",
+            );
+            problems.check(users.pool_size > 0, "users.pool_size", "must be at least 1");
+        }
+        UserSource::File => problems.check(
+            users.users.is_some(),
+            "users.users",
+            "is required when source = \"file\" (path of a username = \"uuid\" table)",
+        ),
+    }
+    problems.positive("users.query_timeout_ms", users.query_timeout_ms);
+    problems.positive("users.cache_ttl_seconds", users.cache_ttl_seconds);
+    problems.positive("users.cache_capacity", users.cache_capacity as u64);
+}
+
+fn upstream(up: &UpstreamDefaults, problems: &mut Problems) {
+    problems.positive("upstream.connect_timeout_ms", up.connect_timeout_ms);
+    problems.positive("upstream.read_timeout_ms", up.read_timeout_ms);
+    problems.positive("upstream.write_timeout_ms", up.write_timeout_ms);
+    problems.positive("upstream.idle_timeout_ms", up.idle_timeout_ms);
+}
+
+fn routes(routes: &[Spanned<RouteConfig>], source: &str, problems: &mut Problems) {
+    problems.check(
+        !routes.is_empty(),
+        "routes",
+        "needs at least one [[routes]] entry",
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (i, spanned) in routes.iter().enumerate() {
+        let route = spanned.get_ref();
+        let key = |field: &str| route_key(source, i, spanned, field);
+        if let Err(message) = validate_route_path(&route.path) {
+            problems.add(key("path"), message);
+        } else if !seen.insert(route.path.as_str()) {
+            problems.add(
+                key("path"),
+                format!("'{}' is already used by an earlier route", route.path),
+            );
+        }
+        problems.check(
+            !route.service.trim().is_empty(),
+            key("service"),
+            "must not be empty",
+        );
+        problems.check(
+            !route.host.trim().is_empty(),
+            key("host"),
+            "must not be empty",
+        );
+        problems.check(route.port != 0, key("port"), "must be 1..=65535");
+        for (field, value) in [
+            ("connect_timeout_ms", route.connect_timeout_ms),
+            ("read_timeout_ms", route.read_timeout_ms),
+            ("write_timeout_ms", route.write_timeout_ms),
+            ("idle_timeout_ms", route.idle_timeout_ms),
+            ("max_body_bytes", route.max_body_bytes),
+        ] {
+            problems.check(value != Some(0), key(field), "must be greater than 0");
+        }
+    }
+}
+
+/// Where a route entry is, for error messages: `routes[1] (line 23)`.
+pub fn route_key(source: &str, index: usize, route: &Spanned<RouteConfig>, field: &str) -> String {
+    let line = source[..route.span().start.min(source.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1;
+    format!("routes[{index}] (line {line}).{field}")
+}
+
+fn validate_route_path(pattern: &str) -> Result<(), String> {
+    if pattern_segments(pattern).is_none() {
+        return Err(format!(
+            "'{pattern}' must start with '/' and end with '/*' (e.g. \"/api/auth/*\")"
+        ));
+    }
+    let prefix = &pattern[..pattern.len() - 1];
+    match normalize_path(prefix) {
+        Ok(normal) if normal == prefix => Ok(()),
+        _ => Err(format!(
+            "'{pattern}' is not a normalized path (no '//', '.', '..' or encoded characters)"
+        )),
+    }
+}

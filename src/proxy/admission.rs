@@ -1,0 +1,243 @@
+//! Admission, in `request_filter`: everything that decides whether and
+//! where a request may go, in the order of the request path. Each check
+//! returns the [`GatewayError`] the client gets when it fails.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::Uri;
+use pingora::http::RequestHeader;
+use pingora::prelude::Session;
+use pingora::{Error, ErrorType};
+
+use crate::auth::token::{bearer_token, BearerToken};
+use crate::config::plan::Gateway;
+use crate::edge::limits::{self, LimitKey, Subject};
+use crate::edge::slack::SlackGate;
+use crate::errors::GatewayError;
+use crate::observe::metrics::metrics;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::forwarding::strip_identity_headers;
+use crate::routing::path::normalize_path;
+use crate::routing::table::Route;
+
+/// Decides whether and where the request may go: size limits, the
+/// normalized path and its route, the Slack headers, identity headers
+/// stripped, then token, identity and rate limit. On `Ok` the context holds
+/// the route, the upstream target and the identity (if any).
+pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let gateway = ctx.gateway.clone();
+    let req = session.req_header();
+    check_request_size(req, gateway.max_uri_bytes, gateway.max_header_bytes)?;
+    let path = normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
+    let route = gateway
+        .routes
+        .lookup(&path)
+        .ok_or(GatewayError::RouteNotFound)?
+        .clone();
+    ctx.upstream_uri = upstream_target(req.raw_path(), &req.uri, &path)?;
+    check_declared_body(req, route.max_body_bytes)?;
+    if let Some(verifier) = &route.slack {
+        // Stale or missing: refused before the upstream is contacted.
+        let pending = verifier
+            .check_headers(&req.headers, SystemTime::now())
+            .ok_or(GatewayError::InvalidSignature)?;
+        check_declared_body(req, verifier.max_body_bytes)?;
+        ctx.slack = Some(SlackGate::new(pending));
+    }
+    strip_identity_headers(session.req_header_mut());
+    // Set before authentication, so refusals are counted on their route.
+    ctx.route = Some(route.clone());
+    let client_ip = || {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        limits::client_ip(
+            peer,
+            &session.req_header().headers,
+            &gateway.trusted_proxies,
+        )
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+    };
+    // On a public route a valid token still gets identity;
+    // a missing or bad one, or a user the directory cannot vouch for,
+    // goes on anonymously.
+    let identity = match verify_bearer(&gateway, session.req_header()) {
+        Ok(username) => match gateway.identity.resolve(&username).await {
+            Ok(identity) => Some(identity),
+            Err(e) if route.auth_required => return Err(e),
+            Err(_) => None,
+        },
+        Err(e) => {
+            // Anonymous: limited per client IP before anything else.
+            check_limit(&gateway, &route, Subject::Ip(client_ip()), ctx)?;
+            if route.auth_required {
+                return Err(e);
+            }
+            return Ok(());
+        }
+    };
+    let subject = match &identity {
+        Some(identity) => Subject::User(identity.id.as_u128()),
+        None => Subject::Ip(client_ip()),
+    };
+    check_limit(&gateway, &route, subject, ctx)?;
+    ctx.identity = identity;
+    Ok(())
+}
+
+/// The origin-form URI to send upstream, if the request's differs from it.
+fn upstream_target(
+    raw_target: &[u8],
+    uri: &Uri,
+    normalized_path: &str,
+) -> Result<Option<Uri>, GatewayError> {
+    // What Pingora would forward is the raw target as received (it keeps an
+    // absolute-form target as it is): rewrite unless it is already exactly
+    // the normalized origin-form target.
+    let rest = raw_target.strip_prefix(normalized_path.as_bytes());
+    let forwarded_as_is = match (rest, uri.query()) {
+        (Some(b""), None) => true,
+        (Some(rest), Some(q)) => rest.strip_prefix(b"?") == Some(q.as_bytes()),
+        _ => false,
+    };
+    if forwarded_as_is {
+        return Ok(None);
+    }
+    let target = match uri.query() {
+        Some(q) => format!("{normalized_path}?{q}"),
+        None => normalized_path.to_owned(),
+    };
+    target
+        .parse::<Uri>()
+        .map(Some)
+        .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))
+}
+
+/// Refuses a declared body larger than the route accepts (413).
+fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayError> {
+    let declared = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// Oversized targets (414) and header sections (431), refused before any
+/// other work. The header size counts names, values and the `: `/CRLF of
+/// each line, as on the wire.
+fn check_request_size(
+    req: &RequestHeader,
+    max_uri_bytes: usize,
+    max_header_bytes: usize,
+) -> Result<(), GatewayError> {
+    let target = req.raw_path().len() + req.uri.authority().map_or(0, |a| a.as_str().len());
+    if target > max_uri_bytes {
+        return Err(GatewayError::UriTooLong);
+    }
+    let mut header_bytes = 0;
+    for (name, value) in &req.headers {
+        header_bytes += name.as_str().len() + value.len() + 4;
+        if header_bytes > max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// The username of a valid bearer token.
+fn verify_bearer(gateway: &Gateway, req: &RequestHeader) -> Result<Arc<str>, GatewayError> {
+    match bearer_token(&req.headers) {
+        BearerToken::Missing => Err(GatewayError::MissingToken),
+        BearerToken::Malformed => Err(GatewayError::InvalidToken),
+        BearerToken::Present(token) => gateway.jwt.verify(token).map_err(Into::into),
+    }
+}
+
+/// Counts the request against its route's limit; refuses it when over.
+fn check_limit(
+    gateway: &Gateway,
+    route: &Route,
+    subject: Subject,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let Some(limit) = route.rate_limit else {
+        return Ok(());
+    };
+    let key = LimitKey {
+        scope: limit.scope,
+        subject,
+    };
+    let decision = gateway.limiter.check(key, limit.per_minute);
+    ctx.rate_limit = Some(decision);
+    if decision.allowed {
+        return Ok(());
+    }
+    let kind = match subject {
+        Subject::User(_) => "user",
+        Subject::Ip(_) => "ip",
+    };
+    metrics()
+        .rate_limited
+        .with_label_values(&[route.pattern.as_str(), kind])
+        .inc();
+    Err(GatewayError::RateLimitExceeded)
+}
+
+/// `request_body_filter`: counts body bytes against the route's limit
+/// (catches chunked bodies that declared no length); the bytes pass as
+/// they are.
+pub fn count_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>) -> pingora::Result<()> {
+    if let (Some(chunk), Some(route)) = (chunk, ctx.route.as_ref()) {
+        ctx.body_bytes += chunk.len() as u64;
+        if ctx.body_bytes > route.max_body_bytes {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route limit",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_target_only_when_needed() {
+        let target = |raw: &str, path| {
+            let uri: Uri = raw.parse().unwrap();
+            upstream_target(raw.as_bytes(), &uri, path).unwrap()
+        };
+        assert_eq!(target("/api/x?a=1", "/api/x"), None);
+        assert_eq!(target("/api/x", "/api/x"), None);
+        assert_eq!(target("/api/y/../x?a=1", "/api/x").unwrap(), "/api/x?a=1");
+        assert_eq!(
+            target("http://127.0.0.1/api/x", "/api/x").unwrap(),
+            "/api/x"
+        );
+        assert_eq!(
+            target("http://127.0.0.1/api/x?q", "/api/x").unwrap(),
+            "/api/x?q"
+        );
+    }
+
+    #[test]
+    fn declared_body_limit() {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        assert!(check_declared_body(&req, 10).is_ok());
+        req.insert_header("content-length", "11").unwrap();
+        assert_eq!(
+            check_declared_body(&req, 10),
+            Err(GatewayError::PayloadTooLarge)
+        );
+        assert!(check_declared_body(&req, 11).is_ok());
+    }
+}

@@ -1,0 +1,77 @@
+//! The per-request context: a fresh one per request, so nothing (identity
+//! above all) carries over between requests of a keep-alive connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Uri};
+
+use crate::auth::identity::Identity;
+use crate::config::plan::Gateway;
+use crate::edge::compression::Compression;
+use crate::edge::limits::Decision;
+use crate::edge::slack::SlackGate;
+use crate::process::lifecycle::InFlight;
+use crate::proxy::forwarding::generate_request_id;
+use crate::routing::table::Route;
+
+/// What one request carries through the phases.
+pub struct RequestCtx {
+    /// Keeps a draining process alive until this request is done.
+    _in_flight: InFlight,
+    /// The configuration this request is served with, taken once when it
+    /// starts, even if SIGHUP swaps meanwhile.
+    pub gateway: Arc<Gateway>,
+    pub started: Instant,
+    /// The client's (when valid) or a generated id; see [`Self::request_id`].
+    pub request_id: Option<HeaderValue>,
+    /// The request's `Origin`, when CORS allows it.
+    pub cors_origin: Option<HeaderValue>,
+    /// The matched route (set before authentication, so refusals are
+    /// counted on their route).
+    pub route: Option<Arc<Route>>,
+    /// The origin-form target the upstream must receive, when it differs
+    /// from what the client sent (normalized path, absolute-form target).
+    pub upstream_uri: Option<Uri>,
+    pub identity: Option<Identity>,
+    /// The rate-limit decision, for the RateLimit-* response headers.
+    pub rate_limit: Option<Decision>,
+    /// The body gate of a Slack-signed request.
+    pub slack: Option<SlackGate>,
+    pub compression: Compression,
+    pub body_bytes: u64,
+    pub upstream_status: Option<u16>,
+}
+
+impl RequestCtx {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self {
+            _in_flight: InFlight::start(),
+            gateway,
+            started: Instant::now(),
+            request_id: None,
+            cors_origin: None,
+            route: None,
+            upstream_uri: None,
+            identity: None,
+            rate_limit: None,
+            slack: None,
+            compression: Compression::default(),
+            body_bytes: 0,
+            upstream_status: None,
+        }
+    }
+
+    /// The request id, generated if the request ended before it was read
+    /// (a malformed request).
+    pub fn request_id(&mut self) -> &HeaderValue {
+        self.request_id.get_or_insert_with(generate_request_id)
+    }
+
+    /// The `route` label of metrics and logs.
+    pub fn route_label(&self) -> &str {
+        self.route
+            .as_ref()
+            .map_or("unmatched", |r| r.pattern.as_str())
+    }
+}
