@@ -8,8 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use robeing_gateway::auth::identity::{FileDirectory, IdentityCache};
-use robeing_gateway::auth::token::{mint, JwtVerifier};
+use robeing_gateway::auth::directory::FileDirectory;
+use robeing_gateway::auth::identity::IdentityCache;
+use robeing_gateway::auth::keys::mint;
+use robeing_gateway::auth::token::JwtVerifier;
 use robeing_gateway::config::{self, UsersConfig};
 use robeing_gateway::errors::{render_envelope, GatewayError};
 use robeing_gateway::routing::path::normalize_path;

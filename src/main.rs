@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use robeing_gateway::auth::token;
+use robeing_gateway::auth::keys;
 use robeing_gateway::config;
 use robeing_gateway::config::plan::{plan, Plan};
 use robeing_gateway::observe::process_log;
@@ -25,7 +25,7 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
         Err(e) => return fail(e),
     };
     let auth = &loaded.config.auth;
-    match token::load_secret(auth).map(|s| token::mint(auth, &s, username, ttl_seconds)) {
+    match keys::load_secret(auth).map(|s| keys::mint(auth, &s, username, ttl_seconds)) {
         Ok(Ok(token)) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -1,5 +1,8 @@
-//! Who is asking: the bearer token ([`token`]) and the user it names,
-//! resolved to a UUID through the directory and its cache ([`identity`]).
+//! Who is asking: the bearer token ([`token`], verified with the [`keys`])
+//! and the user it names,
+//! resolved to a UUID through the [`directory`] and its cache ([`identity`]).
 
+pub mod directory;
 pub mod identity;
+pub mod keys;
 pub mod token;

@@ -1,4 +1,5 @@
-//! Bearer-token verification (HS256 pinned) and dev-token minting.
+//! Bearer-token verification (HS256 pinned); the key material is read in
+//! [`crate::auth::keys`].
 //!
 //! The algorithm is fixed by configuration, never taken from the token:
 //! `alg: none`, HS384 or RS256 headers are refused. `exp` is required, `nbf`
@@ -16,14 +17,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use crate::config::{AuthConfig, ConfigError};
+use crate::config::AuthConfig;
 use crate::errors::GatewayError;
 
-/// The shortest HS256 secret the gateway accepts (RFC 7518 §3.2).
-pub const MIN_SECRET_BYTES: usize = 32;
 /// The longest username accepted from a token, in bytes.
 pub const MAX_USERNAME_BYTES: usize = 256;
 
@@ -129,44 +128,6 @@ impl std::fmt::Debug for JwtVerifier {
             .field("username_claim", &self.username_claim)
             .finish_non_exhaustive()
     }
-}
-
-/// Reads the signing secret named by `[auth]` from the environment or a file.
-pub fn load_secret(auth: &AuthConfig) -> Result<Vec<u8>, ConfigError> {
-    let (key, secret) = if let Some(var) = &auth.secret_env {
-        let value = std::env::var_os(var).ok_or_else(|| {
-            ConfigError::invalid(
-                "auth.secret_env",
-                format!("environment variable {var} is not set"),
-            )
-        })?;
-        ("auth.secret_env", value.into_encoded_bytes())
-    } else if let Some(path) = &auth.secret_file {
-        let mut bytes = std::fs::read(path).map_err(|e| {
-            ConfigError::invalid(
-                "auth.secret_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        // Files written by editors and `echo` end with a newline that is not
-        // part of the secret.
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
-        }
-        ("auth.secret_file", bytes)
-    } else {
-        return Err(ConfigError::invalid("auth", "no secret source configured"));
-    };
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "the secret is {} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
-                secret.len()
-            ),
-        ));
-    }
-    Ok(secret)
 }
 
 impl JwtVerifier {
@@ -290,7 +251,7 @@ impl<'de> serde::Deserialize<'de> for UniqueMembers {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -305,34 +266,11 @@ pub fn is_sane_username(name: &str) -> bool {
         && HeaderValue::from_bytes(name.as_bytes()).is_ok()
 }
 
-/// Mints an HS256 token for `username`, valid for `ttl_seconds` (dev tool).
-pub fn mint(
-    auth: &AuthConfig,
-    secret: &[u8],
-    username: &str,
-    ttl_seconds: u64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = unix_now();
-    let mut claims = Map::new();
-    claims.insert(auth.username_claim.clone(), username.into());
-    claims.insert("iat".into(), now.into());
-    claims.insert("exp".into(), (now + ttl_seconds).into());
-    if let Some(iss) = &auth.issuer {
-        claims.insert("iss".into(), iss.as_str().into());
-    }
-    if let Some(aud) = &auth.audience {
-        claims.insert("aud".into(), aud.as_str().into());
-    }
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::mint;
+    use jsonwebtoken::{EncodingKey, Header};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

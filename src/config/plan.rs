@@ -14,7 +14,8 @@ use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::identity::IdentityCache;
-use crate::auth::token::{load_secret, JwtVerifier};
+use crate::auth::keys::load_secret;
+use crate::auth::token::JwtVerifier;
 use crate::config::validate::Problems;
 use crate::config::{
     self, route_key, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig, UpstreamDefaults,

@@ -46,141 +46,140 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
-}
+/// A metric's name and help text.
+type Family = (&'static str, &'static str);
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
-}
+const REQUESTS: Family = (
+    "gateway_requests_total",
+    "Requests by route, method, status sent and upstream status",
+);
+const REQUEST_DURATION: Family = (
+    "gateway_request_duration_seconds",
+    "Time from request start to the end of the response, by route",
+);
+const AUTH_FAILURES: Family = (
+    "gateway_auth_failures_total",
+    "Requests refused by authentication, by reason",
+);
+const PROXY_ERRORS: Family = (
+    "gateway_proxy_errors_total",
+    "Failures talking to upstreams or clients, by route and kind",
+);
+const IDENTITY_CACHE_HITS: Family = ("gateway_identity_cache_hits_total", "Identity cache hits");
+const IDENTITY_CACHE_MISSES: Family = (
+    "gateway_identity_cache_misses_total",
+    "Identity cache misses (each one directory query)",
+);
+const IDENTITY_STALE_SERVED: Family = (
+    "gateway_identity_stale_served_total",
+    "Cached identities used past their TTL because the directory failed",
+);
+const IDENTITY_CACHE_ENTRIES: Family = (
+    "gateway_identity_cache_entries",
+    "Entries in the identity cache",
+);
+const DIRECTORY_QUERY_DURATION: Family = (
+    "gateway_directory_query_duration_seconds",
+    "Duration of user-directory lookups (cache misses)",
+);
+const DIRECTORY_ERRORS: Family = (
+    "gateway_directory_errors_total",
+    "Failed user-directory lookups",
+);
+const DIRECTORY_POOL_SIZE: Family = (
+    "gateway_directory_pool_connections",
+    "Open PostgreSQL connections",
+);
+const DIRECTORY_POOL_AVAILABLE: Family = (
+    "gateway_directory_pool_available",
+    "Idle PostgreSQL connections",
+);
+const DIRECTORY_POOL_WAITING: Family = (
+    "gateway_directory_pool_waiting",
+    "Lookups waiting for a PostgreSQL connection",
+);
+const REQUESTS_IN_FLIGHT: Family = ("gateway_requests_in_flight", "Requests being served");
+const ACCESS_LOG_DROPPED: Family = (
+    "gateway_access_log_dropped_total",
+    "Access-log lines dropped because the writer fell behind",
+);
+const CONNECTIONS_REFUSED: Family = (
+    "gateway_connections_refused_total",
+    "Client connections closed at accept, by reason",
+);
+const HEADER_TIMEOUTS: Family = (
+    "gateway_header_timeouts_total",
+    "Connections closed because a request header took longer than header_timeout_ms",
+);
+const CONFIG_RELOADS: Family = (
+    "gateway_config_reloads_total",
+    "In-place configuration reloads (SIGHUP), by result",
+);
+const RATE_LIMITED: Family = (
+    "gateway_rate_limited_total",
+    "Requests refused by a rate limit, by route and subject (user or ip)",
+);
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+/// Registers metrics. Names and labels are constants: a failure here is a
+/// programming error caught by the first test that touches metrics, never
+/// a request-time one.
+struct Register(Registry);
+
+impl Register {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("unique metric");
+        metric
+    }
+
+    fn counter(&self, (name, help): Family) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&self, (name, help): Family, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, (name, help): Family) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn latency(&self, (name, help): Family) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn latency_vec(&self, (name, help): Family, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
 }
 
 impl Metrics {
-    // Names and labels are constants: failures here are programming errors
-    // caught by the first test that touches metrics, never request-time.
     fn new() -> Self {
-        let r = Registry::new();
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_request_duration_seconds",
-                "Time from request start to the end of the response, by route",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(request_duration.clone()))
-            .expect("unique metric");
-        let directory_query_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "gateway_directory_query_duration_seconds",
-                "Duration of user-directory lookups (cache misses)",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        r.register(Box::new(directory_query_duration.clone()))
-            .expect("unique metric");
+        let r = Register(Registry::new());
         Self {
-            requests: counter_vec(
-                &r,
-                "gateway_requests_total",
-                "Requests by route, method, status sent and upstream status",
-                &["route", "method", "status", "upstream_status"],
-            ),
-            request_duration,
-            auth_failures: counter_vec(
-                &r,
-                "gateway_auth_failures_total",
-                "Requests refused by authentication, by reason",
-                &["reason"],
-            ),
-            proxy_errors: counter_vec(
-                &r,
-                "gateway_proxy_errors_total",
-                "Failures talking to upstreams or clients, by route and kind",
-                &["route", "kind"],
-            ),
-            identity_cache_hits: counter(
-                &r,
-                "gateway_identity_cache_hits_total",
-                "Identity cache hits",
-            ),
-            identity_cache_misses: counter(
-                &r,
-                "gateway_identity_cache_misses_total",
-                "Identity cache misses (each one directory query)",
-            ),
-            identity_stale_served: counter(
-                &r,
-                "gateway_identity_stale_served_total",
-                "Cached identities used past their TTL because the directory failed",
-            ),
-            identity_cache_entries: gauge(
-                &r,
-                "gateway_identity_cache_entries",
-                "Entries in the identity cache",
-            ),
-            directory_query_duration,
-            directory_errors: counter(
-                &r,
-                "gateway_directory_errors_total",
-                "Failed user-directory lookups",
-            ),
-            directory_pool_size: gauge(
-                &r,
-                "gateway_directory_pool_connections",
-                "Open PostgreSQL connections",
-            ),
-            directory_pool_available: gauge(
-                &r,
-                "gateway_directory_pool_available",
-                "Idle PostgreSQL connections",
-            ),
-            directory_pool_waiting: gauge(
-                &r,
-                "gateway_directory_pool_waiting",
-                "Lookups waiting for a PostgreSQL connection",
-            ),
-            requests_in_flight: gauge(&r, "gateway_requests_in_flight", "Requests being served"),
-            access_log_dropped: counter(
-                &r,
-                "gateway_access_log_dropped_total",
-                "Access-log lines dropped because the writer fell behind",
-            ),
-            connections_refused: counter_vec(
-                &r,
-                "gateway_connections_refused_total",
-                "Client connections closed at accept, by reason",
-                &["reason"],
-            ),
-            header_timeouts: counter(
-                &r,
-                "gateway_header_timeouts_total",
-                "Connections closed because a request header took longer than header_timeout_ms",
-            ),
-            config_reloads: counter_vec(
-                &r,
-                "gateway_config_reloads_total",
-                "In-place configuration reloads (SIGHUP), by result",
-                &["result"],
-            ),
-            rate_limited: counter_vec(
-                &r,
-                "gateway_rate_limited_total",
-                "Requests refused by a rate limit, by route and subject (user or ip)",
-                &["route", "subject"],
-            ),
-            registry: r,
+            requests: r.counter_vec(REQUESTS, &["route", "method", "status", "upstream_status"]),
+            request_duration: r.latency_vec(REQUEST_DURATION, &["route"]),
+            auth_failures: r.counter_vec(AUTH_FAILURES, &["reason"]),
+            proxy_errors: r.counter_vec(PROXY_ERRORS, &["route", "kind"]),
+            identity_cache_hits: r.counter(IDENTITY_CACHE_HITS),
+            identity_cache_misses: r.counter(IDENTITY_CACHE_MISSES),
+            identity_stale_served: r.counter(IDENTITY_STALE_SERVED),
+            identity_cache_entries: r.gauge(IDENTITY_CACHE_ENTRIES),
+            directory_query_duration: r.latency(DIRECTORY_QUERY_DURATION),
+            directory_errors: r.counter(DIRECTORY_ERRORS),
+            directory_pool_size: r.gauge(DIRECTORY_POOL_SIZE),
+            directory_pool_available: r.gauge(DIRECTORY_POOL_AVAILABLE),
+            directory_pool_waiting: r.gauge(DIRECTORY_POOL_WAITING),
+            requests_in_flight: r.gauge(REQUESTS_IN_FLIGHT),
+            access_log_dropped: r.counter(ACCESS_LOG_DROPPED),
+            connections_refused: r.counter_vec(CONNECTIONS_REFUSED, &["reason"]),
+            header_timeouts: r.counter(HEADER_TIMEOUTS),
+            config_reloads: r.counter_vec(CONFIG_RELOADS, &["result"]),
+            rate_limited: r.counter_vec(RATE_LIMITED, &["route", "subject"]),
+            registry: r.0,
         }
     }
 
