@@ -1,5 +1,6 @@
 # robeing-gateway: build, run, test.
 #   make run    build and start the gateway with an example upstream
+#   make unit   the unit tests alone (no PostgreSQL, no processes)
 #   make test   format and lint checks, then the whole suite on a throwaway PostgreSQL
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -29,6 +30,11 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Unit tests (and doc examples) of the library and binary: nothing to start.
+unit: deps-build
+	cargo test --lib --bins
+	cargo test --doc
 
 # The integration tests need PostgreSQL: pg_virtualenv (postgresql-common)
 # starts a throwaway cluster on a free port, exports PG* and drops it after.

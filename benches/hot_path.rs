@@ -12,31 +12,16 @@ use robeing_gateway::auth::directory::FileDirectory;
 use robeing_gateway::auth::identity::IdentityCache;
 use robeing_gateway::auth::keys::mint;
 use robeing_gateway::auth::token::JwtVerifier;
+use robeing_gateway::config::testing::{test_route, TestConfig};
 use robeing_gateway::config::{self, UsersConfig};
 use robeing_gateway::errors::{render_envelope, GatewayError};
 use robeing_gateway::routing::path::normalize_path;
-use robeing_gateway::routing::table::{Route, RouteTable};
+use robeing_gateway::routing::table::RouteTable;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";
 
 fn sample_config() -> config::Config {
-    config::parse(
-        r#"
-[server]
-listen = ["127.0.0.1:1"]
-[auth]
-secret_env = "UNUSED"
-[users]
-source = "file"
-users = "conf/users.toml"
-[[routes]]
-path = "/*"
-service = "s"
-host = "127.0.0.1"
-port = 1
-"#,
-    )
-    .expect("bench config")
+    TestConfig::new().parse()
 }
 
 fn token_verification(c: &mut Criterion) {
@@ -58,16 +43,7 @@ fn token_verification(c: &mut Criterion) {
 fn table_of(n: usize) -> RouteTable {
     let mut table = RouteTable::default();
     for i in 0..n {
-        table.insert(Route {
-            pattern: format!("/api/svc{i}/v1/*"),
-            service: format!("svc{i}"),
-            auth_required: true,
-            max_body_bytes: 1 << 20,
-            peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
-            rate_limit: None,
-            raw: false,
-            slack: None,
-        });
+        table.insert(test_route(&format!("/api/svc{i}/v1/*")));
     }
     table
 }

@@ -334,7 +334,7 @@ async fn upstream_faults_never_look_like_success() {
         + &route("/reset-resp/*", reset_resp.port, false, "")
         + &route("/reset-chunked/*", reset_chunked.port, false, "")
         + &route("/silent/*", silent.port, false, "");
-    let gw = Gateway::start(&routes, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
 
     let r = get(gw.port, "/refused/x", &[]).await;
     assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");

@@ -74,7 +74,7 @@ async fn every_error_code_is_an_envelope() {
             false,
             "read_timeout_ms = 500",
         );
-    let gw = Gateway::start(&routes, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
     let port = gw.port;
     let alice = bearer(&token_for("alice"));
 
@@ -136,7 +136,11 @@ async fn every_error_code_is_an_envelope() {
         "host=127.0.0.1 port={} user=x dbname=x connect_timeout=1",
         closed_port()
     );
-    let gw2 = Gateway::start_with_env(&standard_routes(&public, &protected), "", &no_db);
+    let routes = standard_routes(&public, &protected);
+    let gw2 = Gateway::start_with(GatewayOptions {
+        database_url: no_db,
+        ..GatewayOptions::new(&routes)
+    });
     let r = get(gw2.port, "/api/robeing/x", &[bearer(&token_for("alice"))]).await;
     assert_envelope(&r, 503, "USER_DIRECTORY_UNAVAILABLE");
     assert!(protected
@@ -540,7 +544,7 @@ async fn upstream_failures_have_their_codes_and_timing() {
     let up = Upstream::start();
     let routes = route("/api/down/*", closed_port(), false, "")
         + &route("/api/slow/*", up.port, false, "read_timeout_ms = 700");
-    let gw = Gateway::start(&routes, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
     let t = Instant::now();
     assert_envelope(
         &get(gw.port, "/api/down/x", &[]).await,
@@ -570,10 +574,11 @@ async fn upstream_failures_have_their_codes_and_timing() {
 async fn concurrent_first_requests_share_one_directory_query() {
     let public = Upstream::start();
     let protected = Upstream::start();
-    let gw = Gateway::start(
-        &standard_routes(&public, &protected),
-        "query = 'SELECT id FROM counted_user_lookup($1)'",
-    );
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        users_extra: "query = 'SELECT id FROM counted_user_lookup($1)'",
+        ..GatewayOptions::new(&routes)
+    });
     let username = unique("herd");
     let user_id = add_user(&username);
     let token = token_for(&username);

@@ -6,7 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use pingora::http::RequestHeader;
-use robeing_gateway::proxy::forwarding::{forwarded_for, is_identity_header, strip_identity_headers};
+use robeing_gateway::proxy::forwarding::{
+    forwarded_for, is_identity_header, strip_identity_headers,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut req = RequestHeader::build("GET", b"/", None).expect("request");

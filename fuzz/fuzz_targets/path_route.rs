@@ -7,8 +7,9 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
+use robeing_gateway::config::testing::test_route;
 use robeing_gateway::routing::path::normalize_path;
-use robeing_gateway::routing::table::{Route, RouteTable};
+use robeing_gateway::routing::table::RouteTable;
 
 static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
     let mut table = RouteTable::default();
@@ -18,16 +19,9 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
         "/api/robeing/admin/*",
         "/*",
     ] {
-        table.insert(Route {
-            pattern: pattern.into(),
-            service: pattern.into(),
-            auth_required: pattern != "/api/auth/*",
-            max_body_bytes: 1 << 20,
-            peer: pingora::upstreams::peer::HttpPeer::new("127.0.0.1:1", false, String::new()),
-            rate_limit: None,
-            raw: false,
-            slack: None,
-        });
+        let mut route = test_route(pattern);
+        route.auth_required = pattern != "/api/auth/*";
+        table.insert(route);
     }
     table
 });

@@ -7,14 +7,10 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use robeing_gateway::auth::token::{bearer_token, is_sane_username, BearerToken, JwtVerifier};
+use robeing_gateway::config::testing::TestConfig;
 
 static VERIFIER: LazyLock<JwtVerifier> = LazyLock::new(|| {
-    let config = robeing_gateway::config::parse(
-        "[server]\nlisten = [\"127.0.0.1:1\"]\n[auth]\nsecret_env = \"X\"\n\
-         [users]\nsource = \"file\"\nusers = \"u.toml\"\n\
-         [[routes]]\npath = \"/*\"\nservice = \"s\"\nhost = \"127.0.0.1\"\nport = 1\n",
-    )
-    .expect("fuzz config");
+    let config = TestConfig::new().parse();
     JwtVerifier::new(&config.auth, b"fuzz-secret-fuzz-secret-fuzz-secret-0123")
 });
 

@@ -273,10 +273,13 @@ mod tests {
     }
 
     fn users(negative_ttl: u64) -> UsersConfig {
-        toml::from_str(&format!(
-            "source = \"file\"\nusers = \"x\"\nnegative_cache_ttl_seconds = {negative_ttl}"
-        ))
-        .unwrap()
+        crate::config::testing::TestConfig::new()
+            .set(
+                "users",
+                &format!("negative_cache_ttl_seconds = {negative_ttl}"),
+            )
+            .parse()
+            .users
     }
 
     fn cache(fail: bool) -> (IdentityCache, Arc<AtomicU64>) {

@@ -275,24 +275,7 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn auth() -> AuthConfig {
-        crate::config::parse(
-            r#"
-[server]
-listen = ["127.0.0.1:1"]
-[auth]
-secret_env = "X"
-[users]
-source = "file"
-users = "u.toml"
-[[routes]]
-path = "/*"
-service = "s"
-host = "127.0.0.1"
-port = 1
-"#,
-        )
-        .unwrap()
-        .auth
+        crate::config::testing::TestConfig::new().parse().auth
     }
 
     fn sign(claims: Value, alg: Algorithm, secret: &[u8]) -> String {

@@ -9,6 +9,7 @@
 
 pub mod plan;
 pub mod schema;
+pub mod testing;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -94,24 +95,12 @@ pub fn parse(source: &str) -> Result<Config, ConfigError> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
-[server]
-listen = ["127.0.0.1:8100"]
-
-[auth]
-secret_env = "GATEWAY_JWT_SECRET"
-
-[users]
-source = "file"
-users = "conf/users.toml"
-
-[[routes]]
-path = "/api/auth/*"
-service = "auth-server"
-host = "127.0.0.1"
-port = 9000
-auth_required = false
-"#;
+    /// One route, `/api/auth/*` to port 9000, public.
+    fn minimal() -> String {
+        testing::TestConfig::new()
+            .route("/api/auth/*", 9000, false)
+            .toml()
+    }
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
@@ -119,7 +108,7 @@ auth_required = false
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = parse(MINIMAL).unwrap();
+        let c = parse(&minimal()).unwrap();
         assert_eq!(c.server.threads, 2);
         assert_eq!(c.auth.username_claim, "username");
         assert_eq!(
@@ -132,7 +121,7 @@ auth_required = false
 
     #[test]
     fn unknown_keys_are_named() {
-        let text = MINIMAL
+        let text = minimal()
             .replace("threads", "x")
             .replace("[auth]", "[auth]\nsecret = \"inline\"");
         let e = err(&text);
@@ -142,41 +131,44 @@ auth_required = false
 
     #[test]
     fn route_errors_name_index_line_and_field() {
+        let base = minimal();
         let text = format!(
-            "{MINIMAL}\n[[routes]]\npath = \"/api/x\"\nservice = \"x\"\nhost = \"127.0.0.1\"\nport = 1\n"
+            "{base}\n[[routes]]\npath = \"/api/x\"\nservice = \"x\"\nhost = \"127.0.0.1\"\nport = 1\n"
         );
+        // The line of the second `[[routes]]` header.
+        let line = base.lines().count() + 2;
         let e = err(&text);
-        assert!(e.starts_with("routes[1] (line 19).path:"), "{e}");
-        let dup = format!(
-            "{MINIMAL}{}",
-            &MINIMAL[MINIMAL.find("[[routes]]").unwrap()..]
+        assert!(
+            e.starts_with(&format!("routes[1] (line {line}).path:")),
+            "{e}"
         );
+        let dup = format!("{base}{}", &base[base.find("[[routes]]").unwrap()..]);
         assert!(err(&dup).contains("already used"));
-        let port = MINIMAL.replace("port = 9000", "port = 0");
+        let port = minimal().replace("port = 9000", "port = 0");
         assert!(err(&port).contains(".port: must be 1..=65535"));
-        let unnormal = MINIMAL.replace("/api/auth/*", "/api/../auth/*");
+        let unnormal = minimal().replace("/api/auth/*", "/api/../auth/*");
         assert!(err(&unnormal).contains("not a normalized path"));
     }
 
     #[test]
     fn secrets_and_sources_are_checked() {
-        let both = MINIMAL.replace(
+        let both = minimal().replace(
             "secret_env = \"GATEWAY_JWT_SECRET\"",
             "secret_env = \"A\"\nsecret_file = \"/x\"",
         );
         assert!(err(&both).starts_with("auth: set one of"));
-        let pg = MINIMAL.replace("source = \"file\"", "source = \"postgres\"");
+        let pg = minimal().replace("source = \"file\"", "source = \"postgres\"");
         assert!(err(&pg).starts_with("users.database_url_env:"));
-        let no_file = MINIMAL.replace("users = \"conf/users.toml\"", "");
+        let no_file = minimal().replace("users = \"conf/users.toml\"", "");
         assert!(err(&no_file).starts_with("users.users:"));
-        let listen = MINIMAL.replace("127.0.0.1:8100", "localhost");
+        let listen = minimal().replace("127.0.0.1:1", "localhost");
         assert!(err(&listen).starts_with("server.listen[0]:"));
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let text = MINIMAL
-            .replace("127.0.0.1:8100", "localhost")
+        let text = minimal()
+            .replace("127.0.0.1:1", "localhost")
             .replace("port = 9000", "port = 0")
             .replace("[users]", "[compression]\nlevel = 12\n\n[users]");
         let e = err(&text);

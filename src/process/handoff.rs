@@ -250,11 +250,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn server_in(dir: &Path) -> ServerConfig {
-        toml::from_str(&format!(
-            "listen = [\"127.0.0.1:1\"]\nupgrade_sock = \"{}/up.sock\"",
-            dir.display()
-        ))
-        .unwrap()
+        let sock = format!("upgrade_sock = \"{}/up.sock\"", dir.display());
+        crate::config::testing::TestConfig::new()
+            .set("server", &sock)
+            .parse()
+            .server
     }
 
     fn temp_dir(name: &str) -> PathBuf {

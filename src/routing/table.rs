@@ -110,16 +110,7 @@ mod tests {
     use super::*;
 
     fn route(pattern: &str) -> Route {
-        Route {
-            pattern: pattern.into(),
-            service: pattern.into(),
-            auth_required: true,
-            max_body_bytes: 1,
-            peer: HttpPeer::new("127.0.0.1:1", false, String::new()),
-            rate_limit: None,
-            raw: false,
-            slack: None,
-        }
+        crate::config::testing::test_route(pattern)
     }
 
     fn table(patterns: &[&str]) -> RouteTable {

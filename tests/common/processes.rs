@@ -1,0 +1,457 @@
+//! Real processes: the echo upstream, the gateway binary (one way to start
+//! it: [`Gateway::start_with`]), successors and handoffs.
+
+use super::*;
+
+pub(crate) fn target_dir() -> PathBuf {
+    // tests run from target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A port on which nothing listens (bound, then released).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// The echo upstream example, as its own process.
+pub struct Upstream {
+    child: Child,
+    pub port: u16,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// An upstream that closes keep-alive connections idle for `ms`.
+    pub fn closing_idle_after_ms(ms: u64) -> Self {
+        Self::start_with_args(&["--idle-close-ms", &ms.to_string()])
+    }
+
+    fn start_with_args(extra: &[&str]) -> Self {
+        let bin = target_dir().join("examples/echo_upstream");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --examples` (cargo test does)",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--slack-secret", SLACK_SECRET])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start echo upstream");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("upstream address");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected upstream banner {line:?}"));
+        Self { child, port }
+    }
+
+    /// The targets this upstream has received, in order.
+    pub async fn received(&self) -> Vec<String> {
+        let resp = get(self.port, "/__received", &[]).await;
+        let list: Vec<(String, String)> =
+            serde_json::from_slice(&resp.body).expect("received json");
+        list.into_iter().map(|(_, target)| target).collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The successor's pid from a successful `reload`'s output.
+pub fn assert_reload_ok(out: &std::process::Output) -> i32 {
+    assert!(out.status.success(), "reload failed: {:?}", out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reload output {text:?}"))
+}
+
+/// Waits until `pid` has exited (or is a zombie awaiting its parent).
+pub async fn wait_for_exit(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) != Some("Z"))
+            .unwrap_or(false);
+        if !running {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still runs after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A successor started by hand; stopped (and reaped) when dropped.
+pub struct Successor(Child);
+
+impl Successor {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One running gateway process with its own config, pid file and socket.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    dir: PathBuf,
+    database_url: String,
+}
+
+/// `[[routes]]` entries: (path, service, port, auth_required, extra keys).
+pub fn route(path: &str, port: u16, auth_required: bool, extra: &str) -> String {
+    robeing_gateway::config::testing::route_toml(path, port, auth_required, extra)
+}
+
+/// The usual table: public `/api/auth/*`, protected `/api/robeing/*`.
+pub fn standard_routes(public: &Upstream, protected: &Upstream) -> String {
+    route("/api/auth/*", public.port, false, "")
+        + &route("/api/robeing/*", protected.port, true, "")
+}
+
+/// The usual setup: a public and a protected echo upstream behind one gateway.
+pub struct Setup {
+    pub public: Upstream,
+    pub protected: Upstream,
+    pub gw: Gateway,
+}
+
+pub fn setup() -> Setup {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let gw = Gateway::start_with(GatewayOptions::new(&standard_routes(&public, &protected)));
+    Setup {
+        public,
+        protected,
+        gw,
+    }
+}
+
+/// How a test gateway is started.
+pub struct GatewayOptions<'a> {
+    pub routes: &'a str,
+    /// Lines added to `[users]`.
+    pub users_extra: &'a str,
+    /// Lines added to `[server]`.
+    pub server_extra: &'a str,
+    pub database_url: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> GatewayOptions<'a> {
+    pub fn new(routes: &'a str) -> Self {
+        Self {
+            routes,
+            users_extra: "",
+            server_extra: "",
+            database_url: database_url(),
+            env: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn render_config(
+    port: u16,
+    admin_port: u16,
+    dir: &std::path::Path,
+    o: &GatewayOptions,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+threads = 2
+pid_file = "{dir}/gateway.pid"
+upgrade_sock = "{dir}/upgrade.sock"
+{server_extra}
+
+[auth]
+secret_env = "GATEWAY_JWT_SECRET"
+leeway_seconds = 0
+
+[users]
+source = "postgres"
+database_url_env = "DATABASE_URL"
+{users_extra}
+
+[upstream]
+read_timeout_ms = 5000
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[log]
+destination = "{dir}/access.log"
+{routes}
+"#,
+        dir = dir.display(),
+        admin_port = admin_port,
+        server_extra = o.server_extra,
+        // A test's own query timeout replaces the default one.
+        users_extra = if o.users_extra.contains("query_timeout_ms") {
+            o.users_extra.to_owned()
+        } else {
+            format!("query_timeout_ms = 1500\n{}", o.users_extra)
+        },
+        routes = o.routes,
+    )
+}
+
+impl Gateway {
+    /// Starts a gateway: the one way the harness does (see
+    /// [`GatewayOptions`] for routes, `[users]`/`[server]` lines, database
+    /// and environment).
+    pub fn start_with(options: GatewayOptions) -> Self {
+        // A port picked by free_port() may be taken by another test's
+        // process before the gateway binds it: start again on fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(&options) {
+                Ok(gw) => return gw,
+                Err(log) if attempt < 4 && log.contains("in use") => continue,
+                Err(log) => panic!("gateway did not start: {log}"),
+            }
+        }
+    }
+
+    fn try_start(options: &GatewayOptions) -> Result<Self, String> {
+        ensure_schema();
+        let port = free_port();
+        // Two ports picked one after the other can be the same one.
+        let admin_port = std::iter::repeat_with(free_port)
+            .find(|p| *p != port)
+            .expect("a second free port");
+        let dir = std::env::temp_dir().join(unique("robeing-gw-test"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = dir.join("gateway.toml");
+        std::fs::write(&conf, render_config(port, admin_port, &dir, options))
+            .expect("write config");
+        // Append mode: successors write to the same file, and a plain
+        // descriptor would write over their lines at its own offset.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(&conf)
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &options.database_url)
+            .env("RUST_LOG", "info")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gateway");
+        let mut gw = Self {
+            child,
+            port,
+            admin_port,
+            dir,
+            database_url: options.database_url.clone(),
+        };
+        gw.wait_listening()?;
+        Ok(gw)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("gateway.toml")
+    }
+
+    /// Rewrites the configuration file (for reload and SIGHUP).
+    pub fn write_config(&self, options: &GatewayOptions) {
+        std::fs::write(
+            self.config_path(),
+            render_config(self.port, self.admin_port, &self.dir, options),
+        )
+        .expect("write config");
+    }
+
+    /// The pid in the pid file: the process serving now.
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("gateway.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .expect("pid file")
+    }
+
+    /// Runs `robeing-gateway reload` (with `binary`, default the built one).
+    pub fn reload_with(
+        &self,
+        binary: &std::path::Path,
+        env: &[(String, String)],
+    ) -> std::process::Output {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .expect("log file");
+        let out = Command::new(binary)
+            .arg("reload")
+            .arg("-c")
+            .arg(self.config_path())
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // The successor inherits these: its log goes to the same file.
+            .stderr(log)
+            .stdout(Stdio::piped())
+            .output()
+            .expect("run reload");
+        out
+    }
+
+    /// Starts a successor by hand (`-u`), as DESIGN's handoff procedure
+    /// does; it takes over once the serving process gets SIGQUIT.
+    pub fn start_successor(&self, env: &[(String, String)]) -> Successor {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(self.config_path())
+            .arg("-u")
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start successor");
+        Successor(child)
+    }
+
+    /// The upgrade socket a successor listens on while it waits.
+    pub fn upgrade_sock(&self) -> PathBuf {
+        self.dir.join("upgrade.sock")
+    }
+
+    /// Lines of the process log at ERROR.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn reload(&self) -> std::process::Output {
+        self.reload_with(
+            std::path::Path::new(env!("CARGO_BIN_EXE_robeing-gateway")),
+            &[],
+        )
+    }
+
+    /// Sends a signal to the serving process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("gateway exited with {status}: {}", self.log()));
+            }
+            // The pid file is written when the gateway announces it serves.
+            if self.dir.join("gateway.pid").exists()
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).is_ok()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "gateway did not listen on {}: {}",
+            self.port,
+            self.log()
+        ))
+    }
+
+    /// The access-log lines written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad access-log line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Successors started by `reload` are not our children.
+        if let Some(pid) = std::fs::read_to_string(self.dir.join("gateway.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
