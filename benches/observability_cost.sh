@@ -18,26 +18,10 @@ http { access_log off; keepalive_requests 1000000;
 NGINX
 taskset -c 1 nginx -c "$work/nginx.conf" &
 
-conf() { # $1 = access-log destination
-cat > "$work/gw-$2.toml" <<TOML
-[server]
-listen = ["127.0.0.1:18100"]
-threads = 1
-pid_file = "$work/gw.pid"
-upgrade_sock = "$work/gw.sock"
-[auth]
-secret_env = "GATEWAY_JWT_SECRET"
-[users]
-source = "file"
-users = "conf/users.toml"
-[log]
-destination = "$1"
-[[routes]]
-path = "/api/robeing/*"
-service = "bench"
-host = "127.0.0.1"
-port = 18080
-TOML
+. benches/gateway_conf.sh
+conf() { # $1 = access-log destination, $2 = on|off
+    gateway_conf "$work/gw-$2.toml" 18100 "$work" conf/users.toml "$1" \
+        "$(bench_route "/api/robeing/*" bench 18080 true)"
 }
 conf "$work/access.log" on; conf off off
 token=$(target/release/robeing-gateway token --username alice -c "$work/gw-on.toml")

@@ -1,5 +1,5 @@
 //! The errors the gateway answers itself, and the one place they become HTTP
-//! responses (the JSON envelope of DESIGN.md).
+//! responses (the JSON envelope; README, "Error codes").
 //!
 //! Every phase of the proxy returns a [`GatewayError`]; only
 //! [`render_envelope`] turns one into status, headers and body, so the
@@ -13,7 +13,8 @@ use pingora::http::ResponseHeader;
 use serde::Serialize;
 use std::time::SystemTime;
 
-/// An error the gateway answers itself, with the code and status of DESIGN.md.
+/// An error the gateway answers itself, with its code and status (README,
+/// "Error codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     /// The request cannot be handled safely; the reason is safe to show clients.

@@ -1,4 +1,4 @@
-//! The adversarial suite (issue 7): identity spoofing, hostile tokens, path
+//! The adversarial suite: identity spoofing, hostile tokens, path
 //! encodings, request framing and oversized requests, against the real
 //! binary and a real upstream that records what it receives. The gateway
 //! fails closed, answers 4xx (never 500), and the upstream only ever sees

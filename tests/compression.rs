@@ -1,4 +1,4 @@
-//! Response compression (issue 5, point 3) through the real binary.
+//! Response compression through the real binary.
 
 mod common;
 

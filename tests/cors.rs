@@ -1,4 +1,4 @@
-//! CORS at the edge (issue 5, point 2): preflights, exact origins, headers
+//! CORS at the edge: preflights, exact origins, headers
 //! on the gateway's own errors, and what pages in a real browser (headless
 //! Chromium) can read from an allowed and from a disallowed origin.
 

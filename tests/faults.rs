@@ -1,4 +1,4 @@
-//! Faults (issue 7): the user directory down, hung or slow, and upstreams
+//! Faults: the user directory down, hung or slow, and upstreams
 //! that refuse, hang or reset mid-request and mid-response. The gateway
 //! fails closed, stays bounded, loses nothing and never replays a POST.
 //! Real binary, real PostgreSQL behind a switchable TCP hop, real sockets.

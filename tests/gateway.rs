@@ -1,4 +1,4 @@
-//! End-to-end tests of the request path (issue 2): the real gateway binary,
+//! End-to-end tests of the request path: the real gateway binary,
 //! real echo-upstream processes and a real PostgreSQL.
 
 mod common;

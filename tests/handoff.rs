@@ -71,7 +71,7 @@ async fn after_reload_every_new_connection_sees_the_new_routes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hand_sent_sigquit_hands_over_the_new_config_too() {
     let (_up, gw, old_pid) = serving_old_routes_with_new_ones_on_file();
-    // DESIGN's procedure: start the new process with -u, wait until it
+    // The README's procedure by hand: start the new process with -u, wait until it
     // listens for the sockets, SIGQUIT the old one.
     let mut successor = gw.start_successor(&[]);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,4 +1,4 @@
-//! Rate limits (issue 5, point 1): exact per-user and per-IP limits, the
+//! Rate limits: exact per-user and per-IP limits, the
 //! 429 envelope and RateLimit headers, trusted proxies and per-route
 //! overrides, against the real binary.
 

@@ -1,4 +1,4 @@
-//! Observability (issue 4): exact metric counts after a known mix of
+//! Observability: exact metric counts after a known mix of
 //! requests, the access-log fields, and health and readiness.
 
 mod common;

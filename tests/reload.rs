@@ -1,4 +1,4 @@
-//! Zero-downtime reloads (issue 3): SIGQUIT handoff through `reload` and
+//! Zero-downtime reloads: SIGQUIT handoff through `reload` and
 //! in-place SIGHUP, under continuous keep-alive load, against the real
 //! binary, real upstreams and a real PostgreSQL.
 

@@ -1,4 +1,4 @@
-//! Slack signature verification at the edge (issue 5, point 4): valid
+//! Slack signature verification at the edge: valid
 //! requests reach the upstream byte for byte (bodies above 64 KiB too),
 //! bad or stale ones are refused with 401 INVALID_SIGNATURE.
 

@@ -19,6 +19,7 @@
 # Usage: benches/load/run.sh [rounds] [seconds]   (ROUNDS, SECONDS, CONNS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/gateway_conf.sh
 rounds=${1:-${ROUNDS:-3}}
 secs=${2:-${SECONDS_PER_RUN:-5}}
 conns=${CONNS:-32}
@@ -87,35 +88,8 @@ frontend jwt
 backend up
     server up 127.0.0.1:$UP maxconn 1000
 HAP
-cat > "$work/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$GW"]
-threads = 1
-# Every load client is 127.0.0.1 (10,000 of them in the memory run).
-max_connections_per_ip = 0
-pid_file = "$work/gw.pid"
-upgrade_sock = "$work/gw.sock"
-[auth]
-secret_env = "GATEWAY_JWT_SECRET"
-[users]
-source = "file"
-users = "$work/users.toml"
-[log]
-level = "warn"
-destination = "off"
-[[routes]]
-path = "/public/*"
-service = "public"
-host = "127.0.0.1"
-port = $UP
-auth_required = false
-[[routes]]
-path = "/api/*"
-service = "api"
-host = "127.0.0.1"
-port = $UP
-auth_required = true
-TOML
+gateway_conf "$work/gateway.toml" "$GW" "$work" "$work/users.toml" off \
+    "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
 
 taskset -c 1 nginx -c "$work/upstream.conf" &
 taskset -c 0 nginx -c "$work/nginx-proxy.conf" &

@@ -1,7 +1,7 @@
 //! Request-path normalization: the one path on which the route decision is
 //! made and which the upstream receives.
 //!
-//! Rules (DESIGN.md step 2), applied per segment:
+//! Rules (README, "Path normalization"), applied per segment:
 //! - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
 //!   decoded; every other escape is kept, with upper-case hex;
 //! - an escape that decodes to `/`, `\` or NUL is refused (`%2F`, `%5C`,

@@ -345,7 +345,7 @@ impl Gateway {
         out
     }
 
-    /// Starts a successor by hand (`-u`), as DESIGN's handoff procedure
+    /// Starts a successor by hand (`-u`), as the README's handoff procedure
     /// does; it takes over once the serving process gets SIGQUIT.
     pub fn start_successor(&self, env: &[(String, String)]) -> Successor {
         let log = std::fs::OpenOptions::new()
@@ -446,8 +446,10 @@ impl Drop for Gateway {
             .ok()
             .and_then(|p| p.trim().parse::<i32>().ok())
         {
+            // Quietly: the process may have exited already.
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
         let _ = self.child.kill();
