@@ -106,6 +106,11 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
+    /// The error of the minimal configuration with `from` replaced by `to`.
+    fn edited(from: &str, to: &str) -> String {
+        err(&minimal().replace(from, to))
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(&minimal()).unwrap();
@@ -144,25 +149,20 @@ mod tests {
         );
         let dup = format!("{base}{}", &base[base.find("[[routes]]").unwrap()..]);
         assert!(err(&dup).contains("already used"));
-        let port = minimal().replace("port = 9000", "port = 0");
-        assert!(err(&port).contains(".port: must be 1..=65535"));
-        let unnormal = minimal().replace("/api/auth/*", "/api/../auth/*");
-        assert!(err(&unnormal).contains("not a normalized path"));
+        let port = edited("port = 9000", "port = 0");
+        assert!(port.contains(".port: must be 1..=65535"), "{port}");
+        let unnormal = edited("/api/auth/*", "/api/../auth/*");
+        assert!(unnormal.contains("not a normalized path"), "{unnormal}");
     }
 
     #[test]
     fn secrets_and_sources_are_checked() {
-        let both = minimal().replace(
-            "secret_env = \"GATEWAY_JWT_SECRET\"",
-            "secret_env = \"A\"\nsecret_file = \"/x\"",
-        );
-        assert!(err(&both).starts_with("auth: set one of"));
-        let pg = minimal().replace("source = \"file\"", "source = \"postgres\"");
-        assert!(err(&pg).starts_with("users.database_url_env:"));
-        let no_file = minimal().replace("users = \"conf/users.toml\"", "");
-        assert!(err(&no_file).starts_with("users.users:"));
-        let listen = minimal().replace("127.0.0.1:1", "localhost");
-        assert!(err(&listen).starts_with("server.listen[0]:"));
+        let both = "secret_env = \"A\"\nsecret_file = \"/x\"";
+        assert!(edited("secret_env = \"GATEWAY_JWT_SECRET\"", both).starts_with("auth: set one of"));
+        let pg = edited("source = \"file\"", "source = \"postgres\"");
+        assert!(pg.starts_with("users.database_url_env:"), "{pg}");
+        assert!(edited("users = \"conf/users.toml\"", "").starts_with("users.users:"));
+        assert!(edited("127.0.0.1:1", "localhost").starts_with("server.listen[0]:"));
     }
 
     #[test]
