@@ -2,10 +2,11 @@
 #   make run    build and start the gateway with an example upstream
 #   make unit   the unit tests alone (no PostgreSQL, no processes)
 #   make test   format and lint checks, then the whole suite on a throwaway PostgreSQL
+#   make bench-instructions   instructions per request (callgrind) and the cached-path guard
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release run test unit lint fmt bench bench-micro fuzz fuzz-build deps-build deps-test clean
+.PHONY: all build release run test unit lint fmt bench bench-instructions bench-micro fuzz fuzz-build deps-build deps-test clean
 
 all: build
 
@@ -42,10 +43,22 @@ test: deps-test lint
 	pg_virtualenv cargo test --all-features
 
 # The load bench: the gateway next to nginx and HAProxy (see benches/load/run.sh).
+# The load bench, then the instruction bench; the report (target/bench/
+# report.md, report.json, report.html) has both.
 bench: deps-build
-	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk >/dev/null; }
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
+	  && command -v valgrind >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind >/dev/null; }
 	benches/load/run.sh
+	benches/instructions/run.sh
+	benches/load/report.sh target/bench/runs.jsonl target/bench >/dev/null
+
+# Instructions per request under callgrind, and the guard on the cached path
+# (benches/instructions/run.sh; UPDATE_BASELINE=1 records a new baseline).
+bench-instructions: deps-build
+	@command -v valgrind >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind nginx haproxy >/dev/null; }
+	benches/instructions/run.sh
 
 bench-micro:
 	cargo bench --bench hot_path

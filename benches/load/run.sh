@@ -19,7 +19,7 @@
 # Usage: benches/load/run.sh [rounds] [seconds]   (ROUNDS, SECONDS, CONNS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-. benches/gateway_conf.sh
+. benches/proxies.sh
 rounds=${1:-${ROUNDS:-3}}
 secs=${2:-${SECONDS_PER_RUN:-5}}
 conns=${CONNS:-32}
@@ -35,62 +35,7 @@ done
 cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
 target/release/examples/bench_fixtures "$work" 10000
 
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083
-cat > "$work/upstream.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP backlog=4096;
-    location / { default_type application/json; return 200 '{"ok":true}'; } } }
-NGINX
-cat > "$work/nginx-proxy.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/ngx.pid; error_log $work/ngx.err;
-worker_rlimit_nofile 19000;
-events { worker_connections 16384; }
-http { access_log off; keepalive_requests 1000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 128; }
-  server { listen 127.0.0.1:$NGX backlog=4096;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGINX
-cat > "$work/haproxy.cfg" <<HAP
-global
-    nbthread 1
-    maxconn 9000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend plain
-    bind 127.0.0.1:$HAP
-    default_backend up
-frontend jwt
-    bind 127.0.0.1:$HAPJ
-    acl public path_beg /public
-    http-request set-var(txn.bearer) http_auth_bearer unless public
-    http-request deny deny_status 401 if !public !{ var(txn.bearer) -m found }
-    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg') unless public
-    http-request deny deny_status 401 if !public !{ var(txn.alg) -m str HS256 }
-    http-request deny deny_status 401 if !public !{ var(txn.bearer),jwt_verify(txn.alg,"$GATEWAY_JWT_SECRET") -m int 1 }
-    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int') unless public
-    http-request set-var(txn.now) date() unless public
-    http-request deny deny_status 401 if !public { var(txn.exp),sub(txn.now) -m int lt 0 }
-    http-request set-var(txn.user) var(txn.bearer),jwt_payload_query('\$.username') unless public
-    http-request set-var(txn.uid) var(txn.user),map($work/users.map) unless public
-    http-request deny deny_status 404 if !public !{ var(txn.uid) -m found }
-    http-request del-header x-user-id
-    http-request del-header x-username
-    http-request set-header X-User-Id %[var(txn.uid)] unless public
-    http-request set-header X-Username %[var(txn.user)] unless public
-    default_backend up
-backend up
-    server up 127.0.0.1:$UP maxconn 1000
-HAP
-gateway_conf "$work/gateway.toml" "$GW" "$work" "$work/users.toml" off \
-    "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
-
+write_proxy_configs "$work"
 taskset -c 1 nginx -c "$work/upstream.conf" &
 taskset -c 0 nginx -c "$work/nginx-proxy.conf" &
 taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
@@ -108,7 +53,6 @@ pids_of() {
         haproxy|haproxy-jwt) echo $hap_pid ;;
     esac
 }
-port_of() { case $1 in gateway) echo $GW;; nginx-proxy) echo $NGX;; haproxy) echo $HAP;; haproxy-jwt) echo $HAPJ;; esac; }
 cpu_ticks() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 hz=$(getconf CLK_TCK)
 

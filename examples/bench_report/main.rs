@@ -2,7 +2,11 @@
 //! and proxy of requests/s, p50/p99/p99.9 latency and CPU microseconds per
 //! request; ratios against the peers measured in the same run.
 //!
-//! `bench_report RUNS.jsonl OUT_DIR` writes OUT_DIR/report.md and report.json.
+//! `bench_report RUNS.jsonl OUT_DIR` writes OUT_DIR/report.md, report.json
+//! and report.html (with OUT_DIR/instructions.jsonl of the instruction
+//! bench, when there is one).
+
+mod html;
 
 use std::collections::BTreeMap;
 
@@ -140,7 +144,26 @@ fn main() {
             ));
         }
     }
-    let report = json!({"runs": rows, "fixed_rate": fixed, "memory": memory});
+    let instructions = values("instructions.jsonl");
+    if !instructions.is_empty() {
+        md.push_str("\nInstructions per request (callgrind, `make bench-instructions`):\n\n");
+        md.push_str("| scenario | proxy | instructions/request |\n|---|---|---:|\n");
+        for i in &instructions {
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                i["scenario"].as_str().unwrap_or("?"),
+                i["proxy"].as_str().unwrap_or("?"),
+                i["per_request"]
+            ));
+        }
+    }
+    std::fs::write(
+        out_dir.join("report.html"),
+        html::page(&rows, &instructions),
+    )
+    .expect("write report.html");
+    let report =
+        json!({"runs": rows, "fixed_rate": fixed, "memory": memory, "instructions": instructions});
     std::fs::write(out_dir.join("report.md"), &md).expect("write report.md");
     std::fs::write(
         out_dir.join("report.json"),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Markdown table of an instruction-bench run: instructions per request per
+# scenario and proxy, and the gateway's ratio to bare Pingora and to
+# HAProxy doing the same JWT work.   Usage: report.sh instructions.jsonl
+set -euo pipefail
+jsonl=$1
+value() { { grep "\"scenario\":\"$1\",\"proxy\":\"$2\"" "$jsonl" || true; } | sed -E 's/.*"per_request":([0-9]+).*/\1/' | head -n 1; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }' || echo "-"; }
+fmt() { [ -n "$1" ] && printf "%'d" "$1" || echo "-"; }
+echo "Instructions per request (callgrind, whole process, user space)"
+echo
+echo "| scenario | gateway | gateway, log off | bare Pingora | nginx | HAProxy | HAProxy-JWT | gateway / bare Pingora | gateway / HAProxy-JWT |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for scenario in public cached rotating invalid; do
+    gw=$(value $scenario gateway); [ -z "$gw" ] && continue
+    row="| $scenario | $(fmt "$gw") | $(fmt "$(value $scenario gateway-nolog)") | $(fmt "$(value $scenario bare-pingora)")"
+    row="$row | $(fmt "$(value $scenario nginx-proxy)") | $(fmt "$(value $scenario haproxy)") | $(fmt "$(value $scenario haproxy-jwt)")"
+    row="$row | $(ratio "$gw" "$(value $scenario bare-pingora)") | $(ratio "$gw" "$(value $scenario haproxy-jwt)") |"
+    echo "$row"
+done

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The instruction bench (`make bench-instructions`): user-space instructions
+# per request of each proxy's whole process, counted by callgrind. Unlike
+# CPU time they do not swing with the load of a shared machine: the same
+# build gives the same count within a fraction of a percent.
+#
+# Per proxy and scenario: the proxy starts under callgrind, WARMUP requests
+# warm its connections, pools and caches, the counters are zeroed, N
+# requests are sent over CONNS keep-alive connections (one at a time on
+# each), and the counters are dumped: instructions/request = Ir / N, the
+# same as Ir(N2) - Ir(N1) over N2 - N1 requests of one run.
+#
+#   proxies   gateway (access log to a file, metrics on), gateway-nolog,
+#             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
+#             one thread, no work stealing), nginx-proxy, haproxy,
+#             haproxy-jwt (benches/proxies.sh)
+#   scenarios public route; cached user (one token); rotating (1,000 users,
+#             each seen in the warm-up); invalid tokens (authenticating
+#             proxies only)
+#
+# Writes $OUT/instructions.jsonl and $OUT/instructions.md (OUT defaults to
+# target/bench). Then the guard: the gateway's cached path against
+# benches/instructions/baseline.json; more than 3 % above it fails the run.
+# UPDATE_BASELINE=1 records the new figure instead.
+#
+# Usage: benches/instructions/run.sh   (N, WARMUP, CONNS, OUT, SCENARIOS, PROXIES)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. benches/proxies.sh
+n=${N:-1000}
+warmup=${WARMUP:-1000}
+conns=${CONNS:-4}
+out=${OUT:-target/bench}
+scenarios=${SCENARIOS:-public cached rotating invalid}
+all_proxies="gateway gateway-nolog bare-pingora nginx-proxy haproxy haproxy-jwt"
+proxies=${PROXIES:-$all_proxies}
+baseline=benches/instructions/baseline.json
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'kill -9 $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
+export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+
+for tool in valgrind callgrind_control nginx haproxy; do
+    command -v $tool >/dev/null || { echo "missing $tool: apt-get install valgrind nginx haproxy" >&2; exit 1; }
+done
+cargo build --release --bin robeing-gateway --example bench_fixtures --example bench_client \
+    --example bare_pingora >/dev/null
+target/release/examples/bench_fixtures "$work" 10000 >/dev/null
+head -n 1000 "$work/tokens.txt" > "$work/tokens-1k.txt"
+write_proxy_configs "$work"
+gateway_conf "$work/gateway-log.toml" "$GW" "$work" "$work/users.toml" "$work/access.log" \
+    "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+nginx -c "$work/upstream.conf" &
+
+# The proxy, under callgrind, in the foreground of its own process.
+run_proxy() {
+    local vg=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.%p" --dump-line=no)
+    case $1 in
+        gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
+        gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
+        bare-pingora) exec "${vg[@]}" target/release/examples/bare_pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" ;;
+        nginx-proxy) exec "${vg[@]}" nginx -g 'master_process off;' -c "$work/nginx-proxy.conf" ;;
+        haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
+    esac
+}
+port_for() { case $1 in gateway|gateway-nolog) echo $GW ;; *) port_of "$1" ;; esac; }
+request_of() { # scenario -> PATH [TOKENS_FILE]
+    case $1 in
+        public) echo "/public/x" ;;
+        cached) echo "/api/x $work/alice.txt" ;;
+        rotating) echo "/api/x $work/tokens-1k.txt" ;;
+        invalid) echo "/api/x $work/invalid.txt" ;;
+    esac
+}
+authenticates() { case $1 in gateway|gateway-nolog|haproxy-jwt) return 0 ;; *) return 1 ;; esac; }
+wait_port() {
+    for _ in $(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2; return 1
+}
+
+measure() { # scenario proxy -> one JSON line
+    local port; port=$(port_for "$2")
+    run_proxy "$2" >"$work/$2.log" 2>&1 &
+    local pid=$!
+    wait_port "$port"
+    local client=(target/release/examples/bench_client "127.0.0.1:$port")
+    # shellcheck disable=SC2046
+    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    local done_line
+    # shellcheck disable=SC2046
+    done_line=$("${client[@]}" $(request_of "$1" | awk '{print $1}') "$n" "$conns" $(request_of "$1" | awk '{print $2}'))
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+    local dump; dump=$(ls -t "$work"/cg."$2"."$pid".* | head -n 1)
+    local ir; ir=$(awk '/^summary:/ {print $2}' "$dump")
+    rm -f "$work"/cg."$2"."$pid"*
+    local statuses; statuses=$(echo "$done_line" | cut -d' ' -f3-)
+    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"requests\":$n,\"instructions\":$ir,\"per_request\":$((ir / n)),\"statuses\":\"$statuses\"}"
+}
+
+: > "$out/instructions.jsonl"
+for scenario in $scenarios; do
+    for proxy in $proxies; do
+        if [ "$scenario" = invalid ] && ! authenticates "$proxy"; then continue; fi
+        line=$(measure "$scenario" "$proxy")
+        echo "$line" >> "$out/instructions.jsonl"
+        echo "  $line" >&2
+    done
+done
+
+benches/instructions/report.sh "$out/instructions.jsonl" > "$out/instructions.md"
+cat "$out/instructions.md"
+
+# The guard: the gateway's cached path against the recorded baseline.
+now=$(grep '"scenario":"cached","proxy":"gateway"' "$out/instructions.jsonl" \
+    | sed -E 's/.*"per_request":([0-9]+).*/\1/' || true)
+if [ -z "$now" ]; then
+    echo "guard: the gateway's cached path was not measured" >&2; exit 0
+fi
+if [ "${UPDATE_BASELINE:-0}" = 1 ] || [ ! -f "$baseline" ]; then
+    printf '{"scenario":"cached","proxy":"gateway","per_request":%s,"commit":"%s","recorded":"%s"}\n' \
+        "$now" "$(git rev-parse --short HEAD)" "$(date -u +%Y-%m-%d)" > "$baseline"
+    echo "guard: baseline recorded: $now instructions/request"
+    exit 0
+fi
+base=$(sed -E 's/.*"per_request":([0-9]+).*/\1/' "$baseline")
+limit=$((base * 103 / 100))
+pct=$(awk -v a="$now" -v b="$base" 'BEGIN { printf "%+.1f", (a - b) * 100 / b }')
+if [ "$now" -gt "$limit" ]; then
+    echo "guard: FAILED: the gateway's cached path is $now instructions/request, $pct % against the baseline $base (limit +3 %)" >&2
+    exit 1
+fi
+echo "guard: ok: the gateway's cached path is $now instructions/request, $pct % against the baseline $base"

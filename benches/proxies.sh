@@ -1,0 +1,80 @@
+# Sourced by the bench scripts: the proxies they compare, on fixed loopback
+# ports, each configured as in the README's benchmark section.
+#   upstream      nginx, 1 worker, `return 200` with a small JSON body
+#   gateway       robeing-gateway, 1 worker thread (benches/gateway_conf.sh)
+#   nginx-proxy   nginx as a plain reverse proxy, upstream keepalive
+#   haproxy       HAProxy as a plain proxy, connection reuse
+#   haproxy-jwt   HAProxy doing the gateway's cached path: jwt_verify
+#                 (HS256), exp check, username -> UUID from a map,
+#                 identity headers replaced
+# write_proxy_configs WORK writes WORK/{upstream.conf,nginx-proxy.conf,
+# haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
+# examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
+. benches/gateway_conf.sh
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084
+
+write_proxy_configs() {
+local work=$1
+cat > "$work/upstream.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP backlog=4096;
+    location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NGINX
+cat > "$work/nginx-proxy.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/ngx.pid; error_log $work/ngx.err;
+worker_rlimit_nofile 19000;
+events { worker_connections 16384; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NGX backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
+cat > "$work/haproxy.cfg" <<HAP
+global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend plain
+    bind 127.0.0.1:$HAP
+    default_backend up
+frontend jwt
+    bind 127.0.0.1:$HAPJ
+    acl public path_beg /public
+    http-request set-var(txn.bearer) http_auth_bearer unless public
+    http-request deny deny_status 401 if !public !{ var(txn.bearer) -m found }
+    http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg') unless public
+    http-request deny deny_status 401 if !public !{ var(txn.alg) -m str HS256 }
+    http-request deny deny_status 401 if !public !{ var(txn.bearer),jwt_verify(txn.alg,"$GATEWAY_JWT_SECRET") -m int 1 }
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int') unless public
+    http-request set-var(txn.now) date() unless public
+    http-request deny deny_status 401 if !public { var(txn.exp),sub(txn.now) -m int lt 0 }
+    http-request set-var(txn.user) var(txn.bearer),jwt_payload_query('\$.username') unless public
+    http-request set-var(txn.uid) var(txn.user),map($work/users.map) unless public
+    http-request deny deny_status 404 if !public !{ var(txn.uid) -m found }
+    http-request del-header x-user-id
+    http-request del-header x-username
+    http-request set-header X-User-Id %[var(txn.uid)] unless public
+    http-request set-header X-Username %[var(txn.user)] unless public
+    default_backend up
+backend up
+    server up 127.0.0.1:$UP maxconn 1000
+HAP
+gateway_conf "$work/gateway.toml" "$GW" "$work" "$work/users.toml" off \
+    "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+
+}
+
+port_of() {
+    case $1 in
+        gateway) echo $GW ;; nginx-proxy) echo $NGX ;; haproxy) echo $HAP ;;
+        haproxy-jwt) echo $HAPJ ;; bare-pingora) echo $BARE ;;
+    esac
+}
