@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc with its defaults (README, Benchmarks: what it gave).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use robeing_gateway::auth::keys;
 use robeing_gateway::config;
 use robeing_gateway::config::plan::{plan, Plan};

@@ -21,7 +21,8 @@
 # Writes $OUT/instructions.jsonl and $OUT/instructions.md (OUT defaults to
 # target/bench). Then the guard: the gateway's cached path against
 # benches/instructions/baseline.json; more than 3 % above it fails the run.
-# UPDATE_BASELINE=1 records the new figure instead.
+# UPDATE_BASELINE=1 records the new figure instead; KEEP_DUMPS=1 keeps each
+# measurement's callgrind dump in $OUT (for callgrind_annotate).
 #
 # Usage: benches/instructions/run.sh   (N, WARMUP, CONNS, OUT, SCENARIOS, PROXIES)
 set -euo pipefail
@@ -54,7 +55,7 @@ nginx -c "$work/upstream.conf" &
 
 # The proxy, under callgrind, in the foreground of its own process.
 run_proxy() {
-    local vg=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.%p" --dump-line=no)
+    local vg=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.%p")
     case $1 in
         gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
@@ -97,6 +98,7 @@ measure() { # scenario proxy -> one JSON line
     kill -9 "$pid"; wait "$pid" 2>/dev/null || true
     local dump; dump=$(ls -t "$work"/cg."$2"."$pid".* | head -n 1)
     local ir; ir=$(awk '/^summary:/ {print $2}' "$dump")
+    if [ "${KEEP_DUMPS:-0}" = 1 ]; then cp "$dump" "$out/callgrind.$1.$2.out"; fi
     rm -f "$work"/cg."$2"."$pid"*
     local statuses; statuses=$(echo "$done_line" | cut -d' ' -f3-)
     echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"requests\":$n,\"instructions\":$ir,\"per_request\":$((ir / n)),\"statuses\":\"$statuses\"}"
@@ -122,8 +124,8 @@ if [ -z "$now" ]; then
     echo "guard: the gateway's cached path was not measured" >&2; exit 0
 fi
 if [ "${UPDATE_BASELINE:-0}" = 1 ] || [ ! -f "$baseline" ]; then
-    printf '{"scenario":"cached","proxy":"gateway","per_request":%s,"commit":"%s","recorded":"%s"}\n' \
-        "$now" "$(git rev-parse --short HEAD)" "$(date -u +%Y-%m-%d)" > "$baseline"
+    printf '{"scenario":"cached","proxy":"gateway","per_request":%s,"build":"%s","recorded":"%s"}\n' \
+        "$now" "$(git describe --always --dirty)" "$(date -u +%Y-%m-%d)" > "$baseline"
     echo "guard: baseline recorded: $now instructions/request"
     exit 0
 fi
