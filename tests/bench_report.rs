@@ -2,8 +2,12 @@
 //! (`tests/fixtures/bench/`) and opened in headless Chromium: the page
 //! loads without errors and shows every proxy of the run.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
+
+use common::chromium_dom;
 
 fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_robeing-gateway"))
@@ -42,24 +46,7 @@ fn the_html_report_renders_every_proxy_in_a_browser() {
         "the page must not fetch"
     );
 
-    let profile = out.join("chromium-profile");
-    let dom = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium must be installed (make test installs it)");
-    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let (dom, _) = chromium_dom(&format!("file://{}", page.display()), &[]);
     let _ = std::fs::remove_dir_all(&out);
     // The page's own script ran, found its charts and caught no error.
     assert!(dom.contains("data-rendered=\""), "{dom}");

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -163,26 +161,7 @@ async function probe(path, opts) {{
 
 /// Loads `url` in headless Chromium and returns what the page wrote.
 fn run_in_chromium(url: &str) -> serde_json::Value {
-    let profile = std::env::temp_dir().join(unique("robeing-chromium"));
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .output()
-        .expect("chromium must be installed (make test installs it)");
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let (dom, stderr) = chromium_dom(url, &["--virtual-time-budget=15000"]);
     let start = dom
         .find("<pre id=\"out\">")
         .unwrap_or_else(|| panic!("no output in {dom}"))
@@ -192,12 +171,8 @@ fn run_in_chromium(url: &str) -> serde_json::Value {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&");
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "page wrote {text:?} ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("page wrote {text:?} ({e}); stderr: {}", stderr))
 }
 
 #[tokio::test(flavor = "multi_thread")]

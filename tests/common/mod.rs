@@ -19,6 +19,7 @@ pub const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const SLACK_SECRET: &str = "slack-signing-secret-for-tests";
 pub const ALICE_ID: &str = "6f1c1d0e-4a7b-4c43-9a0e-2b8f1c9d7e01";
 
+mod browser;
 mod client;
 mod faults;
 mod postgres;
@@ -26,6 +27,8 @@ mod processes;
 mod tokens;
 
 // Each test binary uses a part of the harness.
+#[allow(unused_imports)]
+pub use browser::*;
 #[allow(unused_imports)]
 pub use client::*;
 #[allow(unused_imports)]
