@@ -13,6 +13,19 @@
 . benches/gateway_conf.sh
 UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084
 
+# require_tools TOOL... : fails naming the Debian packages when one is missing.
+require_tools() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || {
+            echo "missing $tool: apt-get install nginx haproxy wrk valgrind util-linux" >&2
+            exit 1
+        }
+    done
+}
+
+# The signing secret every bench token is made with (never a real one).
+export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
+
 write_proxy_configs() {
 local work=$1
 cat > "$work/upstream.conf" <<NGINX

@@ -38,12 +38,10 @@ proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
 work=$(mktemp -d)
-trap 'kill -9 $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
-export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-
-for tool in valgrind callgrind_control nginx haproxy; do
-    command -v $tool >/dev/null || { echo "missing $tool: apt-get install valgrind nginx haproxy" >&2; exit 1; }
-done
+# TERM, not KILL: nginx's master then stops its worker too, and no worker
+# is left holding this script's output open.
+trap 'kill $(jobs -p) 2>/dev/null; sleep 0.5; rm -rf "$work"' EXIT
+require_tools valgrind callgrind_control nginx haproxy
 cargo build --release --bin robeing-gateway --example bench_fixtures --example bench_client \
     --example bare_pingora >/dev/null
 target/release/examples/bench_fixtures "$work" 10000 >/dev/null
@@ -51,7 +49,7 @@ head -n 1000 "$work/tokens.txt" > "$work/tokens-1k.txt"
 write_proxy_configs "$work"
 gateway_conf "$work/gateway-log.toml" "$GW" "$work" "$work/users.toml" "$work/access.log" \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
-nginx -c "$work/upstream.conf" &
+nginx -c "$work/upstream.conf" >"$work/upstream.out" 2>&1 &
 
 # The proxy, under callgrind, in the foreground of its own process.
 run_proxy() {

@@ -27,11 +27,7 @@ out=${OUT:-target/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
-export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
-
-for tool in nginx haproxy wrk taskset; do
-    command -v $tool >/dev/null || { echo "missing $tool: apt-get install nginx haproxy wrk util-linux" >&2; exit 1; }
-done
+require_tools nginx haproxy wrk taskset
 cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
 target/release/examples/bench_fixtures "$work" 10000
 
