@@ -131,8 +131,8 @@ impl ProxyHttp for GatewayProxy {
         // default drops every request after the first.
         session.as_downstream_mut().set_pipelining_enabled(true);
         connection::header_complete(session);
-        let gateway = ctx.gateway.clone();
-        ctx.compression.on_request(session, &gateway.compression)
+        ctx.compression
+            .on_request(session, &ctx.gateway.compression)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -214,9 +214,8 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         Self::decorate(upstream_response, ctx)?;
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
-        let gateway = ctx.gateway.clone();
         ctx.compression
-            .on_response(session, upstream_response, raw, &gateway.compression)?;
+            .on_response(session, upstream_response, raw, &ctx.gateway.compression)?;
         if self.is_draining() {
             // Answers with `Connection: close`: the client's next request
             // opens a connection that the successor accepts.
