@@ -47,8 +47,11 @@ async fn directory_down_serves_cached_users_for_a_bounded_window() {
     for _ in 0..5 {
         let (status, took) = status_of(gw.port, &cached_token).await;
         assert_eq!(status, 200, "a cached user inside the window");
+        // Bounds in this file sit well below the timeout the fault would
+        // cost (here 800 ms) so that a shared 2-core machine's scheduling
+        // noise (CI saw 270 ms under load) cannot fail them.
         assert!(
-            took < Duration::from_millis(300),
+            took < Duration::from_millis(500),
             "stale answer took {took:?}"
         );
     }
@@ -56,7 +59,7 @@ async fn directory_down_serves_cached_users_for_a_bounded_window() {
     let r = get(gw.port, "/api/x", &[bearer(&token_for(&uncached))]).await;
     assert_envelope(&r, 503, "USER_DIRECTORY_UNAVAILABLE");
     assert!(
-        t.elapsed() < Duration::from_millis(300),
+        t.elapsed() < Duration::from_millis(500),
         "fail-closed took {:?}",
         t.elapsed()
     );
@@ -120,7 +123,8 @@ async fn hung_directory_is_bounded_by_the_query_timeout() {
         let (status, took) = status_of(gw.port, &cached_token).await;
         assert_eq!(status, 200);
         assert!(
-            took < Duration::from_millis(150),
+            // A lookup would wait for the 600 ms query timeout.
+            took < Duration::from_millis(350),
             "cached user took {took:?}"
         );
     }
@@ -195,8 +199,11 @@ async fn pool_exhaustion_under_a_thousand_cold_users_is_bounded() {
         assert_eq!(status, 200);
         worst_cached = worst_cached.max(took);
     }
+    // A cached request queued on the pool would wait behind 500+ lookups
+    // for the 1 s query timeout; half of it separates the two with room
+    // for a shared machine's noise (CI once measured 268 ms).
     assert!(
-        worst_cached < Duration::from_millis(250),
+        worst_cached < Duration::from_millis(500),
         "cached user took {worst_cached:?} during the stampede"
     );
     let (mut ok, mut unavailable) = (0, 0);
