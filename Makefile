@@ -49,6 +49,7 @@ bench: deps-build
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
 	  && command -v valgrind >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind >/dev/null; }
+	@command -v oha >/dev/null || cargo install oha --locked
 	benches/load/run.sh
 	benches/instructions/run.sh
 	benches/load/report.sh target/bench/runs.jsonl target/bench >/dev/null

@@ -28,6 +28,7 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
 require_tools nginx haproxy wrk taskset
+command -v oha >/dev/null || { echo "missing oha: cargo install oha --locked (make bench does)" >&2; exit 1; }
 cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
 target/release/examples/bench_fixtures "$work" 10000
 
@@ -90,24 +91,23 @@ for round in $(seq "$rounds"); do
     done
 done
 
-# Fixed rate: 50% of nginx's maximum on the cached path, latency corrected
-# for coordinated omission (oha --latency-correction).
-if command -v oha >/dev/null; then
-    nginx_max=$(grep '"scenario":"cached","proxy":"nginx-proxy"' "$out/runs.jsonl" \
+# Fixed rate: half of the gateway's own maximum on the cached path (the
+# median of its rounds above), the same rate for each peer, latency
+# corrected for coordinated omission (oha --latency-correction).
+median_max() {
+    grep "\"scenario\":\"cached\",\"proxy\":\"$1\"" "$out/runs.jsonl" \
         | sed -E 's/.*"requests":([0-9]+),"duration_us":([0-9]+).*/\1 \2/' \
-        | awk '{print $1 / ($2 / 1e6)}' | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}')
-    rate=$((nginx_max / 2))
-    : > "$out/fixed.jsonl"
-    for proxy in gateway nginx-proxy haproxy-jwt; do
-        taskset -c 1 oha -z "${secs}s" -q "$rate" -c "$conns" --latency-correction --no-tui \
-            --output-format json -H "Authorization: Bearer $(cat "$work/alice.txt")" \
-            "http://127.0.0.1:$(port_of $proxy)/api/x" > "$work/oha.json"
-        echo "{\"proxy\":\"$proxy\",\"rate\":$rate,\"oha\":$(cat "$work/oha.json")}" >> "$out/fixed.jsonl"
-        echo "  fixed rate $rate/s $proxy done" >&2
-    done
-else
-    echo "oha not installed (cargo install oha): skipping the fixed-rate run" >&2
-fi
+        | awk '{print $1 / ($2 / 1e6)}' | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}'
+}
+rate=$(( $(median_max gateway) / 2 ))
+: > "$out/fixed.jsonl"
+for proxy in gateway nginx-proxy haproxy-jwt; do
+    taskset -c 1 oha -z "${secs}s" -q "$rate" -c "$conns" --latency-correction --no-tui \
+        --output-format json -H "Authorization: Bearer $(cat "$work/alice.txt")" \
+        "http://127.0.0.1:$(port_of $proxy)/api/x" > "$work/oha.json"
+    echo "{\"proxy\":\"$proxy\",\"rate\":$rate,\"oha\":$(cat "$work/oha.json")}" >> "$out/fixed.jsonl"
+    echo "  fixed rate $rate/s $proxy done" >&2
+done
 
 # Memory: RSS of the proxy with 10,000 idle keep-alive client connections.
 cargo build --release --example idle_conns >/dev/null

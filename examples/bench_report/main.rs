@@ -102,7 +102,7 @@ fn main() {
     let fixed = values("fixed.jsonl");
     if !fixed.is_empty() {
         md.push_str(
-            "\nFixed rate at 50% of nginx-proxy's cached-path maximum, cached path, latency \
+            "\nFixed rate at half of the gateway's own cached-path maximum, cached path, latency \
              corrected for coordinated omission (oha --latency-correction):\n\n\
              | proxy | rate/s | achieved/s | p50 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|---:|\n",
         );

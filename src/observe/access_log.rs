@@ -7,7 +7,6 @@
 //! request. Lines carry no token, no query string and no secret; strings are
 //! JSON-escaped, so control characters cannot forge lines.
 
-use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -15,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
-use serde::Serialize;
 
 use crate::config::{ConfigError, LogConfig, LogFormat};
 use crate::observe::metrics::metrics;
@@ -121,12 +119,13 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 fn write_lines(receiver: Receiver<AccessEntry>, sink: Sink, format: LogFormat) {
     let mut out = BufWriter::with_capacity(64 * 1024, sink);
+    let mut lines = LineFormatter::new(format);
     loop {
         std::thread::sleep(DRAIN_INTERVAL);
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
-                    let _ = write_line(&mut out, &entry, format);
+                    let _ = out.write_all(lines.format(&entry));
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -139,79 +138,182 @@ fn write_lines(receiver: Receiver<AccessEntry>, sink: Sink, format: LogFormat) {
     }
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    timestamp: String,
-    level: &'static str,
-    service: &'static str,
-    request_id: Cow<'a, str>,
-    method: &'a str,
-    path: &'a str,
-    username: Option<Cow<'a, str>>,
-    user_id: Option<Cow<'a, str>>,
-    backend_service: Option<&'a str>,
-    route: Option<&'a str>,
-    upstream_status: Option<u16>,
-    response_time_ms: f64,
-    status_code: u16,
+/// Formats access lines into one reused buffer.
+///
+/// Written by hand rather than through serde_json: the line has a fixed
+/// set of fields, and the generic path (a `String` per timestamp, UTF-8
+/// checks, float formatting, per-field escaping) was most of the log's
+/// cost per request (README, "Instructions per request"). Strings are
+/// escaped as JSON in both formats, so no value can forge a line.
+pub struct LineFormatter {
+    format: LogFormat,
+    line: Vec<u8>,
+    /// The Unix second of `second_prefix`.
+    second: u64,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`: formatted once a second.
+    second_prefix: String,
 }
 
-fn text(value: &HeaderValue) -> Cow<'_, str> {
-    String::from_utf8_lossy(value.as_bytes())
-}
-
-impl<'a> Line<'a> {
-    fn of(e: &'a AccessEntry) -> Self {
-        Line {
-            timestamp: humantime::format_rfc3339_millis(e.timestamp).to_string(),
-            level: if e.status_code >= 500 || e.status_code == 0 {
-                "WARN"
-            } else {
-                "INFO"
-            },
-            service: "gateway",
-            request_id: text(&e.request_id),
-            method: e.method.as_str(),
-            path: &e.path,
-            username: e.username.as_ref().map(text),
-            user_id: e.user_id.as_ref().map(text),
-            backend_service: e.route.as_ref().map(|r| r.service.as_str()),
-            route: e.route.as_ref().map(|r| r.pattern.as_str()),
-            upstream_status: e.upstream_status,
-            response_time_ms: (e.response_time.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            status_code: e.status_code,
+impl LineFormatter {
+    pub fn new(format: LogFormat) -> Self {
+        Self {
+            format,
+            line: Vec::with_capacity(512),
+            second: u64::MAX,
+            second_prefix: String::new(),
         }
+    }
+
+    /// The line of `entry`, newline included.
+    pub fn format(&mut self, e: &AccessEntry) -> &[u8] {
+        self.line.clear();
+        let since_epoch = e
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        if since_epoch.as_secs() != self.second {
+            self.second = since_epoch.as_secs();
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(self.second);
+            // "YYYY-MM-DDTHH:MM:SSZ" without its "Z".
+            let mut prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            prefix.pop();
+            prefix.push('.');
+            self.second_prefix = prefix;
+        }
+        let level = if e.status_code >= 500 || e.status_code == 0 {
+            "WARN"
+        } else {
+            "INFO"
+        };
+        let mut fields = Fields {
+            out: &mut self.line,
+            json: self.format == LogFormat::Json,
+            first: true,
+        };
+        fields.key("timestamp");
+        fields.out.push(b'"');
+        fields.out.extend_from_slice(self.second_prefix.as_bytes());
+        push_padded3(fields.out, since_epoch.subsec_millis());
+        fields.out.extend_from_slice(b"Z\"");
+        fields.string("level", level.as_bytes());
+        fields.string("service", b"gateway");
+        fields.string("request_id", e.request_id.as_bytes());
+        fields.string("method", e.method.as_str().as_bytes());
+        fields.string("path", e.path.as_bytes());
+        fields.optional_string("username", e.username.as_ref().map(HeaderValue::as_bytes));
+        fields.optional_string("user_id", e.user_id.as_ref().map(HeaderValue::as_bytes));
+        let route = e.route.as_deref();
+        fields.optional_string("backend_service", route.map(|r| r.service.as_bytes()));
+        fields.optional_string("route", route.map(|r| r.pattern.as_bytes()));
+        fields.key("upstream_status");
+        match e.upstream_status {
+            Some(status) => fields.integer(status.into()),
+            None => fields.out.extend_from_slice(b"null"),
+        }
+        // Milliseconds with three decimals: microsecond resolution.
+        let micros = e.response_time.as_micros();
+        fields.key("response_time_ms");
+        fields.integer((micros / 1000) as u64);
+        fields.out.push(b'.');
+        push_padded3(fields.out, (micros % 1000) as u32);
+        fields.key("status_code");
+        fields.integer(e.status_code.into());
+        if fields.json {
+            fields.out.push(b'}');
+        }
+        self.line.push(b'\n');
+        &self.line
     }
 }
 
-/// Writes one line of `entry` in `format`.
-pub fn write_line(
-    out: &mut impl Write,
-    entry: &AccessEntry,
-    format: LogFormat,
-) -> std::io::Result<()> {
-    let line = Line::of(entry);
-    match format {
-        LogFormat::Json => {
-            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?
+/// The fields of one line: `{"key":value,...}` (JSON) or `key=value ...`
+/// (text, values JSON-encoded).
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    json: bool,
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, name: &str) {
+        match (self.json, self.first) {
+            (true, true) => self.out.extend_from_slice(b"{\""),
+            (true, false) => self.out.extend_from_slice(b",\""),
+            (false, true) => {}
+            (false, false) => self.out.push(b' '),
         }
-        LogFormat::Text => {
-            // key=value pairs; values JSON-encoded, so quotes and control
-            // characters are escaped.
-            let value = serde_json::to_value(&line).map_err(std::io::Error::other)?;
-            let mut first = true;
-            if let Some(fields) = value.as_object() {
-                for (k, v) in fields {
-                    if !first {
-                        out.write_all(b" ")?;
-                    }
-                    first = false;
-                    write!(out, "{k}={v}")?;
-                }
+        self.first = false;
+        self.out.extend_from_slice(name.as_bytes());
+        self.out
+            .extend_from_slice(if self.json { &b"\":"[..] } else { b"=" });
+    }
+
+    fn string(&mut self, name: &str, value: &[u8]) {
+        self.key(name);
+        push_json_string(self.out, value);
+    }
+
+    fn optional_string(&mut self, name: &str, value: Option<&[u8]>) {
+        match value {
+            Some(value) => self.string(name, value),
+            None => {
+                self.key(name);
+                self.out.extend_from_slice(b"null");
             }
         }
     }
-    out.write_all(b"\n")
+
+    fn integer(&mut self, value: u64) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+}
+
+fn push_padded3(out: &mut Vec<u8>, value: u32) {
+    let value = value.min(999);
+    out.extend_from_slice(&[
+        b'0' + (value / 100) as u8,
+        b'0' + (value / 10 % 10) as u8,
+        b'0' + (value % 10) as u8,
+    ]);
+}
+
+/// `value` as a JSON string. Bytes that are not UTF-8 (header values may
+/// carry obs-text) become U+FFFD, as `String::from_utf8_lossy` makes them.
+fn push_json_string(out: &mut Vec<u8>, value: &[u8]) {
+    if !value.is_ascii() {
+        let text = String::from_utf8_lossy(value);
+        return push_escaped(out, text.as_bytes());
+    }
+    push_escaped(out, value)
+}
+
+/// Writes UTF-8 `value` quoted, escaping `"`, `\\` and control characters.
+fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut clean_from = 0;
+    for (i, &b) in value.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&value[clean_from..i]);
+        clean_from = i + 1;
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+    }
+    out.extend_from_slice(&value[clean_from..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -235,36 +337,84 @@ mod tests {
         }
     }
 
+    fn json(e: &AccessEntry) -> serde_json::Value {
+        let mut lines = LineFormatter::new(LogFormat::Json);
+        let out = lines.format(e);
+        assert!(out.ends_with(b"\n"));
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(out).unwrap()
+    }
+
     #[test]
     fn json_line_has_the_design_fields() {
-        let mut out = Vec::new();
-        write_line(&mut out, &entry(), LogFormat::Json).unwrap();
-        assert!(out.ends_with(b"\n"));
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let v = json(&entry());
         assert_eq!(v["timestamp"], "2025-08-21T10:30:00.123Z");
         assert_eq!(v["level"], "INFO");
         assert_eq!(v["service"], "gateway");
         assert_eq!(v["username"], "o\"neil");
         assert_eq!(v["response_time_ms"], 1.5);
         assert_eq!(v["backend_service"], serde_json::Value::Null);
-        for key in [
-            "request_id",
-            "method",
-            "path",
-            "user_id",
-            "upstream_status",
-            "status_code",
+        assert_eq!(v["route"], serde_json::Value::Null);
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["status_code"], 200);
+        assert_eq!(v["upstream_status"], 200);
+        for key in ["request_id", "path", "user_id"] {
+            assert!(v[key].is_string(), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_byte_value_round_trips_through_json() {
+        // Each control character, quote and backslash; then bytes that are
+        // not UTF-8 (obs-text in a header value) and a multi-byte character.
+        let mut raw: Vec<u8> = (0u8..0x20).collect();
+        raw.extend_from_slice(b"\"\\/ plain");
+        let mut e = entry();
+        e.path = String::from_utf8(raw.clone()).unwrap() + "\u{00e9}";
+        e.username = Some(HeaderValue::from_bytes(b"caf\xe9\x80").unwrap());
+        e.upstream_status = None;
+        e.status_code = 502;
+        e.response_time = Duration::from_micros(12_345_678);
+        let v = json(&e);
+        assert_eq!(v["path"].as_str().unwrap().as_bytes()[..raw.len()], raw[..]);
+        assert!(v["path"].as_str().unwrap().ends_with('\u{00e9}'));
+        // A truncated sequence is one replacement character.
+        assert_eq!(v["username"], "caf\u{fffd}");
+        assert_eq!(v["upstream_status"], serde_json::Value::Null);
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["response_time_ms"], 12_345.678);
+    }
+
+    #[test]
+    fn the_timestamp_follows_the_clock_across_seconds() {
+        let mut lines = LineFormatter::new(LogFormat::Json);
+        let mut e = entry();
+        for (millis, want) in [
+            (1_755_772_200_123u64, "2025-08-21T10:30:00.123Z"),
+            (1_755_772_200_999, "2025-08-21T10:30:00.999Z"),
+            (1_755_772_201_000, "2025-08-21T10:30:01.000Z"),
+            (1_755_772_199_007, "2025-08-21T10:29:59.007Z"),
         ] {
-            assert!(!v[key].is_null(), "{key}");
+            e.timestamp = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+            let v: serde_json::Value = serde_json::from_slice(lines.format(&e)).unwrap();
+            assert_eq!(v["timestamp"], want);
         }
     }
 
     #[test]
     fn text_line_escapes_values() {
-        let mut out = Vec::new();
-        write_line(&mut out, &entry(), LogFormat::Text).unwrap();
-        let line = String::from_utf8(out).unwrap();
-        assert!(line.contains("username=\"o\\\"neil\""), "{line}");
+        let mut lines = LineFormatter::new(LogFormat::Text);
+        let mut e = entry();
+        e.path = "/a b\n".into();
+        let line = String::from_utf8(lines.format(&e).to_vec()).unwrap();
+        assert!(
+            line.starts_with("timestamp=\"2025-08-21T10:30:00.123Z\" level=\"INFO\""),
+            "{line}"
+        );
+        assert!(line.contains(" username=\"o\\\"neil\""), "{line}");
+        assert!(line.contains(" path=\"/a b\\n\""), "{line}");
+        assert!(line.contains(" route=null "), "{line}");
+        assert!(line.ends_with(" status_code=200\n"), "{line}");
         assert_eq!(line.matches('\n').count(), 1);
     }
 }

@@ -8,6 +8,7 @@ use pingora::prelude::Session;
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
 use crate::proxy::context::RequestCtx;
+use crate::proxy::forwarding::generate_request_id;
 
 /// Counts the request and queues its access-log entry.
 pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
@@ -34,15 +35,17 @@ pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
     if !access_log.is_enabled() {
         return;
     }
+    // Logging is the request's last phase: the entry takes what the
+    // context holds instead of cloning it.
     let identity = ctx.identity.take();
     access_log.record(AccessEntry {
         timestamp: SystemTime::now(),
-        request_id: ctx.request_id().clone(),
+        request_id: ctx.request_id.take().unwrap_or_else(generate_request_id),
         method: req.method.clone(),
         path: req.uri.path().to_owned(),
         username: identity.as_ref().map(|i| i.username.clone()),
         user_id: identity.map(|i| i.user_id),
-        route: ctx.route.clone(),
+        route: ctx.route.take(),
         upstream_status: ctx.upstream_status,
         status_code: status,
         response_time: elapsed,
