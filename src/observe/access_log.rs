@@ -180,84 +180,107 @@ impl LineFormatter {
             prefix.push('.');
             self.second_prefix = prefix;
         }
-        let level = if e.status_code >= 500 || e.status_code == 0 {
-            "WARN"
+        let level: &[u8] = if e.status_code >= 500 || e.status_code == 0 {
+            b"WARN"
         } else {
-            "INFO"
+            b"INFO"
         };
+        let json = self.format == LogFormat::Json;
         let mut fields = Fields {
             out: &mut self.line,
-            json: self.format == LogFormat::Json,
-            first: true,
+            prefixes: if json { JSON_PREFIXES } else { TEXT_PREFIXES }.iter(),
         };
-        fields.key("timestamp");
+        fields.key();
         fields.out.push(b'"');
         fields.out.extend_from_slice(self.second_prefix.as_bytes());
         push_padded3(fields.out, since_epoch.subsec_millis());
         fields.out.extend_from_slice(b"Z\"");
-        fields.string("level", level.as_bytes());
-        fields.string("service", b"gateway");
-        fields.string("request_id", e.request_id.as_bytes());
-        fields.string("method", e.method.as_str().as_bytes());
-        fields.string("path", e.path.as_bytes());
-        fields.optional_string("username", e.username.as_ref().map(HeaderValue::as_bytes));
-        fields.optional_string("user_id", e.user_id.as_ref().map(HeaderValue::as_bytes));
+        fields.string(level);
+        fields.string(b"gateway");
+        fields.string(e.request_id.as_bytes());
+        fields.string(e.method.as_str().as_bytes());
+        fields.string(e.path.as_bytes());
+        fields.optional_string(e.username.as_ref().map(HeaderValue::as_bytes));
+        fields.optional_string(e.user_id.as_ref().map(HeaderValue::as_bytes));
         let route = e.route.as_deref();
-        fields.optional_string("backend_service", route.map(|r| r.service.as_bytes()));
-        fields.optional_string("route", route.map(|r| r.pattern.as_bytes()));
-        fields.key("upstream_status");
+        fields.optional_string(route.map(|r| r.service.as_bytes()));
+        fields.optional_string(route.map(|r| r.pattern.as_bytes()));
+        fields.key();
         match e.upstream_status {
             Some(status) => fields.integer(status.into()),
             None => fields.out.extend_from_slice(b"null"),
         }
         // Milliseconds with three decimals: microsecond resolution.
         let micros = e.response_time.as_micros();
-        fields.key("response_time_ms");
+        fields.key();
         fields.integer((micros / 1000) as u64);
         fields.out.push(b'.');
         push_padded3(fields.out, (micros % 1000) as u32);
-        fields.key("status_code");
+        fields.key();
         fields.integer(e.status_code.into());
-        if fields.json {
-            fields.out.push(b'}');
+        if json {
+            self.line.push(b'}');
         }
         self.line.push(b'\n');
         &self.line
     }
 }
 
-/// The fields of one line: `{"key":value,...}` (JSON) or `key=value ...`
-/// (text, values JSON-encoded).
+/// The key prefixes of a line's fields, in order, for both formats:
+/// `{"a":` then `,"b":` (JSON) and `a=` then ` b=` (text, values
+/// JSON-encoded).
+macro_rules! field_prefixes {
+    ($first:literal $(, $name:literal)*) => {
+        const JSON_PREFIXES: &[&[u8]] = &[
+            concat!("{\"", $first, "\":").as_bytes()
+            $(, concat!(",\"", $name, "\":").as_bytes())*
+        ];
+        const TEXT_PREFIXES: &[&[u8]] = &[
+            concat!($first, "=").as_bytes()
+            $(, concat!(" ", $name, "=").as_bytes())*
+        ];
+    };
+}
+
+field_prefixes!(
+    "timestamp",
+    "level",
+    "service",
+    "request_id",
+    "method",
+    "path",
+    "username",
+    "user_id",
+    "backend_service",
+    "route",
+    "upstream_status",
+    "response_time_ms",
+    "status_code"
+);
+
+/// The fields of one line, each written after the next key prefix.
 struct Fields<'a> {
     out: &'a mut Vec<u8>,
-    json: bool,
-    first: bool,
+    prefixes: std::slice::Iter<'static, &'static [u8]>,
 }
 
 impl Fields<'_> {
-    fn key(&mut self, name: &str) {
-        match (self.json, self.first) {
-            (true, true) => self.out.extend_from_slice(b"{\""),
-            (true, false) => self.out.extend_from_slice(b",\""),
-            (false, true) => {}
-            (false, false) => self.out.push(b' '),
+    fn key(&mut self) {
+        if let Some(prefix) = self.prefixes.next() {
+            self.out.extend_from_slice(prefix);
         }
-        self.first = false;
-        self.out.extend_from_slice(name.as_bytes());
-        self.out
-            .extend_from_slice(if self.json { &b"\":"[..] } else { b"=" });
     }
 
-    fn string(&mut self, name: &str, value: &[u8]) {
-        self.key(name);
+    fn string(&mut self, value: &[u8]) {
+        self.key();
         push_json_string(self.out, value);
     }
 
-    fn optional_string(&mut self, name: &str, value: Option<&[u8]>) {
+    fn optional_string(&mut self, value: Option<&[u8]>) {
         match value {
-            Some(value) => self.string(name, value),
+            Some(value) => self.string(value),
             None => {
-                self.key(name);
+                self.key();
                 self.out.extend_from_slice(b"null");
             }
         }
@@ -281,11 +304,20 @@ fn push_padded3(out: &mut Vec<u8>, value: u32) {
 /// `value` as a JSON string. Bytes that are not UTF-8 (header values may
 /// carry obs-text) become U+FFFD, as `String::from_utf8_lossy` makes them.
 fn push_json_string(out: &mut Vec<u8>, value: &[u8]) {
-    if !value.is_ascii() {
-        let text = String::from_utf8_lossy(value);
-        return push_escaped(out, text.as_bytes());
+    // Almost every value is plain ASCII: one pass without early exit
+    // (which the compiler vectorizes), then one copy.
+    let special = value.iter().fold(false, |special, &b| {
+        special | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
+    });
+    if !special {
+        out.push(b'"');
+        out.extend_from_slice(value);
+        out.push(b'"');
+    } else if value.is_ascii() {
+        push_escaped(out, value);
+    } else {
+        push_escaped(out, String::from_utf8_lossy(value).as_bytes());
     }
-    push_escaped(out, value)
 }
 
 /// Writes UTF-8 `value` quoted, escaping `"`, `\\` and control characters.
