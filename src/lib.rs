@@ -23,3 +23,4 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod routing;
+pub mod upstream;

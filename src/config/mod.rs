@@ -178,4 +178,72 @@ mod tests {
         assert!(lines[1].starts_with("compression.level:"), "{e}");
         assert!(lines[2].ends_with(".port: must be 1..=65535"), "{e}");
     }
+
+    #[test]
+    fn upstream_pool_errors_name_the_key() {
+        let pool = |lines: &str| edited("host = \"127.0.0.1\"\nport = 9000", lines);
+        let both = pool("host = \"127.0.0.1\"\nport = 9000\nupstreams = [\"127.0.0.1:1\"]");
+        assert!(
+            both.contains(".upstreams: give either host and port or upstreams"),
+            "{both}"
+        );
+        let neither = pool("");
+        assert!(
+            neither.contains(".upstreams: needs host and port"),
+            "{neither}"
+        );
+        let empty = pool("upstreams = []");
+        assert!(
+            empty.contains(".upstreams: must name at least one peer"),
+            "{empty}"
+        );
+        let bad = pool("upstreams = [\"127.0.0.1:1\", \"127.0.0.1\"]");
+        assert!(bad.contains(".upstreams[1]: '127.0.0.1' is not"), "{bad}");
+        let port = pool("upstreams = [\"127.0.0.1:0\"]");
+        assert!(
+            port.contains(".upstreams[0]: '127.0.0.1:0': the port"),
+            "{port}"
+        );
+        let twice = pool("upstreams = [\"127.0.0.1:1\", \"127.0.0.1:1 weight=2\"]");
+        assert!(
+            twice.contains(".upstreams[1]: '127.0.0.1:1' is listed twice"),
+            "{twice}"
+        );
+        let weight = pool("upstreams = [\"127.0.0.1:1 weight=0\"]");
+        assert!(
+            weight.contains(".upstreams[0]: '127.0.0.1:1 weight=0': weight must be"),
+            "{weight}"
+        );
+        let algorithm = pool("upstreams = [\"127.0.0.1:1\"]\nload_balancing = \"random\"");
+        assert!(
+            algorithm.contains(".load_balancing: 'random' is not round_robin"),
+            "{algorithm}"
+        );
+        let check = err(&format!(
+            "{}\n[routes.health_check]\npath = \"healthz\"\ninterval_ms = 0\n",
+            minimal().replace(
+                "host = \"127.0.0.1\"\nport = 9000",
+                "upstreams = [\"127.0.0.1:1\"]"
+            )
+        ));
+        assert!(
+            check.contains(".health_check.path: must start with '/'"),
+            "{check}"
+        );
+        assert!(
+            check.contains(".health_check.interval_ms: must be greater than 0"),
+            "{check}"
+        );
+        let retries = pool("upstreams = [\"127.0.0.1:1\"]\nmax_retries = 11");
+        assert!(
+            retries.contains(".max_retries: must be 0..=10"),
+            "{retries}"
+        );
+        let ok = minimal().replace(
+            "host = \"127.0.0.1\"\nport = 9000",
+            "upstreams = [\"127.0.0.1:1\", \"127.0.0.1:2 weight=3\"]\nload_balancing = \"consistent\"",
+        );
+        let route = parse(&ok).unwrap().routes[0].get_ref().clone();
+        assert_eq!(route.upstreams.map(|u| u.len()), Some(2));
+    }
 }

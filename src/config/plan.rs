@@ -17,6 +17,7 @@ use crate::auth::identity::IdentityCache;
 use crate::auth::keys::load_secret;
 use crate::auth::token::JwtVerifier;
 use crate::config::validate::Problems;
+use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
     self, route_key, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig, UpstreamDefaults,
     UserSource, UsersConfig,
@@ -26,6 +27,7 @@ use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
 use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
+use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamRegistry};
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
@@ -44,6 +46,8 @@ pub struct Gateway {
     /// `server.max_uri_bytes` and `server.max_header_bytes`.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
+    /// Every route's pool and peer, for the health checks and `/upstreams`.
+    pub upstreams: UpstreamRegistry,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -103,7 +107,13 @@ impl Gateway {
             .map(CorsPolicy::new)
             .transpose()
             .map_err(|e| problems.push(e));
-        let routes = route_table(loaded, &mut problems);
+        let mut upstreams = UpstreamRegistry::default();
+        let routes = route_table(
+            loaded,
+            &mut upstreams,
+            previous.map(|p| &p.upstreams),
+            &mut problems,
+        );
         let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
         let (Ok(jwt), Ok(identity), Ok(cors), true) = (jwt, identity, cors, problems.is_empty())
         else {
@@ -121,6 +131,7 @@ impl Gateway {
             max_uri_bytes: config.server.max_uri_bytes,
             max_header_bytes: config.server.max_header_bytes,
             cors,
+            upstreams,
         })
     }
 }
@@ -153,31 +164,112 @@ fn rate_limiter(previous: Option<&Gateway>, max_keys: usize) -> Arc<RateLimiter>
 }
 
 /// Every route, built; a route that cannot be built is a problem named by
-/// its key and line.
-fn route_table(loaded: &LoadedConfig, problems: &mut Problems) -> RouteTable {
+/// its key and line. Peers go into `upstreams`, taking `previous`'s state
+/// for the ones that did not change.
+fn route_table(
+    loaded: &LoadedConfig,
+    upstreams: &mut UpstreamRegistry,
+    previous: Option<&UpstreamRegistry>,
+    problems: &mut Problems,
+) -> RouteTable {
     let config = &loaded.config;
     let mut routes = RouteTable::default();
     for (i, spanned) in config.routes.iter().enumerate() {
         let route = spanned.get_ref();
         let key = |field: &str| route_key(&loaded.source, i, spanned, field);
-        let peer = upstream_peer(route, &config.upstream).map_err(|m| problems.add(key("host"), m));
+        let pool = route_pool(route, &config.upstream, upstreams, previous)
+            .map_err(|(field, m)| problems.add(key(&field), m));
         let slack =
             slack_verifier(route).map_err(|m| problems.add(key("slack_signing_secret_env"), m));
-        let (Ok(peer), Ok(slack)) = (peer, slack) else {
+        let (Ok(pool), Ok(slack)) = (pool, slack) else {
             continue;
         };
+        upstreams.add_pool(pool.clone());
         routes.insert(Route {
             pattern: route.path.clone(),
             service: route.service.clone(),
             auth_required: route.auth_required,
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
-            peer,
+            pool,
             raw: route.raw,
             slack,
             rate_limit: route_limit(route, config.rate_limit.as_ref()),
         });
     }
     routes
+}
+
+/// The route's pool: each peer resolved, its state shared or carried over,
+/// the route's timeouts on its template. Errors name the field.
+fn route_pool(
+    route: &RouteConfig,
+    defaults: &UpstreamDefaults,
+    upstreams: &mut UpstreamRegistry,
+    previous: Option<&UpstreamRegistry>,
+) -> Result<Arc<Pool>, (String, String)> {
+    let entries: Vec<(String, UpstreamEntry)> = match (&route.host, route.port, &route.upstreams) {
+        (Some(host), Some(port), None) => vec![(
+            "host".into(),
+            UpstreamEntry {
+                host: host.clone(),
+                port,
+                weight: 1,
+            },
+        )],
+        (None, None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                parse_upstream(e)
+                    .map(|entry| (format!("upstreams[{j}]"), entry))
+                    .map_err(|m| (format!("upstreams[{j}]"), m))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err((
+                "upstreams".into(),
+                "needs host and port, or upstreams".into(),
+            ))
+        }
+    };
+    let mut members = Vec::with_capacity(entries.len());
+    for (field, entry) in entries {
+        let addr = resolve(&entry.host, entry.port).map_err(|m| (field, m))?;
+        let state = upstreams.peer(
+            PeerKey {
+                addr,
+                check: route.health_check.clone(),
+            },
+            previous,
+        );
+        members.push(Member {
+            state,
+            peer: upstream_peer(addr, route, defaults),
+            weight: entry.weight,
+        });
+    }
+    let balancing = Balancing::from_config(route.load_balancing.as_deref())
+        .map_err(|m| ("load_balancing".to_owned(), m))?;
+    let read_timeout = route.read_timeout_ms.unwrap_or(defaults.read_timeout_ms);
+    Ok(Arc::new(Pool::new(
+        route.service.clone(),
+        route.path.clone(),
+        members,
+        balancing,
+        route.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        Duration::from_millis(read_timeout),
+    )))
+}
+
+/// `max_retries` when a route does not say.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+
+fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
 }
 
 /// The route's own limit (0: none), else the `[rate_limit]` default.
@@ -213,14 +305,13 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> 
     )))
 }
 
-/// The peer template of a route: address resolved, timeouts set (Pingora's
-/// defaults have none).
-fn upstream_peer(route: &RouteConfig, defaults: &UpstreamDefaults) -> Result<HttpPeer, String> {
-    let addr = (route.host.as_str(), route.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{}': {e}", route.host))?
-        .next()
-        .ok_or_else(|| format!("'{}' resolves to no address", route.host))?;
+/// The peer template of one of a route's peers: the route's timeouts set
+/// (Pingora's defaults have none).
+fn upstream_peer(
+    addr: std::net::SocketAddr,
+    route: &RouteConfig,
+    defaults: &UpstreamDefaults,
+) -> HttpPeer {
     let ms = |v: Option<u64>, d: u64| Some(Duration::from_millis(v.unwrap_or(d)));
     let mut peer = HttpPeer::new(addr, false, String::new());
     let options = &mut peer.options;
@@ -229,5 +320,5 @@ fn upstream_peer(route: &RouteConfig, defaults: &UpstreamDefaults) -> Result<Htt
     options.read_timeout = ms(route.read_timeout_ms, defaults.read_timeout_ms);
     options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
     options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
-    Ok(peer)
+    peer
 }

@@ -248,8 +248,18 @@ impl Default for UpstreamDefaults {
 pub struct RouteConfig {
     pub path: String,
     pub service: String,
-    pub host: String,
-    pub port: u16,
+    /// One peer: `host` and `port` (the shorthand of `upstreams`).
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Several peers: `"IP:port"` or `"IP:port weight=N"` each.
+    pub upstreams: Option<Vec<String>>,
+    /// `round_robin` (default), `least_connections` or `consistent` (by
+    /// user id; by client IP for anonymous requests).
+    pub load_balancing: Option<String>,
+    /// Active checks of the route's peers; without it, passive ejection only.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Further tries on other peers after a failure that is safe to retry.
+    pub max_retries: Option<u32>,
     /// Fail closed: a route is protected unless it says otherwise.
     #[serde(default = "defaults::auth_required")]
     pub auth_required: bool,
@@ -268,7 +278,33 @@ pub struct RouteConfig {
     pub slack_signing_secret_env: Option<String>,
 }
 
+/// `[routes.health_check]`: an HTTP GET of `path` expecting 2xx, or a TCP
+/// connect without `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: Option<String>,
+    #[serde(default = "defaults::health_interval_ms")]
+    pub interval_ms: u64,
+    /// Budget of one probe (connect and answer).
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "defaults::health_threshold")]
+    pub unhealthy_after: u32,
+    #[serde(default = "defaults::health_threshold")]
+    pub healthy_after: u32,
+}
+
 mod defaults {
+    pub fn health_interval_ms() -> u64 {
+        1_000
+    }
+    pub fn health_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn health_threshold() -> u32 {
+        2
+    }
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
     }

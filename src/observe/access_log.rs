@@ -18,6 +18,7 @@ use http::HeaderValue;
 use crate::config::{ConfigError, LogConfig, LogFormat};
 use crate::observe::metrics::metrics;
 use crate::routing::table::Route;
+use crate::upstream::peer::PeerState;
 
 /// What one request leaves in the log.
 pub struct AccessEntry {
@@ -29,6 +30,9 @@ pub struct AccessEntry {
     pub user_id: Option<HeaderValue>,
     pub route: Option<Arc<Route>>,
     pub upstream_status: Option<u16>,
+    /// The peer of the last try, and how many tries there were.
+    pub upstream_peer: Option<Arc<PeerState>>,
+    pub tries: u32,
     pub status_code: u16,
     pub response_time: Duration,
 }
@@ -210,6 +214,9 @@ impl LineFormatter {
             Some(status) => fields.integer(status.into()),
             None => fields.out.extend_from_slice(b"null"),
         }
+        fields.optional_string(e.upstream_peer.as_ref().map(|p| p.label.as_bytes()));
+        fields.key();
+        fields.integer(e.tries.into());
         // Milliseconds with three decimals: microsecond resolution.
         let micros = e.response_time.as_micros();
         fields.key();
@@ -254,6 +261,8 @@ field_prefixes!(
     "backend_service",
     "route",
     "upstream_status",
+    "upstream_peer",
+    "tries",
     "response_time_ms",
     "status_code"
 );
@@ -364,6 +373,8 @@ mod tests {
             )),
             route: None,
             upstream_status: Some(200),
+            upstream_peer: None,
+            tries: 1,
             status_code: 200,
             response_time: Duration::from_micros(1500),
         }
@@ -390,6 +401,8 @@ mod tests {
         assert_eq!(v["method"], "POST");
         assert_eq!(v["status_code"], 200);
         assert_eq!(v["upstream_status"], 200);
+        assert_eq!(v["upstream_peer"], serde_json::Value::Null);
+        assert_eq!(v["tries"], 1);
         for key in ["request_id", "path", "user_id"] {
             assert!(v[key].is_string(), "{key}");
         }

@@ -1,6 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz`
-//! (the process is alive) and `GET /readyz` (it should get traffic: not
-//! draining, and the user directory answers or the cache can serve).
+//! (the process is alive), `GET /readyz` (it should get traffic: not
+//! draining, and the user directory answers or the cache can serve) and
+//! `GET /upstreams` (each route's pool with its peers' health, JSON).
+//! Readiness is about the gateway itself: a route whose peers are all down
+//! answers 503 on that route, but the gateway stays ready for the others.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -74,6 +77,10 @@ impl ServeHttp for AdminApp {
                 )
             }
             "/healthz" => status_json(StatusCode::OK, "alive"),
+            "/upstreams" => {
+                let body = self.gateway.load().upstreams.to_json().to_string();
+                respond(StatusCode::OK, "application/json", body.into_bytes())
+            }
             "/readyz" => {
                 let (status, text) = self.readiness().await;
                 status_json(status, text)

@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Request latency buckets: sub-millisecond to 30 s.
@@ -37,6 +37,10 @@ pub struct Metrics {
     pub header_timeouts: IntCounter,
     pub config_reloads: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub upstream_peer_healthy: IntGaugeVec,
+    pub upstream_peer_requests: IntCounterVec,
+    pub upstream_peer_failures: IntCounterVec,
+    pub upstream_retries: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -119,6 +123,22 @@ const RATE_LIMITED: Family = (
     "gateway_rate_limited_total",
     "Requests refused by a rate limit, by route and subject (user or ip)",
 );
+const UPSTREAM_PEER_HEALTHY: Family = (
+    "gateway_upstream_peer_healthy",
+    "1 while a route's peer may get requests (checks pass or have not run, not ejected), else 0",
+);
+const UPSTREAM_PEER_REQUESTS: Family = (
+    "gateway_upstream_peer_requests_total",
+    "Tries sent to each upstream peer (a retried request counts at each peer it tried)",
+);
+const UPSTREAM_PEER_FAILURES: Family = (
+    "gateway_upstream_peer_failures_total",
+    "Tries that failed at a peer before any response (connect errors, resets, timeouts)",
+);
+const UPSTREAM_RETRIES: Family = (
+    "gateway_upstream_retries_total",
+    "Requests sent again to another peer, by reason",
+);
 
 /// Registers metrics. Names and labels are constants: a failure here is a
 /// programming error caught by the first test that touches metrics, never
@@ -139,6 +159,10 @@ impl Register {
 
     fn counter_vec(&self, (name, help): Family, labels: &[&str]) -> IntCounterVec {
         self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, (name, help): Family, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
     }
 
     fn gauge(&self, (name, help): Family) -> IntGauge {
@@ -179,6 +203,10 @@ impl Metrics {
             header_timeouts: r.counter(HEADER_TIMEOUTS),
             config_reloads: r.counter_vec(CONFIG_RELOADS, &["result"]),
             rate_limited: r.counter_vec(RATE_LIMITED, &["route", "subject"]),
+            upstream_peer_healthy: r.gauge_vec(UPSTREAM_PEER_HEALTHY, &["route_service", "peer"]),
+            upstream_peer_requests: r.counter_vec(UPSTREAM_PEER_REQUESTS, &["peer"]),
+            upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),
+            upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
             registry: r.0,
         }
     }

@@ -20,6 +20,7 @@ use crate::observe::admin::AdminApp;
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
+use crate::upstream::health::HealthChecks;
 
 /// Process-level flags from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,6 +118,10 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         proxy.add_listener(client_listener(addr));
     }
     pingora.add_service(proxy);
+    pingora.add_service(background_service(
+        "upstream health checks",
+        HealthChecks::new(shared.clone()),
+    ));
     if let Some(admin) = admin {
         let mut service = Service::new(
             "robeing-gateway admin".into(),

@@ -14,6 +14,7 @@ use crate::edge::slack::SlackGate;
 use crate::process::lifecycle::InFlight;
 use crate::proxy::forwarding::generate_request_id;
 use crate::routing::table::Route;
+use crate::upstream::Attempts;
 
 /// What one request carries through the phases.
 pub struct RequestCtx {
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     pub compression: Compression,
     pub body_bytes: u64,
     pub upstream_status: Option<u16>,
+    /// The tries at the route's pool.
+    pub attempts: Attempts,
 }
 
 impl RequestCtx {
@@ -59,6 +62,7 @@ impl RequestCtx {
             compression: Compression::default(),
             body_bytes: 0,
             upstream_status: None,
+            attempts: Attempts::default(),
         }
     }
 

@@ -7,10 +7,11 @@
 //! | `new_ctx` | takes the configuration snapshot this request is served with |
 //! | `early_request_filter` | serves pipelined requests in order, stops the header clock, negotiates compression (before Pingora's modules) |
 //! | `request_filter` | request id; CORS preflight answered; [`admission`]: sizes, path and route, Slack headers, identity headers stripped, token, identity, rate limit; or the refusal envelope ([`respond`]) |
-//! | `upstream_peer` | the route's peer (address and timeouts resolved at config time) |
+//! | `upstream_peer` | a peer of the route's pool ([`crate::upstream`]: eligible, not tried yet by this request) |
+//! | `fail_to_connect`, `error_while_proxy` | the peer charged; a retry on another peer when it is safe ([`crate::upstream::attempts`]) |
 //! | `request_body_filter` | counts the body against the route's limit; the Slack gate holds it until verified |
 //! | `upstream_request_filter` | normalized target, identity and forwarding headers ([`forwarding`]), the client's own `Accept-Encoding` |
-//! | `upstream_response_filter` | notes the upstream status |
+//! | `upstream_response_filter` | notes the upstream status; the peer answered |
 //! | `response_filter` | request id, rate-limit and CORS headers; compression choice; `Connection: close` while draining |
 //! | `response_body_filter` | brotli encoding, when chosen |
 //! | `fail_to_proxy` | upstream failures become envelopes ([`failures`]) |
@@ -18,8 +19,7 @@
 //! | `logging` | metrics and the access-log hand-off ([`outcome`]); re-arms the header clock |
 //!
 //! Phases the gateway leaves to Pingora: `proxy_upstream_filter`,
-//! `connected_to_upstream`, the cache phases, `fail_to_connect` (no retry:
-//! a POST is never sent twice), `error_while_proxy`.
+//! `connected_to_upstream`, the cache phases.
 
 pub mod admission;
 pub mod context;
@@ -48,6 +48,39 @@ use context::RequestCtx;
 use failures::{classify_proxy_error, proxy_error_kind};
 use forwarding::{insert_rate_limit_headers, request_id, wire};
 use respond::{respond_error, AfterError};
+
+/// The client's address as bytes (the affinity key of anonymous requests).
+fn client_ip_bytes(session: &Session) -> arrayvec_ip::IpBytes {
+    arrayvec_ip::IpBytes::of(
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+    )
+}
+
+mod arrayvec_ip {
+    /// An IP address's octets without allocating.
+    pub struct IpBytes([u8; 16], usize);
+
+    impl IpBytes {
+        pub fn of(ip: Option<std::net::IpAddr>) -> Self {
+            let mut bytes = [0; 16];
+            match ip {
+                Some(std::net::IpAddr::V4(ip)) => {
+                    bytes[..4].copy_from_slice(&ip.octets());
+                    Self(bytes, 4)
+                }
+                Some(std::net::IpAddr::V6(ip)) => Self(ip.octets(), 16),
+                None => Self(bytes, 0),
+            }
+        }
+
+        pub fn as_slice(&self) -> &[u8] {
+            &self.0[..self.1]
+        }
+    }
+}
 
 /// The gateway's proxy service.
 pub struct GatewayProxy {
@@ -151,13 +184,59 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match &ctx.route {
-            Some(route) => Ok(Box::new(route.peer.clone())),
-            None => Error::e_explain(ErrorType::InternalError, "no route chosen"),
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        if route.pool.members.len() == 1 {
+            return ctx.attempts.next_peer(&route.pool, b"");
         }
+        // `consistent` pools: one user, one peer; anonymous: one client address.
+        let client = client_ip_bytes(session);
+        let key = match &ctx.identity {
+            Some(identity) => identity.user_id.as_bytes(),
+            None => client.as_slice(),
+        };
+        ctx.attempts.next_peer(&route.pool, key)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(route) = &ctx.route {
+            ctx.attempts
+                .after_connect_failure(&route.pool, ctx.started, &mut e);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {}", peer._address));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if let Some(route) = &ctx.route {
+            ctx.attempts.after_proxy_error(
+                &route.pool,
+                ctx.started,
+                &mut e,
+                replayable,
+                client_reused,
+            );
+        }
+        e
     }
 
     async fn request_body_filter(
@@ -203,6 +282,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        ctx.attempts.answered();
         Ok(())
     }
 

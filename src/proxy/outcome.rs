@@ -32,6 +32,7 @@ pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
     m.request_duration
         .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
+    let (upstream_peer, tries) = ctx.attempts.finish();
     if !access_log.is_enabled() {
         return;
     }
@@ -47,6 +48,8 @@ pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
         user_id: identity.map(|i| i.user_id),
         route: ctx.route.take(),
         upstream_status: ctx.upstream_status,
+        upstream_peer,
+        tries,
         status_code: status,
         response_time: elapsed,
     });

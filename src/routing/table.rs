@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pingora::upstreams::peer::HttpPeer;
-
 /// One configured route, ready to serve: its upstream address was resolved
 /// when the table was loaded.
 #[derive(Debug)]
@@ -20,8 +18,8 @@ pub struct Route {
     pub auth_required: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
-    /// Template peer, with address and timeouts set; cloned per request.
-    pub peer: HttpPeer,
+    /// The route's peers (one for `host` + `port`), timeouts set.
+    pub pool: Arc<crate::upstream::Pool>,
     /// The limit requests on this route count against, if any.
     pub rate_limit: Option<RouteLimit>,
     /// Responses are never compressed (e.g. Slack webhooks).

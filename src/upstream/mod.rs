@@ -1,0 +1,15 @@
+//! Upstream pools: several peers per route, their health (active checks
+//! in the background, passive ejection from real requests) and the retry
+//! rules of one request's tries. README, "Upstream pools", has the
+//! configuration and the behaviour; `docs/architecture.md` where each
+//! piece is called from.
+
+pub mod attempts;
+pub mod health;
+pub mod peer;
+pub mod pool;
+pub mod registry;
+
+pub use attempts::Attempts;
+pub use pool::{Balancing, Member, Pool};
+pub use registry::{PeerKey, UpstreamRegistry};
