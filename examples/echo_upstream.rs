@@ -1,13 +1,18 @@
 //! A small real upstream for the quick start and the integration tests.
 //!
-//! `echo_upstream --listen 127.0.0.1:0 [--slack-secret S] [--idle-close-ms MS]`
+//! `echo_upstream --listen 127.0.0.1:0 [--slack-secret S] [--idle-close-ms MS] [--record FILE]`
 //! prints `listening on ADDR` and serves (with `--idle-close-ms`, a
-//! keep-alive connection idle for MS ms is closed, as many servers do):
+//! keep-alive connection idle for MS ms is closed, as many servers do;
+//! with `--record`, each request appends `METHOD TARGET BODY` to FILE, so
+//! counts survive restarts). SIGTERM stops it gracefully: the listening
+//! socket closes, keep-alive connections serve on for a 1 s grace, then
+//! requests in flight finish, connections close and it exits.
 //! - `/__received`: what it has received so far (method and target), as JSON;
 //! - `.../slack/...`: verifies a Slack v0 signature over the raw body
 //!   (200 when valid, 403 otherwise);
 //! - `.../status/NNN`: answers NNN with extra headers and a non-JSON body;
 //! - `.../download/N`: N bytes of a fixed pattern;
+//! - `.../trickle/N`: declares N bytes, sends half, the rest 5 s later;
 //! - `.../sse`: three server-sent events, 400 ms apart;
 //! - `.../encoded`: a gzip-encoded text body;
 //! - `.../hang`: never answers; `.../delay/MS/...`: echoes after MS ms;
@@ -35,9 +40,13 @@ use tokio_tungstenite::WebSocketStream;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// How long keep-alive connections serve on after SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 struct State {
     slack_secret: String,
     received: Mutex<Vec<(String, String)>>,
+    record: Option<Mutex<std::fs::File>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -148,6 +157,25 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             .body(full(&b"not json \x00\xff\xfe"[..]))
             .unwrap());
     }
+    if let Some(n) = segment_after(&path, "/trickle/").and_then(|n| n.parse::<usize>().ok()) {
+        let halves = futures_util::stream::unfold(0u32, move |i| async move {
+            match i {
+                0 => Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'a'; n / 2]))),
+                    1,
+                )),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Some((Ok(Frame::data(Bytes::from(vec![b'b'; n - n / 2]))), 2))
+                }
+                _ => None,
+            }
+        });
+        return Ok(Response::builder()
+            .header("content-length", n)
+            .body(BodyExt::boxed(StreamBody::new(halves)))
+            .unwrap());
+    }
     if let Some(n) = segment_after(&path, "/download/").and_then(|n| n.parse::<usize>().ok()) {
         let body: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
         return Ok(Response::builder()
@@ -190,6 +218,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(json(400, serde_json::json!({"error": "body read failed"}))),
     };
+    if let Some(record) = &state.record {
+        use std::io::Write;
+        let mut line = format!("{} {} ", parts.method, target).into_bytes();
+        line.extend_from_slice(&body);
+        line.push(b'\n');
+        // One append per request: lines of several processes do not mix.
+        let _ = record.lock().unwrap().write_all(&line);
+    }
     let summary = serde_json::json!({
         "method": parts.method.as_str(),
         "uri": target,
@@ -211,6 +247,7 @@ async fn main() {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut slack_secret = std::env::var("SLACK_SIGNING_SECRET").unwrap_or_default();
     let mut idle_close: Option<Duration> = None;
+    let mut record = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -219,6 +256,15 @@ async fn main() {
             "--idle-close-ms" => {
                 let ms = args.next().and_then(|v| v.parse().ok());
                 idle_close = Some(Duration::from_millis(ms.expect("--idle-close-ms takes MS")));
+            }
+            "--record" => {
+                let path = args.next().expect("--record needs a file");
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .expect("cannot open the record file");
+                record = Some(Mutex::new(file));
             }
             other => panic!("unknown argument {other}"),
         }
@@ -229,13 +275,23 @@ async fn main() {
     let state = Arc::new(State {
         slack_secret,
         received: Mutex::new(Vec::new()),
+        record,
     });
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = terminate.recv() => break,
+        };
+        let Ok((stream, _)) = accepted else {
             continue;
         };
         let state = state.clone();
-        tokio::spawn(async move {
+        let mut stop = stopping.subscribe();
+        connections.spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
             let mut builder = hyper::server::conn::http1::Builder::new();
             if let Some(idle) = idle_close {
@@ -245,10 +301,28 @@ async fn main() {
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(idle);
             }
-            let _ = builder
+            let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            // Stopping: keep-alive goes on for a grace period, long enough
+            // for a balancer's checks to see the closed listener and stop
+            // sending (closing an idle connection at once races a request
+            // already on its way); then the request in flight finishes and
+            // the connection closes.
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tokio::time::sleep(DRAIN_GRACE) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         });
     }
+    drop(listener);
+    let _ = stopping.send(true);
+    while connections.join_next().await.is_some() {}
 }

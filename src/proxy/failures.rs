@@ -6,12 +6,14 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::edge::slack::INVALID_SIGNATURE;
 use crate::errors::GatewayError;
+use crate::upstream::attempts::NO_HEALTHY_PEER;
 
 /// The `kind` label of `gateway_proxy_errors_total`.
 pub fn proxy_error_kind(e: &Error) -> &'static str {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
         (_, Custom(INVALID_SIGNATURE)) => "invalid_signature",
+        (_, Custom(NO_HEALTHY_PEER)) => "no_healthy_peer",
         (_, HTTPStatus(413)) => "body_too_large",
         (ErrorSource::Upstream, ConnectRefused) => "connect_refused",
         (ErrorSource::Upstream, ConnectTimedout) => "connect_timeout",

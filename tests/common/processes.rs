@@ -40,7 +40,32 @@ impl Upstream {
         Self::start_with_args(&["--idle-close-ms", &ms.to_string()])
     }
 
+    /// An upstream on `port` that appends each request to `record` (one
+    /// file for several upstreams: counts survive restarts).
+    pub fn start_recording(port: u16, record: &std::path::Path) -> Self {
+        let record = record.to_str().expect("utf-8 path");
+        Self::start_listening(&format!("127.0.0.1:{port}"), &["--record", record])
+    }
+
+    /// SIGTERM: the listening socket closes, requests in flight finish,
+    /// then the process exits (waited for).
+    pub fn stop_gracefully(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, whatever it was doing.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn start_with_args(extra: &[&str]) -> Self {
+        Self::start_listening("127.0.0.1:0", extra)
+    }
+
+    fn start_listening(listen: &str, extra: &[&str]) -> Self {
         let bin = target_dir().join("examples/echo_upstream");
         assert!(
             bin.exists(),
@@ -48,7 +73,7 @@ impl Upstream {
             bin.display()
         );
         let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--slack-secret", SLACK_SECRET])
+            .args(["--listen", listen, "--slack-secret", SLACK_SECRET])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -143,6 +168,32 @@ pub struct Gateway {
 /// `[[routes]]` entries: (path, service, port, auth_required, extra keys).
 pub fn route(path: &str, port: u16, auth_required: bool, extra: &str) -> String {
     robeing_gateway::config::testing::route_toml(path, port, auth_required, extra)
+}
+
+/// A public `[[routes]]` entry over several peers, with `extra` keys
+/// (a `[routes.health_check]` table goes last in `extra`).
+pub fn pool_route(path: &str, ports: &[u16], extra: &str) -> String {
+    let peers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "\n[[routes]]\npath = \"{path}\"\nservice = \"pool\"\nupstreams = [{}]\nauth_required = false\n{extra}\n",
+        peers.join(", ")
+    )
+}
+
+/// `GET /upstreams`: the peers of the first pool, as (peer, eligible).
+pub async fn pool_peers(admin_port: u16) -> Vec<(String, bool)> {
+    let v = get(admin_port, "/upstreams", &[]).await.json();
+    v["pools"][0]["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| {
+            (
+                p["peer"].as_str().unwrap_or("").to_owned(),
+                p["eligible"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
 }
 
 /// The usual table: public `/api/auth/*`, protected `/api/robeing/*`.
