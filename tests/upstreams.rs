@@ -470,3 +470,39 @@ async fn sighup_keeps_the_health_of_unchanged_peers() {
         );
     }
 }
+
+// The handoff hands the peers' health to the successor: a peer the
+// predecessor's checks took out stays out in the successor, although the
+// successor's own first probe of it passes (it needs two in a row).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handoff_carries_peer_health_to_the_successor() {
+    let up = Upstream::start();
+    let mut peers = Peers::start(1);
+    let flaky = peers.ports[0];
+    let check =
+        "[routes.health_check]\ninterval_ms = 60000\nhealthy_after = 2\nunhealthy_after = 1";
+    let routes = pool_route("/api/pool/*", &[up.port, flaky], check);
+    let options = || GatewayOptions {
+        server_extra: "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5",
+        ..GatewayOptions::new(&routes)
+    };
+    tokio::task::block_in_place(|| peers.stop(0));
+    let gw = Gateway::start_with(options());
+    wait_until_eligible(gw.admin_port, flaky, false, Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| peers.restart(0));
+    let old_pid = gw.pid();
+    let new_pid = assert_reload_ok(&gw.reload());
+    wait_for_exit(old_pid, Duration::from_secs(15)).await;
+    assert_eq!(gw.pid(), new_pid);
+    let peers_now = pool_peers(gw.admin_port).await;
+    assert!(
+        peers_now.contains(&(format!("127.0.0.1:{flaky}"), false)),
+        "the successor forgot the predecessor's checks: {peers_now:?}"
+    );
+    for n in 0..10 {
+        assert_eq!(
+            get(gw.port, &format!("/api/pool/{n}"), &[]).await.status,
+            200
+        );
+    }
+}

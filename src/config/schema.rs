@@ -280,7 +280,7 @@ pub struct RouteConfig {
 
 /// `[routes.health_check]`: an HTTP GET of `path` expecting 2xx, or a TCP
 /// connect without `path`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub path: Option<String>,

@@ -7,6 +7,7 @@
 //! | `<upgrade_sock>.identity.json` | predecessor → successor | fresh cached users |
 //! | `<upgrade_sock>.limits.json` | predecessor → successor | rate-limit state |
 //! | `<upgrade_sock>.limits.final.json` | predecessor → successor | its rate-limit state when it exits |
+//! | `<upgrade_sock>.upstreams.json` | predecessor → successor | upstream peers' health and ejections |
 //!
 //! The successor offers its configuration before it listens on the upgrade
 //! socket, so whoever sends the SIGQUIT (`reload` or an operator) finds it
@@ -35,6 +36,7 @@ use crate::auth::identity::SnapshotEntry;
 use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::ServerConfig;
 use crate::edge::limits::{LimitSnapshotEntry, TakenOver};
+use crate::upstream::peer::PeerSnapshot;
 
 /// How often the successor looks for the predecessor's final counters, and
 /// how long at most (past any drain bound a predecessor may have).
@@ -52,6 +54,8 @@ pub enum HandoffFile {
     Limits,
     /// Predecessor → successor: the rate limiter as it exits.
     LimitsFinal,
+    /// Predecessor → successor: the upstream peers' health.
+    Upstreams,
 }
 
 /// Why a handoff file could not be taken.
@@ -81,6 +85,7 @@ impl HandoffFile {
             Self::Identity => "identity.json",
             Self::Limits => "limits.json",
             Self::LimitsFinal => "limits.final.json",
+            Self::Upstreams => "upstreams.json",
         }
     }
 
@@ -144,6 +149,10 @@ pub fn leave_state(server: &ServerConfig, gateway: &Gateway) {
         ),
         Err(e) => log::warn!("cannot hand the rate limits over: {e}"),
     }
+    let peers = gateway.upstreams.snapshot();
+    if let Err(e) = HandoffFile::Upstreams.leave(server, &peers) {
+        log::warn!("cannot hand the upstream health over: {e}");
+    }
 }
 
 /// Predecessor, drained and about to exit: its counters as they are now.
@@ -162,6 +171,14 @@ pub fn take_state(server: &ServerConfig, gateway: &Gateway) -> TakenOver {
         Ok(Some(entries)) => {
             let n = gateway.identity.restore(entries);
             log::info!("took over {n} cached users from the predecessor");
+        }
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}"),
+    }
+    match HandoffFile::Upstreams.take::<Vec<PeerSnapshot>>(server) {
+        Ok(Some(peers)) => {
+            let n = gateway.upstreams.restore(&peers);
+            log::info!("took over the health of {n} upstream peers from the predecessor");
         }
         Ok(None) => {}
         Err(e) => log::warn!("{e}"),

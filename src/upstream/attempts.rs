@@ -106,9 +106,10 @@ impl Attempts {
     ) {
         let from_peer = *e.esource() == ErrorSource::Upstream && !self.answered;
         // A pooled connection the peer had closed: normal keep-alive
-        // churn, not the peer's failure; the same peer may take it again.
+        // churn, not the peer's failure; the same peer may take it again
+        // when Pingora deems the error one of a stale connection.
         let stale = connection_reused && matches!(e.retry, RetryType::ReusedOnly);
-        if from_peer && !stale {
+        if from_peer && !connection_reused {
             if let Some(peer) = self.current_peer() {
                 peer.record_failure();
             }

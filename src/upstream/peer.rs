@@ -199,12 +199,51 @@ impl PeerState {
         Some(next)
     }
 
+    /// What a successor needs to carry this peer's state on.
+    pub fn snapshot(&self) -> PeerSnapshot {
+        PeerSnapshot {
+            addr: self.addr,
+            check: self.check.clone(),
+            health: self.health() as u8,
+            consecutive_failures: self.consecutive_failures(),
+            ejections: self.ejections.load(Ordering::Relaxed),
+            ejected_for_ms: self.ejected_for().map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    /// Takes a predecessor's state for this peer.
+    pub fn restore(&self, s: &PeerSnapshot) {
+        self.active
+            .store(Health::from_u8(s.health) as u8, Ordering::Relaxed);
+        self.passive_failures
+            .store(s.consecutive_failures, Ordering::Relaxed);
+        self.ejections.store(s.ejections, Ordering::Relaxed);
+        let until = if s.ejected_for_ms == 0 {
+            0
+        } else {
+            now_ms() + s.ejected_for_ms.min(MAX_EJECTION.as_millis() as u64)
+        };
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+    }
+
     /// Takes one in-flight slot (released when the guard drops).
     pub fn start_request(self: &std::sync::Arc<Self>) -> InFlightAtPeer {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.inc();
         InFlightAtPeer(self.clone())
     }
+}
+
+/// A peer's state in the handoff file `<upgrade_sock>.upstreams.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerSnapshot {
+    pub addr: SocketAddr,
+    pub check: Option<HealthCheckConfig>,
+    pub health: u8,
+    pub consecutive_failures: u32,
+    pub ejections: u32,
+    /// How much of its ejection is left (0: none).
+    pub ejected_for_ms: u64,
 }
 
 /// One request at a peer, for `least_connections`.
@@ -300,6 +339,25 @@ mod tests {
         assert_eq!(p.record_probe(true), Some(Health::Healthy));
         assert!(p.is_eligible());
         assert!(p.ejected_for().is_none());
+    }
+
+    #[test]
+    fn a_snapshot_carries_health_and_ejection() {
+        let old = peer(Some(check(1, 1)));
+        old.record_probe(false);
+        for _ in 0..EJECT_AFTER_FAILURES {
+            old.record_failure();
+        }
+        let snapshot = old.snapshot();
+        let new = peer(Some(check(1, 1)));
+        new.restore(&snapshot);
+        assert_eq!(new.health(), Health::Unhealthy);
+        assert_eq!(new.consecutive_failures(), EJECT_AFTER_FAILURES);
+        let left = new.ejected_for().expect("still ejected");
+        assert!(
+            left <= FIRST_EJECTION && left > FIRST_EJECTION / 2,
+            "{left:?}"
+        );
     }
 
     #[test]

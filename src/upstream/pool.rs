@@ -148,8 +148,20 @@ impl Pool {
     }
 
     /// An eligible member this request has not tried, if any. `key` picks
-    /// the peer of `consistent` pools.
+    /// the peer of `consistent` pools. When every member the checks allow
+    /// is passively ejected, one of those is picked anyway (the pool's
+    /// "panic mode"): ejection moves traffic between peers, it never takes
+    /// a pool's last ones out. Only active checks can do that.
     pub fn pick(&self, key: &[u8], tried: Tried) -> Option<usize> {
+        self.pick_eligible(key, tried).or_else(|| {
+            (0..self.members.len()).find(|&i| {
+                tried & (1 << i) == 0
+                    && self.members[i].state.health() != super::peer::Health::Unhealthy
+            })
+        })
+    }
+
+    fn pick_eligible(&self, key: &[u8], tried: Tried) -> Option<usize> {
         match &self.selector {
             Selector::Single => self.usable(0, tried).then_some(0),
             Selector::RoundRobin(rr) => self.walk(rr.iter(key), tried),
@@ -193,9 +205,13 @@ impl Pool {
         best.map(|(i, _)| i)
     }
 
-    /// Whether a retry would find a member: one not tried yet.
+    /// Whether a retry would find a member: one not tried yet that the
+    /// checks allow.
     pub fn has_untried(&self, tried: Tried) -> bool {
-        (0..self.members.len()).any(|i| self.usable(i, tried))
+        (0..self.members.len()).any(|i| {
+            tried & (1 << i) == 0
+                && self.members[i].state.health() != super::peer::Health::Unhealthy
+        })
     }
 }
 
@@ -264,10 +280,16 @@ mod tests {
             assert_ne!(first, 1);
             let second = p.pick(b"", 1 << first).unwrap();
             assert!(second != first && second != 1);
-            assert_eq!(p.pick(b"", (1 << first) | (1 << second)), None);
+            // Only the ejected one is left: tried rather than nothing.
+            assert_eq!(p.pick(b"", (1 << first) | (1 << second)), Some(1));
+            assert_eq!(p.pick(b"", 0b111), None);
         }
+        assert!(p.has_untried(0b101));
+        assert!(!p.has_untried(0b111));
+        // Checked out by the active checks: out, whatever is left.
+        p.members[1].state.record_probe(false);
+        assert_eq!(p.pick(b"", 0b101), None);
         assert!(!p.has_untried(0b101));
-        assert!(p.has_untried(0b001));
     }
 
     #[test]
@@ -305,13 +327,15 @@ mod tests {
     }
 
     #[test]
-    fn a_single_peer_is_picked_while_eligible() {
+    fn a_single_peer_is_never_ejected_out_of_its_pool() {
         let p = pool(1, Balancing::RoundRobin, &[]);
         assert_eq!(p.pick(b"", 0), Some(0));
         assert_eq!(p.pick(b"", 1), None);
         for _ in 0..EJECT_AFTER_FAILURES {
             p.members[0].state.record_failure();
         }
-        assert_eq!(p.pick(b"", 0), None);
+        assert_eq!(p.pick(b"", 0), Some(0), "the last peer stays");
+        p.members[0].state.record_probe(false);
+        assert_eq!(p.pick(b"", 0), None, "unless the checks say it is down");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::HealthCheckConfig;
 
-use super::peer::PeerState;
+use super::peer::{PeerSnapshot, PeerState};
 use super::pool::Pool;
 
 /// What makes two peers the same peer.
@@ -51,6 +51,28 @@ impl UpstreamRegistry {
 
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools
+    }
+
+    /// Every peer's state, for the successor of a handoff.
+    pub fn snapshot(&self) -> Vec<PeerSnapshot> {
+        self.peers.values().map(|p| p.snapshot()).collect()
+    }
+
+    /// A predecessor's peer states, for the same peers (address and check
+    /// settings); returns how many were taken.
+    pub fn restore(&self, entries: &[PeerSnapshot]) -> usize {
+        let mut taken = 0;
+        for entry in entries {
+            let key = PeerKey {
+                addr: entry.addr,
+                check: entry.check.clone(),
+            };
+            if let Some(peer) = self.peers.get(&key) {
+                peer.restore(entry);
+                taken += 1;
+            }
+        }
+        taken
     }
 
     /// `GET /upstreams` on the admin listener: each route's pool with its
