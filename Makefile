@@ -40,7 +40,7 @@ unit: deps-build
 # The integration tests need PostgreSQL: pg_virtualenv (postgresql-common)
 # starts a throwaway cluster on a free port, exports PG* and drops it after.
 test: deps-test lint
-	pg_virtualenv cargo test --all-features
+	pg_virtualenv cargo test --all-features --no-fail-fast
 
 # The load bench: the gateway next to nginx and HAProxy (see benches/load/run.sh).
 # The load bench, then the instruction bench; the report (target/bench/

@@ -215,10 +215,9 @@ async fn pool_exhaustion_under_a_thousand_cold_users_is_bounded() {
             Ok(503) => unavailable += 1,
             other => panic!("cold user got {other:?}"),
         }
-        assert!(
-            took < Duration::from_millis(2500),
-            "a cold user waited {took:?}"
-        );
+        // Unbounded, the queue would take 1,000 x 0.3 s / 4 = 75 s; the
+        // bounds leave a loaded 2-core machine room (2.5 s seen on CI).
+        assert!(took < Duration::from_secs(5), "a cold user waited {took:?}");
     }
     assert_eq!(ok + unavailable, 1000);
     assert!(
@@ -226,7 +225,7 @@ async fn pool_exhaustion_under_a_thousand_cold_users_is_bounded() {
         "the pool never ran out: the test proves nothing"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(10),
         "1,000 cold users took {:?}",
         started.elapsed()
     );

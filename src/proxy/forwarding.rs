@@ -146,6 +146,28 @@ pub fn forwarded_for(
     HeaderValue::from_str(&value).ok()
 }
 
+/// An IP address's octets without allocating (the affinity key of
+/// anonymous requests on `consistent` pools).
+pub struct IpBytes([u8; 16], usize);
+
+impl IpBytes {
+    pub fn of(ip: Option<std::net::IpAddr>) -> Self {
+        let mut bytes = [0; 16];
+        match ip {
+            Some(std::net::IpAddr::V4(ip)) => {
+                bytes[..4].copy_from_slice(&ip.octets());
+                Self(bytes, 4)
+            }
+            Some(std::net::IpAddr::V6(ip)) => Self(ip.octets(), 16),
+            None => Self(bytes, 0),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0[..self.1]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

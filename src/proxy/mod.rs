@@ -49,39 +49,6 @@ use failures::{classify_proxy_error, proxy_error_kind};
 use forwarding::{insert_rate_limit_headers, request_id, wire};
 use respond::{respond_error, AfterError};
 
-/// The client's address as bytes (the affinity key of anonymous requests).
-fn client_ip_bytes(session: &Session) -> arrayvec_ip::IpBytes {
-    arrayvec_ip::IpBytes::of(
-        session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip()),
-    )
-}
-
-mod arrayvec_ip {
-    /// An IP address's octets without allocating.
-    pub struct IpBytes([u8; 16], usize);
-
-    impl IpBytes {
-        pub fn of(ip: Option<std::net::IpAddr>) -> Self {
-            let mut bytes = [0; 16];
-            match ip {
-                Some(std::net::IpAddr::V4(ip)) => {
-                    bytes[..4].copy_from_slice(&ip.octets());
-                    Self(bytes, 4)
-                }
-                Some(std::net::IpAddr::V6(ip)) => Self(ip.octets(), 16),
-                None => Self(bytes, 0),
-            }
-        }
-
-        pub fn as_slice(&self) -> &[u8] {
-            &self.0[..self.1]
-        }
-    }
-}
-
 /// The gateway's proxy service.
 pub struct GatewayProxy {
     gateway: SharedGateway,
@@ -194,7 +161,12 @@ impl ProxyHttp for GatewayProxy {
             return ctx.attempts.next_peer(&route.pool, b"");
         }
         // `consistent` pools: one user, one peer; anonymous: one client address.
-        let client = client_ip_bytes(session);
+        let client = forwarding::IpBytes::of(
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        );
         let key = match &ctx.identity {
             Some(identity) => identity.user_id.as_bytes(),
             None => client.as_slice(),
