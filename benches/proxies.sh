@@ -11,7 +11,7 @@
 # haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
 # examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
 . benches/gateway_conf.sh
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101
 
 # require_tools TOOL... : fails naming the Debian packages when one is missing.
 require_tools() {
@@ -32,7 +32,7 @@ cat > "$work/upstream.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP backlog=4096;
+  server { listen 127.0.0.1:$UP backlog=4096; listen 127.0.0.1:$UP2 backlog=4096; listen 127.0.0.1:$UP3 backlog=4096;
     location / { default_type application/json; return 200 '{"ok":true}'; } } }
 NGINX
 cat > "$work/nginx-proxy.conf" <<NGINX

@@ -9,11 +9,11 @@ ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf 
 fmt() { [ -n "$1" ] && printf "%'d" "$1" || echo "-"; }
 echo "Instructions per request (callgrind, whole process, user space)"
 echo
-echo "| scenario | gateway | gateway, log off | bare Pingora | nginx | HAProxy | HAProxy-JWT | gateway / bare Pingora | gateway / HAProxy-JWT |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| scenario | gateway | gateway, log off | gateway, 3 peers + checks | bare Pingora | nginx | HAProxy | HAProxy-JWT | gateway / bare Pingora | gateway / HAProxy-JWT |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for scenario in public cached rotating invalid; do
     gw=$(value $scenario gateway); [ -z "$gw" ] && continue
-    row="| $scenario | $(fmt "$gw") | $(fmt "$(value $scenario gateway-nolog)") | $(fmt "$(value $scenario bare-pingora)")"
+    row="| $scenario | $(fmt "$gw") | $(fmt "$(value $scenario gateway-nolog)") | $(fmt "$(value $scenario gateway-pool)") | $(fmt "$(value $scenario bare-pingora)")"
     row="$row | $(fmt "$(value $scenario nginx-proxy)") | $(fmt "$(value $scenario haproxy)") | $(fmt "$(value $scenario haproxy-jwt)")"
     row="$row | $(ratio "$gw" "$(value $scenario bare-pingora)") | $(ratio "$gw" "$(value $scenario haproxy-jwt)") |"
     echo "$row"

@@ -11,6 +11,8 @@
 # same as Ir(N2) - Ir(N1) over N2 - N1 requests of one run.
 #
 #   proxies   gateway (access log to a file, metrics on), gateway-nolog,
+#             gateway-pool (as gateway, /api/* over three peers with TCP
+#             health checks every second),
 #             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
 #             one thread, no work stealing), nginx-proxy, haproxy,
 #             haproxy-jwt (benches/proxies.sh)
@@ -33,7 +35,7 @@ warmup=${WARMUP:-1000}
 conns=${CONNS:-4}
 out=${OUT:-target/bench}
 scenarios=${SCENARIOS:-public cached rotating invalid}
-all_proxies="gateway gateway-nolog bare-pingora nginx-proxy haproxy haproxy-jwt"
+all_proxies="gateway gateway-nolog gateway-pool bare-pingora nginx-proxy haproxy haproxy-jwt"
 proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
@@ -49,6 +51,15 @@ head -n 1000 "$work/tokens.txt" > "$work/tokens-1k.txt"
 write_proxy_configs "$work"
 gateway_conf "$work/gateway-log.toml" "$GW" "$work" "$work/users.toml" "$work/access.log" \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+pool_route='[[routes]]
+path = "/api/*"
+service = "api"
+upstreams = ["127.0.0.1:'$UP'", "127.0.0.1:'$UP2'", "127.0.0.1:'$UP3'"]
+auth_required = true
+[routes.health_check]
+interval_ms = 1000'
+gateway_conf "$work/gateway-pool.toml" "$GWPOOL" "$work" "$work/users.toml" "$work/access-pool.log" \
+    "$(bench_route "/public/*" public "$UP" false; echo "$pool_route")"
 nginx -c "$work/upstream.conf" >"$work/upstream.out" 2>&1 &
 
 # The proxy, under callgrind, in the foreground of its own process.
@@ -57,12 +68,13 @@ run_proxy() {
     case $1 in
         gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
+        gateway-pool) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-pool.toml" ;;
         bare-pingora) exec "${vg[@]}" target/release/examples/bare_pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" ;;
         nginx-proxy) exec "${vg[@]}" nginx -g 'master_process off;' -c "$work/nginx-proxy.conf" ;;
         haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
     esac
 }
-port_for() { case $1 in gateway|gateway-nolog) echo $GW ;; *) port_of "$1" ;; esac; }
+port_for() { case $1 in gateway|gateway-nolog) echo $GW ;; gateway-pool) echo $GWPOOL ;; *) port_of "$1" ;; esac; }
 request_of() { # scenario -> PATH [TOKENS_FILE]
     case $1 in
         public) echo "/public/x" ;;
@@ -71,7 +83,7 @@ request_of() { # scenario -> PATH [TOKENS_FILE]
         invalid) echo "/api/x $work/invalid.txt" ;;
     esac
 }
-authenticates() { case $1 in gateway|gateway-nolog|haproxy-jwt) return 0 ;; *) return 1 ;; esac; }
+authenticates() { case $1 in gateway|gateway-nolog|gateway-pool|haproxy-jwt) return 0 ;; *) return 1 ;; esac; }
 wait_port() {
     for _ in $(seq 300); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0

@@ -16,12 +16,13 @@
 # report gives medians of requests/s, p50/p99/p99.9 latency and CPU
 # microseconds per request of the proxy's process tree.
 #
-# Usage: benches/load/run.sh [rounds] [seconds]   (ROUNDS, SECONDS, CONNS, OUT)
+# Usage: benches/load/run.sh [rounds] [seconds]   (ROUNDS, SECONDS, CONNS, OUT, SCENARIOS)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/proxies.sh
 rounds=${1:-${ROUNDS:-3}}
 secs=${2:-${SECONDS_PER_RUN:-5}}
+scenarios=${SCENARIOS:-public cached rotating invalid}
 conns=${CONNS:-32}
 out=${OUT:-target/bench}
 mkdir -p "$out"
@@ -82,7 +83,7 @@ run_one() { # scenario proxy round
 
 : > "$out/runs.jsonl"
 for round in $(seq "$rounds"); do
-    for scenario in public cached rotating invalid; do
+    for scenario in $scenarios; do
         proxies=$(proxies_for $scenario)
         # Interleave: rotate the order every round.
         set -- $proxies

@@ -12,6 +12,7 @@ fn color(proxy: &str) -> &'static str {
     match proxy {
         "gateway" => "#1f77b4",
         "gateway-nolog" => "#aec7e8",
+        "gateway-pool" => "#17becf",
         "bare-pingora" => "#9467bd",
         "nginx-proxy" => "#2ca02c",
         "haproxy" => "#ffbb78",
