@@ -8,7 +8,7 @@
 //! JSON-escaped, so control characters cannot forge lines.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -121,24 +121,37 @@ impl AccessLog {
 /// per line when proxy and writer share a core).
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
-fn write_lines(receiver: Receiver<AccessEntry>, sink: Sink, format: LogFormat) {
-    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+/// Lines are formatted straight into this buffer, written out when it is
+/// full and at the end of every drain.
+const BATCH_BYTES: usize = 64 * 1024;
+
+fn write_lines(receiver: Receiver<AccessEntry>, mut sink: Sink, format: LogFormat) {
+    let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
     let mut lines = LineFormatter::new(format);
+    let mut write_out = |batch: &mut Vec<u8>| {
+        let _ = sink.write_all(batch).and_then(|()| sink.flush());
+        batch.clear();
+    };
     loop {
         std::thread::sleep(DRAIN_INTERVAL);
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
-                    let _ = out.write_all(lines.format(&entry));
+                    lines.append(&entry, &mut batch);
+                    if batch.len() >= BATCH_BYTES {
+                        write_out(&mut batch);
+                    }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    let _ = out.flush();
+                    write_out(&mut batch);
                     return;
                 }
             }
         }
-        let _ = out.flush();
+        if !batch.is_empty() {
+            write_out(&mut batch);
+        }
     }
 }
 
@@ -151,7 +164,6 @@ fn write_lines(receiver: Receiver<AccessEntry>, sink: Sink, format: LogFormat) {
 /// escaped as JSON in both formats, so no value can forge a line.
 pub struct LineFormatter {
     format: LogFormat,
-    line: Vec<u8>,
     /// The Unix second of `second_prefix`.
     second: u64,
     /// `YYYY-MM-DDTHH:MM:SS.` of `second`: formatted once a second.
@@ -162,15 +174,20 @@ impl LineFormatter {
     pub fn new(format: LogFormat) -> Self {
         Self {
             format,
-            line: Vec::with_capacity(512),
             second: u64::MAX,
             second_prefix: String::new(),
         }
     }
 
     /// The line of `entry`, newline included.
-    pub fn format(&mut self, e: &AccessEntry) -> &[u8] {
-        self.line.clear();
+    pub fn format(&mut self, e: &AccessEntry) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.append(e, &mut line);
+        line
+    }
+
+    /// Appends the line of `entry` to `out`, newline included.
+    pub fn append(&mut self, e: &AccessEntry, out: &mut Vec<u8>) {
         let since_epoch = e
             .timestamp
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -184,14 +201,10 @@ impl LineFormatter {
             prefix.push('.');
             self.second_prefix = prefix;
         }
-        let level: &[u8] = if e.status_code >= 500 || e.status_code == 0 {
-            b"WARN"
-        } else {
-            b"INFO"
-        };
+        let warn = e.status_code >= 500 || e.status_code == 0;
         let json = self.format == LogFormat::Json;
         let mut fields = Fields {
-            out: &mut self.line,
+            out,
             prefixes: if json { JSON_PREFIXES } else { TEXT_PREFIXES }.iter(),
         };
         fields.key();
@@ -199,8 +212,13 @@ impl LineFormatter {
         fields.out.extend_from_slice(self.second_prefix.as_bytes());
         push_padded3(fields.out, since_epoch.subsec_millis());
         fields.out.extend_from_slice(b"Z\"");
-        fields.string(level);
-        fields.string(b"gateway");
+        // `level` and `service`: constants, one copy.
+        fields.out.extend_from_slice(match (json, warn) {
+            (true, false) => br#","level":"INFO","service":"gateway""#,
+            (true, true) => br#","level":"WARN","service":"gateway""#,
+            (false, false) => br#" level="INFO" service="gateway""#,
+            (false, true) => br#" level="WARN" service="gateway""#,
+        });
         fields.string(e.request_id.as_bytes());
         fields.string(e.method.as_str().as_bytes());
         fields.string(e.path.as_bytes());
@@ -226,10 +244,9 @@ impl LineFormatter {
         fields.key();
         fields.integer(e.status_code.into());
         if json {
-            self.line.push(b'}');
+            fields.out.push(b'}');
         }
-        self.line.push(b'\n');
-        &self.line
+        fields.out.push(b'\n');
     }
 }
 
@@ -249,10 +266,9 @@ macro_rules! field_prefixes {
     };
 }
 
+// `level` and `service` follow `timestamp` as constants.
 field_prefixes!(
     "timestamp",
-    "level",
-    "service",
     "request_id",
     "method",
     "path",
@@ -385,7 +401,7 @@ mod tests {
         let out = lines.format(e);
         assert!(out.ends_with(b"\n"));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
-        serde_json::from_slice(out).unwrap()
+        serde_json::from_slice(&out).unwrap()
     }
 
     #[test]
@@ -441,7 +457,7 @@ mod tests {
             (1_755_772_199_007, "2025-08-21T10:29:59.007Z"),
         ] {
             e.timestamp = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
-            let v: serde_json::Value = serde_json::from_slice(lines.format(&e)).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&lines.format(&e)).unwrap();
             assert_eq!(v["timestamp"], want);
         }
     }
@@ -451,7 +467,7 @@ mod tests {
         let mut lines = LineFormatter::new(LogFormat::Text);
         let mut e = entry();
         e.path = "/a b\n".into();
-        let line = String::from_utf8(lines.format(&e).to_vec()).unwrap();
+        let line = String::from_utf8(lines.format(&e)).unwrap();
         assert!(
             line.starts_with("timestamp=\"2025-08-21T10:30:00.123Z\" level=\"INFO\""),
             "{line}"
