@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need, when missing:
 # cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv,
-# and Chromium for the browser test of CORS.
+# Chromium for the browser test of CORS, and redis-server for the shared
+# rate-limit tests.
 # Usage: scripts/install-deps.sh [build|test]
 set -euo pipefail
 want=${1:-test}
@@ -14,6 +15,8 @@ if [ "$want" = test ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     # The CORS test runs pages in a real browser.
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # The shared rate-limit tests start their own Redis on a free port.
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

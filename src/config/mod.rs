@@ -246,4 +246,28 @@ mod tests {
         let route = parse(&ok).unwrap().routes[0].get_ref().clone();
         assert_eq!(route.upstreams.map(|u| u.len()), Some(2));
     }
+
+    #[test]
+    fn shared_limit_store_errors_name_the_key() {
+        let limited = |lines: &str| {
+            err(&minimal().replace(
+                "[users]",
+                &format!("[rate_limit]\nrequests_per_minute = 5\n{lines}\n\n[users]"),
+            ))
+        };
+        let store = limited("store = \"memcached\"");
+        assert!(
+            store.contains("rate_limit.store: 'memcached' is not local or redis"),
+            "{store}"
+        );
+        let url = limited("store = \"redis\"");
+        assert!(url.contains("rate_limit.redis_url_env: is needed"), "{url}");
+        let mode = limited("on_store_error = \"open\"");
+        assert!(
+            mode.contains("rate_limit.on_store_error: 'open' is not local, allow or deny"),
+            "{mode}"
+        );
+        let budget = limited("store_timeout_ms = 0");
+        assert!(budget.contains("rate_limit.store_timeout_ms"), "{budget}");
+    }
 }

@@ -24,6 +24,7 @@ use crate::config::{
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
+use crate::edge::shared_limits::{SharedLimiter, StoreFallback};
 use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
@@ -38,6 +39,9 @@ pub struct Gateway {
     users: UsersConfig,
     /// Rate-limit counters, kept across SIGHUP while `max_keys` is unchanged.
     pub limiter: Arc<RateLimiter>,
+    /// The counters in Redis, with `store = "redis"` (the local ones then
+    /// decide only while Redis cannot, with `on_store_error = "local"`).
+    pub shared_limiter: Option<Arc<SharedLimiter>>,
     limiter_keys: usize,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -115,7 +119,10 @@ impl Gateway {
             &mut problems,
         );
         let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
-        let (Ok(jwt), Ok(identity), Ok(cors), true) = (jwt, identity, cors, problems.is_empty())
+        let shared_limiter =
+            shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
+        let (Ok(jwt), Ok(identity), Ok(cors), Ok(shared_limiter), true) =
+            (jwt, identity, cors, shared_limiter, problems.is_empty())
         else {
             return Err(problems.into_error());
         };
@@ -125,6 +132,7 @@ impl Gateway {
             identity,
             users: config.users.clone(),
             limiter: rate_limiter(previous, limiter_keys),
+            shared_limiter,
             limiter_keys,
             trusted_proxies: config.server.trusted_proxies.clone(),
             compression: config.compression.clone(),
@@ -148,6 +156,33 @@ fn identity_cache(
         }
         _ => Ok(Arc::new(IdentityCache::from_config(users)?)),
     }
+}
+
+/// The Redis store of `[rate_limit]`, when it names one: its URL read
+/// from the environment and checked now.
+fn shared_limiter(
+    limit: Option<&RateLimitConfig>,
+) -> Result<Option<Arc<SharedLimiter>>, ConfigError> {
+    let Some(limit) = limit.filter(|l| l.store.as_deref() == Some("redis")) else {
+        return Ok(None);
+    };
+    let key = "rate_limit.redis_url_env";
+    let var = limit.redis_url_env.as_deref().unwrap_or_default();
+    let url = std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ConfigError::invalid(key, format!("environment variable {var} is not set"))
+        })?;
+    let fallback = StoreFallback::from_config(limit.on_store_error.as_deref())
+        .map_err(|m| ConfigError::invalid("rate_limit.on_store_error", m))?;
+    SharedLimiter::new(
+        &url,
+        Duration::from_millis(limit.store_timeout_ms),
+        fallback,
+    )
+    .map(|l| Some(Arc::new(l)))
+    .map_err(|m| ConfigError::invalid(key, format!("{var}: {m}")))
 }
 
 /// The previous counters; copied into a new table when `max_keys` changed.
@@ -321,4 +356,47 @@ fn upstream_peer(
     options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
     options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
     peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis_limit(var: &str) -> RateLimitConfig {
+        RateLimitConfig {
+            requests_per_minute: 5,
+            max_keys: 10,
+            store: Some("redis".into()),
+            redis_url_env: Some(var.into()),
+            store_timeout_ms: 5,
+            on_store_error: None,
+        }
+    }
+
+    #[test]
+    fn a_redis_url_is_checked_when_the_config_is_built() {
+        let var = "ROBEING_TEST_REDIS_URL_PLAN";
+        let unset = shared_limiter(Some(&redis_limit(var)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            unset.contains("rate_limit.redis_url_env: environment variable"),
+            "{unset}"
+        );
+        // One variable, this test's own: no other test reads it.
+        std::env::set_var(var, "http://127.0.0.1:6379");
+        let bad = shared_limiter(Some(&redis_limit(var)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            bad.starts_with(
+                "rate_limit.redis_url_env: ROBEING_TEST_REDIS_URL_PLAN: not a Redis URL"
+            ),
+            "{bad}"
+        );
+        std::env::set_var(var, "redis://127.0.0.1:6379/");
+        assert!(shared_limiter(Some(&redis_limit(var))).unwrap().is_some());
+    }
 }

@@ -71,6 +71,16 @@ pub struct RateLimitConfig {
     /// Counters kept at most; idle ones are evicted first.
     #[serde(default = "defaults::rate_limit_max_keys")]
     pub max_keys: usize,
+    /// `local` (default: this process's counters) or `redis` (one budget
+    /// shared by every instance).
+    pub store: Option<String>,
+    /// Environment variable holding the Redis URL (`store = "redis"`).
+    pub redis_url_env: Option<String>,
+    /// Budget of one decision in Redis.
+    #[serde(default = "defaults::store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    /// What decides while Redis cannot: `local`, `allow` or `deny`.
+    pub on_store_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -328,6 +338,9 @@ mod defaults {
     }
     pub fn compression_min_size_bytes() -> u64 {
         256
+    }
+    pub fn store_timeout_ms() -> u64 {
+        5
     }
     pub fn rate_limit_max_keys() -> usize {
         100_000

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::schema::*;
 use super::ConfigError;
+use crate::edge::shared_limits::StoreFallback;
 use crate::routing::path::normalize_path;
 use crate::routing::table::pattern_segments;
 use crate::upstream::Balancing;
@@ -79,6 +80,7 @@ pub fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             u64::from(limit.requests_per_minute),
         );
         problems.positive("rate_limit.max_keys", limit.max_keys as u64);
+        limit_store(limit, &mut problems);
     }
     log(&config.log, &mut problems);
     auth(&config.auth, &mut problems);
@@ -239,6 +241,27 @@ fn routes(routes: &[Spanned<RouteConfig>], source: &str, problems: &mut Problems
             problems.check(value != Some(0), key(field), "must be greater than 0");
         }
     }
+}
+
+/// `[rate_limit]`'s store keys: a known store, its URL variable, a
+/// fallback mode and a positive budget.
+fn limit_store(limit: &RateLimitConfig, problems: &mut Problems) {
+    match limit.store.as_deref() {
+        None | Some("local") => {}
+        Some("redis") => problems.check(
+            limit.redis_url_env.is_some(),
+            "rate_limit.redis_url_env",
+            "is needed with store = \"redis\" (the variable holding the Redis URL)",
+        ),
+        Some(other) => problems.add(
+            "rate_limit.store",
+            format!("'{other}' is not local or redis"),
+        ),
+    }
+    if let Err(message) = StoreFallback::from_config(limit.on_store_error.as_deref()) {
+        problems.add("rate_limit.on_store_error", message);
+    }
+    problems.positive("rate_limit.store_timeout_ms", limit.store_timeout_ms);
 }
 
 /// The route's peers: `host` + `port`, or `upstreams`, never both; and

@@ -5,4 +5,5 @@
 pub mod compression;
 pub mod cors;
 pub mod limits;
+pub mod shared_limits;
 pub mod slack;

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub upstream_peer_requests: IntCounterVec,
     pub upstream_peer_failures: IntCounterVec,
     pub upstream_retries: IntCounterVec,
+    pub rate_limit_store_up: IntGauge,
+    pub rate_limit_store_fallbacks: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -139,6 +141,14 @@ const UPSTREAM_RETRIES: Family = (
     "gateway_upstream_retries_total",
     "Requests sent again to another peer, by reason",
 );
+const RATE_LIMIT_STORE_UP: Family = (
+    "gateway_rate_limit_store_up",
+    "1 while the shared rate-limit store (Redis) decides, 0 while on_store_error does",
+);
+const RATE_LIMIT_STORE_FALLBACKS: Family = (
+    "gateway_rate_limit_store_fallbacks_total",
+    "Rate-limit decisions made by on_store_error because the store could not, by mode",
+);
 
 /// Registers metrics. Names and labels are constants: a failure here is a
 /// programming error caught by the first test that touches metrics, never
@@ -207,6 +217,8 @@ impl Metrics {
             upstream_peer_requests: r.counter_vec(UPSTREAM_PEER_REQUESTS, &["peer"]),
             upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
+            rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
+            rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
             registry: r.0,
         }
     }

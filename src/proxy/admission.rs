@@ -14,6 +14,7 @@ use pingora::{Error, ErrorType};
 use crate::auth::token::{bearer_token, BearerToken};
 use crate::config::plan::Gateway;
 use crate::edge::limits::{self, LimitKey, Subject};
+use crate::edge::shared_limits::StoreFallback;
 use crate::edge::slack::SlackGate;
 use crate::errors::GatewayError;
 use crate::observe::metrics::metrics;
@@ -72,7 +73,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         },
         Err(e) => {
             // Anonymous: limited per client IP before anything else.
-            check_limit(&gateway, &route, Subject::Ip(client_ip()), ctx)?;
+            check_limit(&gateway, &route, Subject::Ip(client_ip()), ctx).await?;
             if route.auth_required {
                 return Err(e);
             }
@@ -83,7 +84,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         Some(identity) => Subject::User(identity.id.as_u128()),
         None => Subject::Ip(client_ip()),
     };
-    check_limit(&gateway, &route, subject, ctx)?;
+    check_limit(&gateway, &route, subject, ctx).await?;
     ctx.identity = identity;
     Ok(())
 }
@@ -160,8 +161,9 @@ fn verify_bearer(gateway: &Gateway, req: &RequestHeader) -> Result<Arc<str>, Gat
     }
 }
 
-/// Counts the request against its route's limit; refuses it when over.
-fn check_limit(
+/// Counts the request against its route's limit (in Redis when the
+/// configuration shares limits, else here); refuses it when over.
+async fn check_limit(
     gateway: &Gateway,
     route: &Route,
     subject: Subject,
@@ -174,7 +176,23 @@ fn check_limit(
         scope: limit.scope,
         subject,
     };
-    let decision = gateway.limiter.check(key, limit.per_minute);
+    let decision = match &gateway.shared_limiter {
+        None => gateway.limiter.check(key, limit.per_minute),
+        Some(shared) => match shared.check(key, limit.per_minute).await {
+            Ok(decision) => decision,
+            Err(_) => {
+                metrics()
+                    .rate_limit_store_fallbacks
+                    .with_label_values(&[shared.fallback.as_str()])
+                    .inc();
+                match shared.fallback {
+                    StoreFallback::Local => gateway.limiter.check(key, limit.per_minute),
+                    StoreFallback::Allow => return Ok(()),
+                    StoreFallback::Deny => return Err(GatewayError::ServiceUnavailable),
+                }
+            }
+        },
+    };
     ctx.rate_limit = Some(decision);
     if decision.allowed {
         return Ok(());

@@ -24,6 +24,7 @@ mod client;
 mod faults;
 mod postgres;
 mod processes;
+mod redis;
 mod tokens;
 
 // Each test binary uses a part of the harness.
@@ -37,5 +38,7 @@ pub use faults::*;
 pub use postgres::*;
 #[allow(unused_imports)]
 pub use processes::*;
+#[allow(unused_imports)]
+pub use redis::*;
 #[allow(unused_imports)]
 pub use tokens::*;

@@ -1,0 +1,197 @@
+//! Rate limits shared through a real Redis: one budget across instances,
+//! the fallback modes while Redis is down, recovery without a restart, and
+//! budgets that survive a reload by construction (README, "Running several
+//! instances").
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn limited_routes(up: &Upstream, per_minute: u32, extra: &str) -> String {
+    format!(
+        "\n[rate_limit]\nrequests_per_minute = {per_minute}\nstore = \"redis\"\nredis_url_env = \"REDIS_URL\"\n{extra}\n"
+    ) + &route("/api/robeing/*", up.port, true, "")
+}
+
+fn options<'a>(routes: &'a str, redis: &RedisServer) -> GatewayOptions<'a> {
+    GatewayOptions {
+        env: vec![("REDIS_URL".into(), redis.url())],
+        ..GatewayOptions::new(routes)
+    }
+}
+
+fn options_draining_fast<'a>(routes: &'a str, redis: &RedisServer) -> GatewayOptions<'a> {
+    GatewayOptions {
+        server_extra: "grace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5",
+        ..options(routes, redis)
+    }
+}
+
+// Three instances, one user's requests spread round-robin across them,
+// 10 a minute: exactly 10 pass in the window, the rest are 429 with a
+// Retry-After the local limiter would give too.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_share_one_budget() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 10, "");
+    let gateways: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start_with(options(&routes, &redis)))
+        .collect();
+    let user = unique("shared");
+    add_user(&user);
+    let token = token_for(&user);
+    let mut allowed = 0;
+    for n in 0..30 {
+        let gw = &gateways[n % 3];
+        let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        match r.status {
+            200 => allowed += 1,
+            429 => {
+                assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
+                let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+                // 10 a minute: the next one passes within one 6 s interval.
+                assert!((1..=6).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("request {n}: {other}"),
+        }
+    }
+    assert_eq!(allowed, 10, "one budget across the three instances");
+    for gw in &gateways {
+        assert_eq!(
+            metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
+            1
+        );
+    }
+}
+
+// Redis stopped mid-run: decisions fall back within the budget (local by
+// default); started again, the shared budget resumes without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_falls_back_to_local_limits_and_recovers() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 4, "store_timeout_ms = 50");
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique("fallback");
+    add_user(&user);
+    let token = token_for(&user);
+    let status = |n: usize| {
+        let token = token.clone();
+        let port = gw.port;
+        async move {
+            let t = Instant::now();
+            let r = get(port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+            (r.status, t.elapsed())
+        }
+    };
+    for n in 0..4 {
+        assert_eq!(status(n).await.0, 200);
+    }
+    assert_eq!(status(4).await.0, 429, "the shared budget is spent");
+
+    redis.stop();
+    // The local limiter has its own budget of 4: four pass, then 429.
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let (s, took) = status(10 + n).await;
+        assert!(
+            took < Duration::from_millis(50 + 450),
+            "a decision took {took:?}"
+        );
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    assert_eq!(
+        metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
+        0
+    );
+    assert!(
+        metric_value(
+            gw.admin_port,
+            "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}"
+        )
+        .await
+            >= 6
+    );
+
+    // Back: Redis (empty now) decides again, with no restart and no 503.
+    redis.start_again();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(gw.admin_port, "gateway_rate_limit_store_up").await != 1 {
+        assert!(Instant::now() < deadline, "the store never came back");
+        let (s, _) = status(100).await;
+        assert!(s == 200 || s == 429, "{s} while recovering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let other = unique("after");
+    add_user(&other);
+    let other_token = token_for(&other);
+    let mut passed = 0;
+    for n in 0..6 {
+        let r = get(
+            gw.port,
+            &format!("/api/robeing/o{n}"),
+            &[bearer(&other_token)],
+        )
+        .await;
+        passed += usize::from(r.status == 200);
+    }
+    assert_eq!(passed, 4, "the shared budget decides again");
+}
+
+// `allow` lets everything through while Redis is down; `deny` refuses
+// with 503, at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_and_deny_modes_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start();
+    let allow_routes = limited_routes(&up, 2, "store_timeout_ms = 50\non_store_error = \"allow\"");
+    let deny_routes = limited_routes(&up, 2, "store_timeout_ms = 50\non_store_error = \"deny\"");
+    let allow = Gateway::start_with(options(&allow_routes, &redis));
+    let deny = Gateway::start_with(options(&deny_routes, &redis));
+    let user = unique("modes");
+    add_user(&user);
+    let token = token_for(&user);
+    redis.stop();
+    for n in 0..5 {
+        let r = get(allow.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        assert_eq!(r.status, 200, "allow mode");
+        let t = Instant::now();
+        let r = get(deny.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
+        assert!(t.elapsed() < Duration::from_millis(500));
+    }
+}
+
+// A reload (handoff) of an instance leaves its users' budgets as they
+// were: they live in Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_shared_budget() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 3, "");
+    let gw = Gateway::start_with(options_draining_fast(&routes, &redis));
+    let user = unique("reload");
+    add_user(&user);
+    let token = token_for(&user);
+    for n in 0..3 {
+        assert_eq!(
+            get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)])
+                .await
+                .status,
+            200
+        );
+    }
+    let old_pid = gw.pid();
+    let env = [("REDIS_URL".to_owned(), redis.url())];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_robeing-gateway"));
+    assert_reload_ok(&tokio::task::block_in_place(|| {
+        gw.reload_with(binary, &env)
+    }));
+    wait_for_exit(old_pid, Duration::from_secs(15)).await;
+    let r = get(gw.port, "/api/robeing/after", &[bearer(&token)]).await;
+    assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
+}
