@@ -238,6 +238,17 @@ impl IdentityCache {
         }
     }
 
+    /// Forgets `username`, found or not found (a notification said its
+    /// row changed).
+    pub fn evict(&self, username: &str) {
+        self.cache.remove(username);
+    }
+
+    /// Forgets every user (notifications may have been missed).
+    pub fn clear(&self) {
+        self.cache.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.cache.len()
     }

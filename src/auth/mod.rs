@@ -5,4 +5,5 @@
 pub mod directory;
 pub mod identity;
 pub mod keys;
+pub mod notify;
 pub mod token;

@@ -270,4 +270,26 @@ mod tests {
         let budget = limited("store_timeout_ms = 0");
         assert!(budget.contains("rate_limit.store_timeout_ms"), "{budget}");
     }
+
+    #[test]
+    fn a_notify_channel_must_be_a_plain_identifier() {
+        let with = |channel: &str| {
+            minimal().replace(
+                "[users]",
+                &format!("[users]\nnotify_channel = \"{channel}\""),
+            )
+        };
+        let quoted = err(&with("user changed; DROP TABLE x"));
+        assert!(
+            quoted.contains("users.notify_channel: 'user changed; DROP TABLE x' is not a plain"),
+            "{quoted}"
+        );
+        assert!(err(&with("Upper")).contains("users.notify_channel"));
+        // The minimal config reads users from a file: no database to listen to.
+        let file = err(&with("robeing_user_changed"));
+        assert!(
+            file.contains("users.notify_channel: needs source = \"postgres\""),
+            "{file}"
+        );
+    }
 }

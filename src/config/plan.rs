@@ -15,6 +15,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::identity::IdentityCache;
 use crate::auth::keys::load_secret;
+use crate::auth::notify::NotifySource;
 use crate::auth::token::JwtVerifier;
 use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
@@ -52,6 +53,8 @@ pub struct Gateway {
     pub max_header_bytes: usize,
     /// Every route's pool and peer, for the health checks and `/upstreams`.
     pub upstreams: UpstreamRegistry,
+    /// Where identity changes are announced (`[users] notify_channel`).
+    pub user_notify: Option<NotifySource>,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
@@ -121,9 +124,15 @@ impl Gateway {
         let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
-        let (Ok(jwt), Ok(identity), Ok(cors), Ok(shared_limiter), true) =
-            (jwt, identity, cors, shared_limiter, problems.is_empty())
-        else {
+        let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
+        let (Ok(jwt), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), true) = (
+            jwt,
+            identity,
+            cors,
+            shared_limiter,
+            user_notify,
+            problems.is_empty(),
+        ) else {
             return Err(problems.into_error());
         };
         Ok(Self {
@@ -140,6 +149,7 @@ impl Gateway {
             max_header_bytes: config.server.max_header_bytes,
             cors,
             upstreams,
+            user_notify,
         })
     }
 }
@@ -156,6 +166,25 @@ fn identity_cache(
         }
         _ => Ok(Arc::new(IdentityCache::from_config(users)?)),
     }
+}
+
+/// The LISTEN connection's settings, when `[users]` names a channel.
+fn notify_source(users: &UsersConfig) -> Result<Option<NotifySource>, ConfigError> {
+    let Some(channel) = &users.notify_channel else {
+        return Ok(None);
+    };
+    let var = users.database_url_env.as_deref().unwrap_or_default();
+    let key = "users.database_url_env";
+    let url = std::env::var(var)
+        .map_err(|_| ConfigError::invalid(key, format!("environment variable {var} is not set")))?;
+    let mut database: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("{var}: {e}")))?;
+    database.connect_timeout(Duration::from_secs(2));
+    Ok(Some(NotifySource {
+        database,
+        channel: channel.clone(),
+    }))
 }
 
 /// The Redis store of `[rate_limit]`, when it names one: its URL read

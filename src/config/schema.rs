@@ -226,6 +226,9 @@ pub struct UsersConfig {
     pub stale_if_error_seconds: u64,
     #[serde(default = "defaults::cache_capacity")]
     pub cache_capacity: usize,
+    /// PostgreSQL channel to LISTEN on (payload: a username whose row
+    /// changed); each notification evicts that user from the cache.
+    pub notify_channel: Option<String>,
 }
 
 /// Upstream timeouts that apply to every route that does not set its own.

@@ -198,6 +198,26 @@ fn users(users: &UsersConfig, problems: &mut Problems) {
     problems.positive("users.query_timeout_ms", users.query_timeout_ms);
     problems.positive("users.cache_ttl_seconds", users.cache_ttl_seconds);
     problems.positive("users.cache_capacity", users.cache_capacity as u64);
+    if let Some(channel) = &users.notify_channel {
+        problems.check(
+            users.source == UserSource::Postgres,
+            "users.notify_channel",
+            "needs source = \"postgres\"",
+        );
+        problems.check(
+            is_identifier(channel),
+            "users.notify_channel",
+            format!("'{channel}' is not a plain PostgreSQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"),
+        );
+    }
+}
+
+/// A lower-case, unquoted PostgreSQL identifier: safe in `LISTEN <name>`.
+fn is_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        && name.len() <= 63
 }
 
 fn upstream(up: &UpstreamDefaults, problems: &mut Problems) {

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
+    pub user_notify_up: IntGauge,
+    pub user_notify_evictions: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -149,6 +151,14 @@ const RATE_LIMIT_STORE_FALLBACKS: Family = (
     "gateway_rate_limit_store_fallbacks_total",
     "Rate-limit decisions made by on_store_error because the store could not, by mode",
 );
+const USER_NOTIFY_UP: Family = (
+    "gateway_user_notify_up",
+    "1 while the LISTEN connection for user changes (users.notify_channel) is up",
+);
+const USER_NOTIFY_EVICTIONS: Family = (
+    "gateway_user_notify_evictions_total",
+    "Users evicted from the identity cache by a change notification",
+);
 
 /// Registers metrics. Names and labels are constants: a failure here is a
 /// programming error caught by the first test that touches metrics, never
@@ -219,6 +229,8 @@ impl Metrics {
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
+            user_notify_up: r.gauge(USER_NOTIFY_UP),
+            user_notify_evictions: r.counter(USER_NOTIFY_EVICTIONS),
             registry: r.0,
         }
     }

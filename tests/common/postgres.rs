@@ -74,3 +74,13 @@ pub fn unique(prefix: &str) -> String {
 pub fn pg_port() -> u16 {
     pg_env("PGPORT").parse().expect("PGPORT")
 }
+
+/// Installs `conf/user-notify.sql` (once per test binary).
+pub fn ensure_user_notify_trigger() {
+    static TRIGGER: Once = Once::new();
+    TRIGGER.call_once(|| {
+        ensure_schema();
+        let sql = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/user-notify.sql");
+        run_psql(&["-f", sql]);
+    });
+}

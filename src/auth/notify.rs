@@ -1,0 +1,137 @@
+//! Identity changes pushed by PostgreSQL (`[users] notify_channel`): a
+//! background service holds one dedicated connection (outside the lookup
+//! pool) that `LISTEN`s on the channel; each notification's payload is a
+//! username whose row changed (`conf/user-notify.sql` installs the trigger),
+//! and that username leaves the identity cache, found or not found. A user
+//! deleted or renamed is refused at once, a user created right after a 404
+//! is served at once.
+//!
+//! The verified-token cache maps a token to its username only, never to an
+//! identity, so it needs no eviction: the next request resolves the
+//! username through the (now emptied) cache entry.
+//!
+//! The connection is checked every [`PING_EVERY`]; when it drops, the
+//! service reconnects with a back-off from 100 ms to 5 s, and
+//! `gateway_user_notify_up` is 0 meanwhile (the cache TTL still bounds
+//! staleness). Once back it assumes it missed notifications and clears the
+//! identity cache.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::config::plan::SharedGateway;
+use crate::observe::metrics::metrics;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the idle connection proves it is still there.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Where to listen: built by the config plan from `[users]`.
+#[derive(Clone)]
+pub struct NotifySource {
+    pub database: tokio_postgres::Config,
+    /// Checked to be a plain identifier when the config was validated.
+    pub channel: String,
+}
+
+pub struct UserNotifications {
+    gateway: SharedGateway,
+}
+
+impl UserNotifications {
+    pub fn new(gateway: SharedGateway) -> Self {
+        Self { gateway }
+    }
+
+    /// One connection's life: connect, LISTEN, clear the cache, then evict
+    /// on every notification until the connection fails.
+    async fn listen(&self, source: &NotifySource, backoff: &mut Duration) -> Result<(), String> {
+        let (client, mut connection) = source
+            .database
+            .connect(NoTls)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let (sender, mut usernames) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(n))) => {
+                        let _ = sender.send(n.payload().to_owned());
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return format!("connection failed: {e}"),
+                    None => return "connection closed".to_owned(),
+                }
+            }
+        });
+        let listening = client
+            .batch_execute(&format!("LISTEN {}", source.channel))
+            .await;
+        if let Err(e) = listening {
+            driver.abort();
+            return Err(format!("LISTEN failed: {e}"));
+        }
+        // Whatever changed while nobody listened is unknown: forget it all.
+        self.gateway.load().identity.clear();
+        metrics().user_notify_up.set(1);
+        *backoff = FIRST_BACKOFF;
+        log::info!("listening for user changes on channel {}", source.channel);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        loop {
+            tokio::select! {
+                username = usernames.recv() => match username {
+                    Some(username) => {
+                        self.gateway.load().identity.evict(&username);
+                        metrics().user_notify_evictions.inc();
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let alive = tokio::time::timeout(PING_EVERY, client.simple_query("SELECT 1")).await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        driver.abort();
+        Err("connection lost".to_owned())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for UserNotifications {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let source = self.gateway.load().user_notify.clone();
+            let outcome = match &source {
+                None => Ok(()),
+                Some(source) => tokio::select! {
+                    _ = shutdown.changed() => return,
+                    outcome = self.listen(source, &mut backoff) => outcome,
+                },
+            };
+            metrics().user_notify_up.set(0);
+            let wait = match outcome {
+                // Not configured (now): look again after a while (SIGHUP).
+                Ok(()) => Duration::from_secs(1),
+                Err(e) => {
+                    log::warn!("user change notifications: {e}; retrying in {backoff:?} (cache TTL bounds staleness meanwhile)");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
