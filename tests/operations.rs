@@ -260,9 +260,80 @@ fn compose_file_agrees_with_conf() {
     assert!(echo_args[1].starts_with("127.0.0.1:"));
     assert!(pg_command.contains(&"listen_addresses=127.0.0.1"));
 
+    // Several instances: Redis holds the shared limits, the init script
+    // installs the user-change trigger on the config's channel.
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let redis_args = strings(&services["redis"]["command"]);
+    let after = |flag: &str| {
+        let i = redis_args.iter().position(|a| a == flag).unwrap();
+        redis_args[i + 1].clone()
+    };
+    assert_eq!(after("--bind"), "127.0.0.1");
+    let limit = conf
+        .rate_limit
+        .as_ref()
+        .expect("[rate_limit] in the compose config");
+    assert_eq!(limit.store.as_deref(), Some("redis"));
+    let redis_url = env[limit.redis_url_env.as_deref().unwrap()]
+        .as_str()
+        .unwrap();
+    assert_eq!(redis_url, format!("redis://127.0.0.1:{}/", after("--port")));
+    let notify_sql = pg["volumes"][1]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    let notify_sql = std::fs::read_to_string(Path::new(ROOT).join(notify_sql)).unwrap();
+    let channel = conf
+        .users
+        .notify_channel
+        .as_deref()
+        .expect("notify_channel");
+    assert!(notify_sql.contains(&format!("robeing_user_notify('{channel}')")));
+
+    // The second instance differs from the first only in its listeners,
+    // pid file and upgrade socket.
+    let gw2 = &services["gateway-2"];
+    assert_eq!(gw2["environment"], gw["environment"]);
+    assert_eq!(gw2["command"], gw["command"]);
+    assert_eq!(gw2["depends_on"], gw["depends_on"]);
+    let conf2_path = gw2["volumes"][0]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    let text2 = std::fs::read_to_string(Path::new(ROOT).join(conf2_path)).unwrap();
+    let conf2 = config::parse(&text2).expect("second config valid");
+    let text1 = std::fs::read_to_string(&conf_path).unwrap();
+    let admin = |c: &config::Config| c.admin.as_ref().unwrap().listen.clone();
+    assert_ne!(conf2.server.listen, conf.server.listen);
+    assert_ne!(admin(&conf2), admin(&conf));
+    assert_ne!(conf2.server.pid_file, conf.server.pid_file);
+    assert_ne!(conf2.server.upgrade_sock, conf.server.upgrade_sock);
+    let normalized = |text: &str, c: &config::Config| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                l.replace(&c.server.listen[0], "LISTEN")
+                    .replace(&admin(c), "ADMIN")
+                    .replace(&c.server.pid_file, "PID")
+                    .replace(&c.server.upgrade_sock, "SOCK")
+            })
+            .collect()
+    };
+    assert_eq!(normalized(&text2, &conf2), normalized(&text1, &conf));
+
     // The Dockerfile builds the targets compose asks for.
     let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
-    for service in [gw, echo] {
+    for service in [gw, gw2, echo] {
         let target = service["build"]["target"].as_str().unwrap();
         assert!(
             dockerfile.contains(&format!(" AS {target}\n")),
