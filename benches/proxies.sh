@@ -11,13 +11,17 @@
 # haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
 # examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
 . benches/gateway_conf.sh
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 REDIS=18090
+
+# The bench's Redis for the shared limiter (REDIS_URL points at it).
+export REDIS_URL="redis://127.0.0.1:$REDIS/"
+start_redis() { redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no >/dev/null 2>&1 & }
 
 # require_tools TOOL... : fails naming the Debian packages when one is missing.
 require_tools() {
     for tool in "$@"; do
         command -v "$tool" >/dev/null || {
-            echo "missing $tool: apt-get install nginx haproxy wrk valgrind util-linux" >&2
+            echo "missing $tool: apt-get install nginx haproxy wrk valgrind util-linux redis-server" >&2
             exit 1
         }
     done
@@ -82,6 +86,14 @@ backend up
 HAP
 gateway_conf "$work/gateway.toml" "$GW" "$work" "$work/users.toml" off \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+# The limiter scenario: a limit no request reaches, counted here or in Redis.
+local limit='[rate_limit]
+requests_per_minute = 1000000000'
+mkdir -p "$work/limit" "$work/redis"
+gateway_conf "$work/gateway-limit.toml" "$GWLIM" "$work/limit" "$work/users.toml" off \
+    "$(echo "$limit"; bench_route "/api/*" api "$UP" true)"
+gateway_conf "$work/gateway-redis.toml" "$GWRED" "$work/redis" "$work/users.toml" off \
+    "$(printf '%s\nstore = "redis"\nredis_url_env = "REDIS_URL"\n' "$limit"; bench_route "/api/*" api "$UP" true)"
 
 }
 
@@ -89,5 +101,6 @@ port_of() {
     case $1 in
         gateway) echo $GW ;; nginx-proxy) echo $NGX ;; haproxy) echo $HAP ;;
         haproxy-jwt) echo $HAPJ ;; bare-pingora) echo $BARE ;;
+        gateway-limit) echo $GWLIM ;; gateway-redis) echo $GWRED ;;
     esac
 }

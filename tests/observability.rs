@@ -415,7 +415,14 @@ async fn the_process_log_has_errors_only_when_someone_must_act() {
     for client in clients {
         failures.extend(client.await.unwrap());
     }
-    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "failed requests: {failures:?}\n{:#?}",
+        gw.log()
+            .lines()
+            .filter(|l| l.contains("Fail to proxy"))
+            .collect::<Vec<_>>()
+    );
     // The predecessor's last lines (draining, exiting) are in too.
     wait_for_exit(old_pid, Duration::from_secs(15)).await;
     let errors = gw.error_lines();

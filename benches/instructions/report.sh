@@ -18,3 +18,8 @@ for scenario in public cached rotating invalid; do
     row="$row | $(ratio "$gw" "$(value $scenario bare-pingora)") | $(ratio "$gw" "$(value $scenario haproxy-jwt)") |"
     echo "$row"
 done
+limit=$(value cached gateway-limit); redis=$(value cached gateway-redis)
+if [ -n "$limit" ] && [ -n "$redis" ]; then
+    echo
+    echo "Limiter, cached path under a limit it never reaches: local $(fmt "$limit"), Redis $(fmt "$redis") instructions/request ($(ratio "$redis" "$limit") of local)."
+fi

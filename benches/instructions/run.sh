@@ -12,7 +12,9 @@
 #
 #   proxies   gateway (access log to a file, metrics on), gateway-nolog,
 #             gateway-pool (as gateway, /api/* over three peers with TCP
-#             health checks every second),
+#             health checks every second), gateway-limit and gateway-redis
+#             (cached path only, under a limit it never reaches: counted
+#             locally, or in Redis),
 #             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
 #             one thread, no work stealing), nginx-proxy, haproxy,
 #             haproxy-jwt (benches/proxies.sh)
@@ -35,7 +37,7 @@ warmup=${WARMUP:-1000}
 conns=${CONNS:-4}
 out=${OUT:-target/bench}
 scenarios=${SCENARIOS:-public cached rotating invalid}
-all_proxies="gateway gateway-nolog gateway-pool bare-pingora nginx-proxy haproxy haproxy-jwt"
+all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis bare-pingora nginx-proxy haproxy haproxy-jwt"
 proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
@@ -43,7 +45,7 @@ work=$(mktemp -d)
 # TERM, not KILL: nginx's master then stops its worker too, and no worker
 # is left holding this script's output open.
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.5; rm -rf "$work"' EXIT
-require_tools valgrind callgrind_control nginx haproxy
+require_tools valgrind callgrind_control nginx haproxy redis-server
 cargo build --release --bin robeing-gateway --example bench_fixtures --example bench_client \
     --example bare_pingora >/dev/null
 target/release/examples/bench_fixtures "$work" 10000 >/dev/null
@@ -61,6 +63,7 @@ interval_ms = 1000'
 gateway_conf "$work/gateway-pool.toml" "$GWPOOL" "$work" "$work/users.toml" "$work/access-pool.log" \
     "$(bench_route "/public/*" public "$UP" false; echo "$pool_route")"
 nginx -c "$work/upstream.conf" >"$work/upstream.out" 2>&1 &
+start_redis
 
 # The proxy, under callgrind, in the foreground of its own process.
 run_proxy() {
@@ -69,6 +72,7 @@ run_proxy() {
         gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
         gateway-pool) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-pool.toml" ;;
+        gateway-limit|gateway-redis) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
         bare-pingora) exec "${vg[@]}" target/release/examples/bare_pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" ;;
         nginx-proxy) exec "${vg[@]}" nginx -g 'master_process off;' -c "$work/nginx-proxy.conf" ;;
         haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
@@ -118,6 +122,7 @@ measure() { # scenario proxy -> one JSON line
 for scenario in $scenarios; do
     for proxy in $proxies; do
         if [ "$scenario" = invalid ] && ! authenticates "$proxy"; then continue; fi
+        case $proxy in gateway-limit|gateway-redis) [ "$scenario" = cached ] || continue ;; esac
         line=$(measure "$scenario" "$proxy")
         echo "$line" >> "$out/instructions.jsonl"
         echo "  $line" >&2

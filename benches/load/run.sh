@@ -12,7 +12,9 @@
 #   load          wrk, 1 thread, $CONNS connections                      CPU 1
 #
 # Scenarios: public route, cached user (one token), 10,000 rotating users,
-# invalid tokens (authenticating proxies only). Rounds are interleaved; the
+# invalid tokens (authenticating proxies only), and `limited`: the cached
+# user under a limit it never reaches, counted by the gateway's local
+# limiter (gateway-limit) or in Redis (gateway-redis, redis-server on CPU 1). Rounds are interleaved; the
 # report gives medians of requests/s, p50/p99/p99.9 latency and CPU
 # microseconds per request of the proxy's process tree.
 #
@@ -22,13 +24,13 @@ cd "$(dirname "$0")/../.."
 . benches/proxies.sh
 rounds=${1:-${ROUNDS:-3}}
 secs=${2:-${SECONDS_PER_RUN:-5}}
-scenarios=${SCENARIOS:-public cached rotating invalid}
+scenarios=${SCENARIOS:-public cached rotating invalid limited}
 conns=${CONNS:-32}
 out=${OUT:-target/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
-require_tools nginx haproxy wrk taskset
+require_tools nginx haproxy wrk taskset redis-server
 command -v oha >/dev/null || { echo "missing oha: cargo install oha --locked (make bench does)" >&2; exit 1; }
 cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
 target/release/examples/bench_fixtures "$work" 10000
@@ -40,6 +42,13 @@ taskset -c 0 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 hap_pid=$!
 RUST_LOG=warn taskset -c 0 target/release/robeing-gateway -c "$work/gateway.toml" 2>"$work/gw.err" &
 gw_pid=$!
+# The limiter scenario: the gateway with a local limit, and with the limit in
+# Redis (which shares CPU 1 with the upstream and the load).
+taskset -c 1 redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no >/dev/null 2>&1 &
+RUST_LOG=warn taskset -c 0 target/release/robeing-gateway -c "$work/gateway-limit.toml" 2>"$work/gw-limit.err" &
+gw_limit_pid=$!
+RUST_LOG=warn taskset -c 0 target/release/robeing-gateway -c "$work/gateway-redis.toml" 2>"$work/gw-redis.err" &
+gw_redis_pid=$!
 sleep 1
 ngx_master=$(cat "$work/ngx.pid")
 
@@ -47,6 +56,8 @@ ngx_master=$(cat "$work/ngx.pid")
 pids_of() {
     case $1 in
         gateway) echo $gw_pid ;;
+        gateway-limit) echo $gw_limit_pid ;;
+        gateway-redis) echo $gw_redis_pid ;;
         nginx-proxy) echo "$ngx_master $(pgrep -P "$ngx_master" | tr '\n' ' ')" ;;
         haproxy|haproxy-jwt) echo $hap_pid ;;
     esac
@@ -57,7 +68,7 @@ hz=$(getconf CLK_TCK)
 scenario_env() { # scenario proxy -> REQ_PATH / TOKENS_FILE
     case $1 in
         public) echo "REQ_PATH=/public/x" ;;
-        cached) echo "REQ_PATH=/api/x TOKENS_FILE=$work/alice.txt" ;;
+        cached|limited) echo "REQ_PATH=/api/x TOKENS_FILE=$work/alice.txt" ;;
         rotating) echo "REQ_PATH=/api/x TOKENS_FILE=$work/tokens.txt" ;;
         invalid) echo "REQ_PATH=/api/x TOKENS_FILE=$work/invalid.txt" ;;
     esac
@@ -65,6 +76,7 @@ scenario_env() { # scenario proxy -> REQ_PATH / TOKENS_FILE
 proxies_for() {
     case $1 in
         invalid) echo "gateway haproxy-jwt" ;;
+        limited) echo "gateway-limit gateway-redis" ;;
         *) echo "gateway nginx-proxy haproxy haproxy-jwt" ;;
     esac
 }

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pingora::{Error, ErrorSource, ErrorType, RetryType};
+use pingora::{Error, ErrorSource, ErrorType};
 
 use super::peer::{InFlightAtPeer, PeerState};
 use super::pool::{Pool, Tried};
@@ -105,16 +105,22 @@ impl Attempts {
         connection_reused: bool,
     ) {
         let from_peer = *e.esource() == ErrorSource::Upstream && !self.answered;
-        // A pooled connection the peer had closed: normal keep-alive
-        // churn, not the peer's failure; the same peer may take it again
-        // when Pingora deems the error one of a stale connection.
-        let stale = connection_reused && matches!(e.retry, RetryType::ReusedOnly);
+        // Pingora's own verdict: an error it deems safe to send again (a
+        // pooled connection the peer had closed before answering). Such
+        // keep-alive churn is not the peer's failure, and the same peer
+        // may take the request again on a fresh connection.
+        let mut verdict = e.retry;
+        verdict.decide_reuse(connection_reused);
+        let stale = verdict.retry();
         if from_peer && !connection_reused {
             if let Some(peer) = self.current_peer() {
                 peer.record_failure();
             }
         }
-        let allowed = from_peer && replayable && self.may_try_again(pool, started);
+        let allowed = replayable
+            && !self.answered
+            && (from_peer || stale)
+            && self.may_try_again(pool, started);
         let retry = if !allowed {
             false
         } else if pool.has_untried(self.tried) {
