@@ -149,9 +149,7 @@ impl SharedLimiter {
             .connection
             .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
             .await?;
-        let n = u64::from(per_minute.max(1));
-        let interval = MINUTE_US / n;
-        let tolerance = interval * (n - 1);
+        let (interval, tolerance) = gcra_parameters(per_minute);
         let (allowed, ahead, wait): (u64, u64, u64) = self
             .script
             .key(redis_key(&key))
@@ -168,6 +166,15 @@ impl SharedLimiter {
             per_minute,
         ))
     }
+}
+
+/// The emission interval and burst tolerance of `per_minute`, in
+/// microseconds (Lua's numbers are doubles: nanoseconds since the epoch
+/// would not fit). Above 60 million a minute the interval stays 1 µs.
+fn gcra_parameters(per_minute: u32) -> (u64, u64) {
+    let n = u64::from(per_minute.max(1));
+    let interval = (MINUTE_US / n).max(1);
+    (interval, interval * (n - 1))
 }
 
 /// `rgw:rl:<scope>:<subject>`: the default scope is 0, a route's own its
@@ -243,6 +250,15 @@ mod tests {
         assert_eq!((first.remaining, first.reset_seconds), (9, 6));
         let refused = decision(false, 60_000_000, 1_500_000, interval, tolerance, 10);
         assert_eq!((refused.allowed, refused.retry_after_seconds), (false, 2));
+    }
+
+    #[test]
+    fn any_limit_has_a_nonzero_interval() {
+        assert_eq!(gcra_parameters(10), (6_000_000, 54_000_000));
+        let (interval, tolerance) = gcra_parameters(u32::MAX);
+        assert_eq!(interval, 1);
+        let d = decision(true, 1, 0, interval, tolerance, u32::MAX);
+        assert!(d.allowed && d.remaining > 0);
     }
 
     #[test]
