@@ -47,8 +47,8 @@ test: deps-test lint
 # report.md, report.json, report.html) has both.
 bench: deps-build
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
-	  && command -v valgrind >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind >/dev/null; }
+	  && command -v valgrind >/dev/null && command -v redis-server >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind redis-server >/dev/null; }
 	@command -v oha >/dev/null || cargo install oha --locked
 	benches/load/run.sh
 	benches/instructions/run.sh
@@ -57,8 +57,9 @@ bench: deps-build
 # Instructions per request under callgrind, and the guard on the cached path
 # (benches/instructions/run.sh; UPDATE_BASELINE=1 records a new baseline).
 bench-instructions: deps-build
-	@command -v valgrind >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind nginx haproxy >/dev/null; }
+	@command -v valgrind >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null \
+	  && command -v redis-server >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind nginx haproxy redis-server >/dev/null; }
 	benches/instructions/run.sh
 
 bench-micro:
