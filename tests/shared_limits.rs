@@ -195,3 +195,23 @@ async fn a_reload_keeps_the_shared_budget() {
     let r = get(gw.port, "/api/robeing/after", &[bearer(&token)]).await;
     assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
 }
+
+// Anonymous clients are limited per IP through the same store: two
+// instances share one budget for 127.0.0.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_limits_per_ip_are_shared_too() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = "\n[rate_limit]\nrequests_per_minute = 4\nstore = \"redis\"\nredis_url_env = \"REDIS_URL\"\n"
+        .to_owned()
+        + &route("/api/auth/*", up.port, false, "");
+    let gateways: Vec<Gateway> = (0..2)
+        .map(|_| Gateway::start_with(options(&routes, &redis)))
+        .collect();
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let r = get(gateways[n % 2].port, &format!("/api/auth/{n}"), &[]).await;
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429]);
+}
