@@ -155,6 +155,16 @@ async fn allow_and_deny_modes_while_redis_is_down() {
     let user = unique("modes");
     add_user(&user);
     let token = token_for(&user);
+    // Both have their connection (the first decision opens it)...
+    for gw in [&allow, &deny] {
+        assert_eq!(
+            get(gw.port, "/api/robeing/first", &[bearer(&token)])
+                .await
+                .status,
+            200
+        );
+    }
+    // ...when Redis goes down mid-run.
     redis.stop();
     for n in 0..5 {
         let r = get(allow.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;

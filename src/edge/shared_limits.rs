@@ -9,7 +9,9 @@
 //! which reconnects by itself), opened on first use inside the server's
 //! runtime.
 //!
-//! A decision that Redis does not give within `store_timeout_ms` (down,
+//! The first decision of a process also opens the connection, within
+//! [`CONNECT_BUDGET`]. A decision that Redis does not give within
+//! `store_timeout_ms` (down,
 //! slow, an error) is made by `on_store_error` instead: the local limiter
 //! (default), allow, or deny (503). After a failure the store is skipped
 //! for [`RETRY_AFTER_FAILURE`], so an outage costs one timeout per second
@@ -19,11 +21,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 use super::limits::{Decision, LimitKey, Subject};
 use crate::observe::metrics::metrics;
+
+/// Budget for opening the process's first connection to Redis.
+pub const CONNECT_BUDGET: Duration = Duration::from_secs(1);
 
 /// How long the store is skipped after it failed a decision.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -126,9 +131,16 @@ impl SharedLimiter {
         if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
             return Err(StoreError::Skipped);
         }
-        let result = match tokio::time::timeout(self.timeout, self.decide(key, per_minute)).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout),
+        let result = match self.connection().await {
+            Ok(connection) => {
+                match tokio::time::timeout(self.timeout, self.decide(connection, key, per_minute))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Timeout),
+                }
+            }
+            Err(e) => Err(e),
         };
         let m = metrics();
         match &result {
@@ -144,11 +156,30 @@ impl SharedLimiter {
         result
     }
 
-    async fn decide(&self, key: LimitKey, per_minute: u32) -> Result<Decision, StoreError> {
-        let connection = self
+    /// The process's connection, opened on first use within
+    /// [`CONNECT_BUDGET`] (not the per-decision budget: opening it takes a
+    /// few round trips); afterwards it reconnects by itself.
+    async fn connection(&self) -> Result<&ConnectionManager, StoreError> {
+        // One attempt per try (no retry loop inside): a Redis that is down
+        // at start costs one refused connect per skip period, not seconds.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(CONNECT_BUDGET);
+        let open = self
             .connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await?;
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
+        match tokio::time::timeout(CONNECT_BUDGET, open).await {
+            Ok(connection) => Ok(connection?),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn decide(
+        &self,
+        connection: &ConnectionManager,
+        key: LimitKey,
+        per_minute: u32,
+    ) -> Result<Decision, StoreError> {
         let (interval, tolerance) = gcra_parameters(per_minute);
         let (allowed, ahead, wait): (u64, u64, u64) = self
             .script
