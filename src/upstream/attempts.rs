@@ -117,10 +117,12 @@ impl Attempts {
                 peer.record_failure();
             }
         }
-        let allowed = replayable
-            && !self.answered
-            && (from_peer || stale)
-            && self.may_try_again(pool, started);
+        // A stale pooled connection does not use up `max_retries`: a peer
+        // that closed several idle connections at once may cost a request
+        // several of them (Pingora's own loop still bounds the tries).
+        let within_budget =
+            started.elapsed() < pool.retry_budget && (stale || self.tries <= pool.max_retries);
+        let allowed = replayable && !self.answered && (from_peer || stale) && within_budget;
         let retry = if !allowed {
             false
         } else if pool.has_untried(self.tried) {
