@@ -38,9 +38,10 @@ unit: deps-build
 	cargo test --doc
 
 # The integration tests need PostgreSQL: pg_virtualenv (postgresql-common)
-# starts a throwaway cluster on a free port, exports PG* and drops it after.
+# starts a throwaway cluster on a free port, exports PG* and drops it after;
+# scripts/with-postgres.sh first drops one an interrupted run left behind.
 test: deps-test lint
-	pg_virtualenv cargo test --all-features --no-fail-fast
+	scripts/with-postgres.sh cargo test --all-features --no-fail-fast
 
 # The load bench: the gateway next to nginx and HAProxy (see benches/load/run.sh).
 # The load bench, then the instruction bench; the report (target/bench/
