@@ -11,7 +11,7 @@
 # haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
 # examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
 . benches/gateway_conf.sh
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 REDIS=18090
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 GWREDADMIN=18104 REDIS=18090
 
 # The bench's Redis for the shared limiter (REDIS_URL points at it).
 export REDIS_URL="redis://127.0.0.1:$REDIS/"
@@ -86,14 +86,17 @@ backend up
 HAP
 gateway_conf "$work/gateway.toml" "$GW" "$work" "$work/users.toml" off \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
-# The limiter scenario: a limit no request reaches, counted here or in Redis.
+# The limiter scenario: a limit no request reaches, counted here or in Redis
+# (the Redis one has an admin listener: the bench reads how many decisions
+# fell back to the local limiter, which would make its figures the local
+# limiter's).
 local limit='[rate_limit]
 requests_per_minute = 1000000000'
 mkdir -p "$work/limit" "$work/redis"
 gateway_conf "$work/gateway-limit.toml" "$GWLIM" "$work/limit" "$work/users.toml" off \
     "$(echo "$limit"; bench_route "/api/*" api "$UP" true)"
 gateway_conf "$work/gateway-redis.toml" "$GWRED" "$work/redis" "$work/users.toml" off \
-    "$(printf '%s\nstore = "redis"\nredis_url_env = "REDIS_URL"\n' "$limit"; bench_route "/api/*" api "$UP" true)"
+    "$(printf '%s\nstore = "redis"\nredis_url_env = "REDIS_URL"\n[admin]\nlisten = "127.0.0.1:%s"\n' "$limit" "$GWREDADMIN"; bench_route "/api/*" api "$UP" true)"
 
 }
 

@@ -30,7 +30,7 @@ out=${OUT:-target/bench}
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
-require_tools nginx haproxy wrk taskset redis-server
+require_tools nginx haproxy wrk taskset redis-server curl
 command -v oha >/dev/null || { echo "missing oha: cargo install oha --locked (make bench does)" >&2; exit 1; }
 cargo build --release --bin robeing-gateway --example bench_fixtures >/dev/null
 target/release/examples/bench_fixtures "$work" 10000
@@ -81,15 +81,23 @@ proxies_for() {
     esac
 }
 
+# Decisions of the Redis-limited gateway that fell back to its local limiter.
+store_fallbacks() {
+    curl -fsS "http://127.0.0.1:$GWREDADMIN/metrics" \
+        | awk '/^gateway_rate_limit_store_fallbacks_total/ {n += $2} END {print n + 0}'
+}
+
 run_one() { # scenario proxy round
     local port; port=$(port_of "$2")
-    local before after line
+    local before after line fb_before=0 fb_after=0
     env $(scenario_env "$1") taskset -c 1 wrk -t1 -c"$conns" -d2s -s benches/load/wrk.lua "http://127.0.0.1:$port" >/dev/null
+    [ "$2" = gateway-redis ] && fb_before=$(store_fallbacks)
     before=$(cpu_ticks "$2")
     line=$(env $(scenario_env "$1") taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" -s benches/load/wrk.lua \
         "http://127.0.0.1:$port" | grep '^RESULT ' | sed 's/^RESULT //')
     after=$(cpu_ticks "$2")
-    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"round\":$3,\"cpu_ticks\":$((after - before)),\"hz\":$hz,\"wrk\":$line}" >> "$out/runs.jsonl"
+    [ "$2" = gateway-redis ] && fb_after=$(store_fallbacks)
+    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"round\":$3,\"cpu_ticks\":$((after - before)),\"hz\":$hz,\"store_fallbacks\":$((fb_after - fb_before)),\"wrk\":$line}" >> "$out/runs.jsonl"
     echo "  $1 $2 round $3: $line" >&2
 }
 

@@ -59,11 +59,16 @@ fn main() {
             .iter()
             .map(|r| r["wrk"]["non2xx"].as_f64().unwrap())
             .sum();
+        // Decisions of the Redis-limited gateway that Redis did not make.
+        let fallbacks: f64 = runs
+            .iter()
+            .map(|r| r["store_fallbacks"].as_f64().unwrap_or(0.0))
+            .sum();
         rows.push(json!({
             "scenario": scenario, "proxy": proxy, "rounds": runs.len(),
             "requests_per_second": rps.round(), "p50_ms": ms("p50_us"), "p99_ms": ms("p99_us"),
             "p999_ms": ms("p999_us"), "cpu_us_per_request": (cpu_us * 100.0).round() / 100.0,
-            "socket_errors": errors, "non_2xx": non2xx,
+            "socket_errors": errors, "non_2xx": non2xx, "store_fallbacks": fallbacks,
         }));
     }
     let mut md = String::from(
@@ -95,6 +100,13 @@ fn main() {
             ratio("requests_per_second"),
             ratio("cpu_us_per_request"),
             row["non_2xx"].as_f64().unwrap(),
+        ));
+    }
+    for row in rows.iter().filter(|r| r["proxy"] == "gateway-redis") {
+        md.push_str(&format!(
+            "\ngateway-redis: {} decisions fell back to the local limiter (Redis missed the \
+             budget); every other one was made in Redis.\n",
+            row["store_fallbacks"]
         ));
     }
     // Streams of JSON values (oha pretty-prints, so not one per line).

@@ -1,28 +1,36 @@
 //! Rate limits shared by every gateway instance, decided in Redis
 //! (`[rate_limit] store = "redis"`).
 //!
-//! The same GCRA as [`super::limits`], one Lua script per decision, run
-//! atomically by Redis on its own clock (`TIME`), so instances with
-//! skewed clocks still agree. Each counter is one key with a TTL of the
-//! time until its state equals no state: an idle user costs nothing.
-//! One multiplexed connection per process (redis-rs `ConnectionManager`,
-//! which reconnects by itself), opened on first use inside the server's
-//! runtime.
+//! The same GCRA as [`super::limits`], run atomically by a Lua script on
+//! Redis's own clock (`TIME`), so instances with skewed clocks still agree.
+//! Each counter is one key with a TTL of the time until its state equals
+//! no state: an idle user costs nothing.
 //!
-//! The first decision of a process also opens the connection, within
-//! [`CONNECT_BUDGET`]. A decision that Redis does not give within
-//! `store_timeout_ms` (down,
-//! slow, an error) is made by `on_store_error` instead: the local limiter
+//! Decisions are batched: a request queues its decision, and one driver
+//! task per process sends everything queued as one script call (up to
+//! [`MAX_BATCH`] decisions), one batch in flight at a time. The script
+//! decides them in queue order, each exactly as if it had been sent alone,
+//! so the limit stays exact; under load one round trip and one script run
+//! serve many requests, and an idle gateway sends each decision at once
+//! (nothing waits for a batch to fill). Every key of a batch is in one
+//! script call, so the store is a single Redis, not a Redis Cluster.
+//!
+//! The driver opens the process's one multiplexed connection (redis-rs
+//! `ConnectionManager`, which reconnects by itself) on first use, inside
+//! the server's runtime, within [`CONNECT_BUDGET`]. A decision that Redis
+//! does not give within `store_timeout_ms` (down, slow, an error, the
+//! queue full) is made by `on_store_error` instead: the local limiter
 //! (default), allow, or deny (503). After a failure the store is skipped
 //! for [`RETRY_AFTER_FAILURE`], so an outage costs one timeout per second
 //! rather than one per request; the next decision after that tries Redis
 //! again, and recovery needs no restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use super::limits::{Decision, LimitKey, Subject};
 use crate::observe::metrics::metrics;
@@ -33,24 +41,42 @@ pub const CONNECT_BUDGET: Duration = Duration::from_secs(1);
 /// How long the store is skipped after it failed a decision.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
+/// Most decisions in one script call.
+pub const MAX_BATCH: usize = 128;
+
+/// Decisions that may wait for the driver; a full queue is a store
+/// failure (the fallback decides), never an unbounded wait.
+const QUEUE_CAPACITY: usize = 4096;
+
 const MINUTE_US: u64 = 60_000_000;
 const SECOND_US: u64 = 1_000_000;
 
-/// GCRA in microseconds. KEYS[1]: the counter; ARGV: interval, tolerance.
-/// Returns {allowed, tat - now after the decision, wait until allowed}.
+/// GCRA in microseconds for each key of the batch, in order. KEYS[i]: a
+/// counter; ARGV[2i-1], ARGV[2i]: its interval and tolerance. Returns,
+/// flat, per key: allowed (1/0), tat - now after the decision, wait until
+/// allowed. A key repeated in the batch sees its earlier decisions.
 const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-if now + tolerance < tat then
-  return {0, tat - now, tat - (now + tolerance)}
+local out = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  if now + tolerance < tat then
+    out[#out + 1] = 0
+    out[#out + 1] = tat - now
+    out[#out + 1] = tat - (now + tolerance)
+  else
+    local new_tat = tat + interval
+    redis.call('SET', KEYS[i], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+    out[#out + 1] = 1
+    out[#out + 1] = new_tat - now
+    out[#out + 1] = 0
+  end
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, new_tat - now, 0}
+return out
 "#;
 
 /// What decides while the store cannot (`on_store_error`).
@@ -83,20 +109,44 @@ impl StoreFallback {
 }
 
 /// Why the store gave no decision.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("skipped for a second after a failure")]
     Skipped,
     #[error("no answer within the budget")]
     Timeout,
+    #[error("the queue of decisions is full")]
+    QueueFull,
+    #[error("the decision driver has stopped")]
+    DriverGone,
+    #[error("the script answered {0} numbers for {1} decisions")]
+    BadAnswer(usize, usize),
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(Arc<redis::RedisError>),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(Arc::new(e))
+    }
+}
+
+/// The script's answer for one decision: allowed, tat - now, wait.
+type Answer = (bool, u64, u64);
+
+/// One decision waiting in the queue for its batch.
+struct Pending {
+    key: String,
+    interval: u64,
+    tolerance: u64,
+    reply: oneshot::Sender<Result<Answer, StoreError>>,
 }
 
 pub struct SharedLimiter {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
-    script: redis::Script,
+    /// The driver's queue, set up (connection opened, driver spawned) on
+    /// first use.
+    queue: OnceCell<mpsc::Sender<Pending>>,
     timeout: Duration,
     pub fallback: StoreFallback,
     /// Milliseconds since `origin` until which the store is skipped.
@@ -112,8 +162,7 @@ impl SharedLimiter {
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
             client,
-            connection: OnceCell::new(),
-            script: redis::Script::new(GCRA_SCRIPT),
+            queue: OnceCell::new(),
             timeout,
             fallback,
             skip_until_ms: AtomicU64::new(0),
@@ -131,72 +180,145 @@ impl SharedLimiter {
         if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
             return Err(StoreError::Skipped);
         }
-        let result = match self.connection().await {
-            Ok(connection) => {
-                match tokio::time::timeout(self.timeout, self.decide(connection, key, per_minute))
+        let (interval, tolerance) = gcra_parameters(per_minute);
+        let result = match self.queue().await {
+            Ok(queue) => {
+                self.decide(queue, redis_key(&key), interval, tolerance)
                     .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreError::Timeout),
-                }
             }
             Err(e) => Err(e),
         };
         let m = metrics();
-        match &result {
-            Ok(_) => m.rate_limit_store_up.set(1),
-            Err(_) => {
+        match result {
+            Ok((allowed, ahead, wait)) => {
+                m.rate_limit_store_up.set(1);
+                Ok(decision(
+                    allowed, ahead, wait, interval, tolerance, per_minute,
+                ))
+            }
+            Err(e) => {
                 m.rate_limit_store_up.set(0);
                 self.skip_until_ms.store(
                     self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64,
                     Ordering::Relaxed,
                 );
+                Err(e)
             }
         }
-        result
     }
 
-    /// The process's connection, opened on first use within
-    /// [`CONNECT_BUDGET`] (not the per-decision budget: opening it takes a
-    /// few round trips); afterwards it reconnects by itself.
-    async fn connection(&self) -> Result<&ConnectionManager, StoreError> {
-        // One attempt per try (no retry loop inside): a Redis that is down
-        // at start costs one refused connect per skip period, not seconds.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(CONNECT_BUDGET);
-        let open = self
-            .connection
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config));
-        match tokio::time::timeout(CONNECT_BUDGET, open).await {
-            Ok(connection) => Ok(connection?),
+    /// Queues the decision and waits for its batch's answer, within the
+    /// budget (a queue that is full fails at once).
+    async fn decide(
+        &self,
+        queue: &mpsc::Sender<Pending>,
+        key: String,
+        interval: u64,
+        tolerance: u64,
+    ) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            key,
+            interval,
+            tolerance,
+            reply,
+        };
+        queue.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => StoreError::DriverGone,
+        })?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::DriverGone),
             Err(_) => Err(StoreError::Timeout),
         }
     }
 
-    async fn decide(
-        &self,
-        connection: &ConnectionManager,
-        key: LimitKey,
-        per_minute: u32,
-    ) -> Result<Decision, StoreError> {
-        let (interval, tolerance) = gcra_parameters(per_minute);
-        let (allowed, ahead, wait): (u64, u64, u64) = self
-            .script
-            .key(redis_key(&key))
-            .arg(interval)
-            .arg(tolerance)
-            .invoke_async(&mut connection.clone())
-            .await?;
-        Ok(decision(
-            allowed == 1,
-            ahead,
-            wait,
-            interval,
-            tolerance,
-            per_minute,
-        ))
+    /// The driver's queue: on first use the connection is opened within
+    /// [`CONNECT_BUDGET`] (not the per-decision budget: opening takes a
+    /// few round trips) and the driver spawned on this runtime; afterwards
+    /// the connection reconnects by itself.
+    async fn queue(&self) -> Result<&mpsc::Sender<Pending>, StoreError> {
+        let setup = self.queue.get_or_try_init(|| async {
+            // One attempt per try (no retry loop inside): a Redis that is
+            // down at start costs one refused connect per skip period.
+            let config = ConnectionManagerConfig::new()
+                .set_number_of_retries(0)
+                .set_connection_timeout(CONNECT_BUDGET);
+            let connection =
+                ConnectionManager::new_with_config(self.client.clone(), config).await?;
+            let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
+            tokio::spawn(drive(connection, waiting, self.timeout));
+            Ok::<_, StoreError>(queue)
+        });
+        match tokio::time::timeout(CONNECT_BUDGET, setup).await {
+            Ok(queue) => queue,
+            Err(_) => Err(StoreError::Timeout),
+        }
     }
+}
+
+/// The driver: everything queued goes to Redis as one batch, the next
+/// batch once its answer is in. A batch gets the decision budget too
+/// (its waiters have given up after that); it ends when the limiter, and
+/// with it the queue, is dropped.
+async fn drive(
+    mut connection: ConnectionManager,
+    mut waiting: mpsc::Receiver<Pending>,
+    budget: Duration,
+) {
+    let script = redis::Script::new(GCRA_SCRIPT);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Waiters that gave up are not decided: their requests were
+        // decided by the fallback and must not count twice.
+        batch.retain(|p: &Pending| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        metrics().rate_limit_store_round_trips.inc();
+        let answers = match tokio::time::timeout(
+            budget,
+            decide_batch(&script, &mut connection, &batch),
+        )
+        .await
+        {
+            Ok(answers) => answers,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        for (i, pending) in batch.drain(..).enumerate() {
+            let answer = match &answers {
+                Ok(numbers) => Ok(answer_at(numbers, i)),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = pending.reply.send(answer);
+        }
+    }
+}
+
+/// One script call for the whole batch; its flat answer checked for size.
+async fn decide_batch(
+    script: &redis::Script,
+    connection: &mut ConnectionManager,
+    batch: &[Pending],
+) -> Result<Vec<u64>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    for pending in batch {
+        invocation
+            .key(pending.key.as_str())
+            .arg(pending.interval)
+            .arg(pending.tolerance);
+    }
+    let numbers: Vec<u64> = invocation.invoke_async(connection).await?;
+    if numbers.len() != batch.len() * 3 {
+        return Err(StoreError::BadAnswer(numbers.len(), batch.len()));
+    }
+    Ok(numbers)
+}
+
+/// The `i`-th decision of a checked flat answer.
+fn answer_at(numbers: &[u64], i: usize) -> Answer {
+    (numbers[3 * i] == 1, numbers[3 * i + 1], numbers[3 * i + 2])
 }
 
 /// The emission interval and burst tolerance of `per_minute`, in

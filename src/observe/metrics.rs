@@ -43,6 +43,7 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
+    pub rate_limit_store_round_trips: IntCounter,
     pub user_notify_up: IntGauge,
     pub user_notify_evictions: IntCounter,
 }
@@ -151,6 +152,10 @@ const RATE_LIMIT_STORE_FALLBACKS: Family = (
     "gateway_rate_limit_store_fallbacks_total",
     "Rate-limit decisions made by on_store_error because the store could not, by mode",
 );
+const RATE_LIMIT_STORE_ROUND_TRIPS: Family = (
+    "gateway_rate_limit_store_round_trips_total",
+    "Script calls sent to the shared rate-limit store; each decides a batch of requests",
+);
 const USER_NOTIFY_UP: Family = (
     "gateway_user_notify_up",
     "1 while the LISTEN connection for user changes (users.notify_channel) is up",
@@ -229,6 +234,7 @@ impl Metrics {
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
+            rate_limit_store_round_trips: r.counter(RATE_LIMIT_STORE_ROUND_TRIPS),
             user_notify_up: r.gauge(USER_NOTIFY_UP),
             user_notify_evictions: r.counter(USER_NOTIFY_EVICTIONS),
             registry: r.0,
