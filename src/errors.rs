@@ -46,6 +46,8 @@ pub enum GatewayError {
     ServiceUnavailable,
     #[error("User directory is unavailable")]
     UserDirectoryUnavailable,
+    #[error("Signing keys are unavailable")]
+    SigningKeysUnavailable,
     #[error("Upstream service did not answer in time")]
     GatewayTimeout,
 }
@@ -68,6 +70,7 @@ impl GatewayError {
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::UserDirectoryUnavailable => "USER_DIRECTORY_UNAVAILABLE",
+            Self::SigningKeysUnavailable => "SIGNING_KEYS_UNAVAILABLE",
             Self::GatewayTimeout => "GATEWAY_TIMEOUT",
         }
     }
@@ -86,7 +89,9 @@ impl GatewayError {
             Self::UriTooLong => 414,
             Self::HeadersTooLarge => 431,
             Self::RateLimitExceeded => 429,
-            Self::ServiceUnavailable | Self::UserDirectoryUnavailable => 503,
+            Self::ServiceUnavailable
+            | Self::UserDirectoryUnavailable
+            | Self::SigningKeysUnavailable => 503,
             Self::GatewayTimeout => 504,
         }
     }
@@ -100,6 +105,7 @@ impl GatewayError {
             Self::TokenExpired => Some("token_expired"),
             Self::UserNotFound => Some("user_not_found"),
             Self::UserDirectoryUnavailable => Some("directory_unavailable"),
+            Self::SigningKeysUnavailable => Some("keys_unavailable"),
             Self::InvalidSignature => Some("invalid_signature"),
             _ => None,
         }
@@ -216,6 +222,11 @@ mod tests {
             (
                 GatewayError::UserDirectoryUnavailable,
                 "USER_DIRECTORY_UNAVAILABLE",
+                503,
+            ),
+            (
+                GatewayError::SigningKeysUnavailable,
+                "SIGNING_KEYS_UNAVAILABLE",
                 503,
             ),
             (GatewayError::GatewayTimeout, "GATEWAY_TIMEOUT", 504),

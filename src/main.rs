@@ -11,6 +11,7 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use robeing_gateway::auth::keys;
+use robeing_gateway::auth::token::base_validation;
 use robeing_gateway::config;
 use robeing_gateway::config::plan::{plan, Plan};
 use robeing_gateway::observe::process_log;
@@ -23,19 +24,23 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn mint_token(conf: &Path, username: &str, ttl_seconds: u64) -> ExitCode {
+fn mint_token(conf: &Path, username: &str, ttl_seconds: u64, kid: Option<&str>) -> ExitCode {
     let loaded = match config::load(conf) {
         Ok(loaded) => loaded,
         Err(e) => return fail(e),
     };
     let auth = &loaded.config.auth;
-    match keys::load_secret(auth).map(|s| keys::mint(auth, &s, username, ttl_seconds)) {
-        Ok(Ok(token)) => {
+    let keys = match keys::load_keys(auth, &base_validation(auth)) {
+        Ok(keys) => keys,
+        Err(e) => return fail(e),
+    };
+    match keys::signing_key(&keys, kid).and_then(|key| keys::mint(auth, key, username, ttl_seconds))
+    {
+        Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => fail(format!("cannot mint token: {e}")),
-        Err(e) => fail(e),
+        Err(e) => fail(format!("cannot mint token: {e}")),
     }
 }
 
@@ -72,7 +77,8 @@ fn main() -> ExitCode {
         Some(Command::Token {
             username,
             ttl_seconds,
-        }) => mint_token(&cli.conf, username, *ttl_seconds),
+            kid,
+        }) => mint_token(&cli.conf, username, *ttl_seconds, kid.as_deref()),
         Some(Command::Reload) => match reload::reload(&cli.conf) {
             Ok(pid) => {
                 println!("reload: pid {pid} is serving");

@@ -11,7 +11,7 @@ use robeing_gateway::config::testing::TestConfig;
 
 static VERIFIER: LazyLock<JwtVerifier> = LazyLock::new(|| {
     let config = TestConfig::new().parse();
-    JwtVerifier::new(&config.auth, b"fuzz-secret-fuzz-secret-fuzz-secret-0123")
+    JwtVerifier::with_secret(&config.auth, b"fuzz-secret-fuzz-secret-fuzz-secret-0123")
 });
 
 fuzz_target!(|data: &[u8]| {

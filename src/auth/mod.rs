@@ -1,9 +1,10 @@
-//! Who is asking: the bearer token ([`token`], verified with the [`keys`])
-//! and the user it names,
-//! resolved to a UUID through the [`directory`] and its cache ([`identity`]).
+//! Who is asking: the bearer token ([`token`], verified with the static
+//! [`keys`] and the fetched [`jwks`]) and the user it names, resolved to a
+//! UUID through the [`directory`] and its cache ([`identity`]).
 
 pub mod directory;
 pub mod identity;
+pub mod jwks;
 pub mod keys;
 pub mod notify;
 pub mod token;

@@ -1,25 +1,33 @@
-//! Bearer-token verification (HS256 pinned); the key material is read in
-//! [`crate::auth::keys`].
+//! Bearer-token verification against the configured keys
+//! ([`crate::auth::keys`] and [`crate::auth::jwks`]).
 //!
-//! The algorithm is fixed by configuration, never taken from the token:
-//! `alg: none`, HS384 or RS256 headers are refused. `exp` is required, `nbf`
-//! honored, both with the configured leeway; `iss` and `aud` are checked when
-//! configured. Oversized tokens are refused before any decoding.
+//! Each key is pinned to one algorithm, never taken from the token: a
+//! token with a `kid` is checked against that key only, and its `alg` must
+//! be the key's; without a `kid`, the static keys of the token's `alg` are
+//! tried in configuration order (one signature check each). Keys the token
+//! names or carries (`jku`, `jwk`, `x5u`, `x5c`) are refused, never
+//! fetched. `exp` is required, `nbf` honored, both with the configured
+//! leeway; `iss` and `aud` are checked when configured. Oversized tokens are
+//! refused before any decoding.
 //!
 //! Tokens that verified are remembered, keyed by their exact bytes, with
-//! their username and time window: a client sends the same token on every
-//! request, and the cache turns HMAC + base64 + JSON (about 2 µs) into one
-//! hash lookup. `exp`/`nbf` are still checked on every hit; a reload builds a
-//! new verifier, so a rotated secret starts with an empty cache.
+//! their username, time window and key: a client sends the same token on
+//! every request, and the cache turns signature + base64 + JSON (about
+//! 2 µs for HS256) into one hash lookup. `exp`/`nbf` and the key's
+//! `verify_until` are still checked on every hit; a token of a JWKS key is
+//! verified again once the set changed; a reload builds a new verifier, so
+//! a removed key's tokens are refused at once.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::jwks::Jwks;
+use super::keys::{SigningKey, VerifyCounters, MAX_KID_BYTES};
 use crate::config::AuthConfig;
 use crate::errors::GatewayError;
 
@@ -67,6 +75,9 @@ pub enum TokenError {
     Expired,
     #[error("token invalid")]
     Invalid,
+    /// A `kid` for the JWKS set, which has never been fetched.
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
 }
 
 impl From<TokenError> for GatewayError {
@@ -74,6 +85,7 @@ impl From<TokenError> for GatewayError {
         match e {
             TokenError::Expired => GatewayError::TokenExpired,
             TokenError::Invalid => GatewayError::InvalidToken,
+            TokenError::KeysUnavailable => GatewayError::SigningKeysUnavailable,
         }
     }
 }
@@ -100,13 +112,18 @@ impl Claims {
     }
 }
 
-/// Verifies HS256 tokens against the configured secret and claims.
+/// Verifies tokens against the configured keys (static and JWKS) and
+/// claims.
 pub struct JwtVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    /// Static keys, in configuration order.
+    keys: Vec<SigningKey>,
+    jwks: Option<Arc<Jwks>>,
     username_claim: String,
     max_token_bytes: usize,
+    leeway: u64,
     verified: Option<quick_cache::sync::Cache<Box<str>, VerifiedToken>>,
+    /// Refusals no key is to blame for (unknown `kid`, no candidate key).
+    no_key: VerifyCounters,
 }
 
 /// Longer tokens are verified every time rather than remembered, which
@@ -119,40 +136,77 @@ struct VerifiedToken {
     username: Arc<str>,
     exp: u64,
     nbf: Option<u64>,
+    /// The `verify_until` of the key that verified it.
+    key_until: Option<u64>,
+    /// The JWKS generation it was verified with; 0 for a static key.
+    generation: u64,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
+        // Never print the keys.
         f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys.len())
             .field("username_claim", &self.username_claim)
             .finish_non_exhaustive()
     }
 }
 
+/// The claim checks of `[auth]` (the algorithm is each key's own).
+pub fn base_validation(auth: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = auth.leeway_seconds;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    match &auth.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        // jsonwebtoken refuses any `aud` unless told which it expects.
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &auth.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation
+}
+
+/// A verification that got as far as a key.
+struct Verified {
+    username: Arc<str>,
+    exp: u64,
+    nbf: Option<u64>,
+    key_until: Option<u64>,
+}
+
 impl JwtVerifier {
-    pub fn new(auth: &AuthConfig, secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = auth.leeway_seconds;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        match &auth.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            // jsonwebtoken refuses any `aud` unless told which it expects.
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &auth.issuer {
-            validation.set_issuer(&[iss]);
-        }
+    pub fn new(auth: &AuthConfig, keys: Vec<SigningKey>, jwks: Option<Arc<Jwks>>) -> Self {
         Self {
-            key: DecodingKey::from_secret(secret),
-            validation,
+            keys,
+            jwks,
             username_claim: auth.username_claim.clone(),
             max_token_bytes: auth.max_token_bytes,
+            leeway: auth.leeway_seconds,
             verified: (auth.verified_token_cache > 0)
                 .then(|| quick_cache::sync::Cache::new(auth.verified_token_cache)),
+            no_key: VerifyCounters::new("none"),
         }
+    }
+
+    /// A verifier with the one-key shorthand: one HS256 key without a
+    /// `kid` (tests, benches, fuzzing).
+    pub fn with_secret(auth: &AuthConfig, secret: &[u8]) -> Self {
+        let key = SigningKey::hs256(None, secret.to_vec(), &base_validation(auth), None);
+        Self::new(auth, vec![key], None)
+    }
+
+    /// The static keys (`token` signs with one of them).
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// The fetched key set, with `[auth.jwks]`.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
     }
 
     /// Verifies `token` and returns the username claim.
@@ -161,9 +215,125 @@ impl JwtVerifier {
             return Err(TokenError::Invalid);
         }
         if let Some(hit) = self.verified.as_ref().and_then(|c| c.get(token)) {
-            return self.check_window(&hit).map(|()| hit.username);
+            // `None`: verified with a JWKS set since replaced; verify again.
+            if let Some(result) = self.check_remembered(&hit) {
+                return result.map(|()| hit.username);
+            }
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+        let (verified, generation) = self.verify_signed(token)?;
+        if let Some(cache) = &self.verified {
+            if token.len() <= MAX_CACHED_TOKEN_BYTES {
+                let entry = VerifiedToken {
+                    username: verified.username.clone(),
+                    exp: verified.exp,
+                    nbf: verified.nbf,
+                    key_until: verified.key_until,
+                    generation,
+                };
+                cache.insert(token.into(), entry);
+            }
+        }
+        Ok(verified.username)
+    }
+
+    /// First sight of a token: the key its header selects, then the
+    /// signature and claims. Returns the JWKS generation used (0: static).
+    fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        // Keys named or carried by the token itself are never fetched nor
+        // trusted: only configured keys verify.
+        if header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            self.no_key.invalid.inc();
+            return Err(TokenError::Invalid);
+        }
+        let now = unix_now();
+        let Some(kid) = header.kid.as_deref() else {
+            // No `kid`: the static keys of the token's algorithm, in order.
+            let mut candidates = self
+                .keys
+                .iter()
+                .filter(|k| k.algorithm == header.alg && k.is_current(now))
+                .peekable();
+            if candidates.peek().is_none() {
+                self.no_key.invalid.inc();
+                return Err(TokenError::Invalid);
+            }
+            let mut last = TokenError::Invalid;
+            for key in candidates {
+                match self.verify_with(token, key) {
+                    Ok(verified) => return Ok((verified, 0)),
+                    // Expired under a key that verified the signature: final.
+                    Err(TokenError::Expired) => return Err(TokenError::Expired),
+                    Err(e) => last = e,
+                }
+            }
+            return Err(last);
+        };
+        if kid.len() > MAX_KID_BYTES {
+            self.no_key.invalid.inc();
+            return Err(TokenError::Invalid);
+        }
+        if let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+            return self
+                .checked_key(token, key, header.alg, now)
+                .map(|v| (v, 0));
+        }
+        let Some(jwks) = &self.jwks else {
+            self.no_key.invalid.inc();
+            return Err(TokenError::Invalid);
+        };
+        // Read the generation before the set: a set swapped in between is
+        // newer than the generation recorded, so its tokens re-verify once.
+        let generation = jwks.generation();
+        let Some(set) = jwks.current() else {
+            jwks.want_refresh();
+            return Err(TokenError::KeysUnavailable);
+        };
+        match set.find(kid) {
+            Some(key) => self
+                .checked_key(token, key, header.alg, now)
+                .map(|v| (v, generation)),
+            None => {
+                jwks.want_refresh();
+                self.no_key.invalid.inc();
+                Err(TokenError::Invalid)
+            }
+        }
+    }
+
+    /// The key the `kid` named: its algorithm must be the token's, and it
+    /// must still be current.
+    fn checked_key(
+        &self,
+        token: &str,
+        key: &SigningKey,
+        alg: Algorithm,
+        now: u64,
+    ) -> Result<Verified, TokenError> {
+        if key.algorithm != alg || !key.is_current(now) {
+            key.counters.invalid.inc();
+            return Err(TokenError::Invalid);
+        }
+        self.verify_with(token, key)
+    }
+
+    /// Signature and claims with one key; counted under its `kid`.
+    fn verify_with(&self, token: &str, key: &SigningKey) -> Result<Verified, TokenError> {
+        let result = self.decode(token, key);
+        match &result {
+            Ok(_) => key.counters.ok.inc(),
+            Err(TokenError::Expired) => key.counters.expired.inc(),
+            Err(_) => key.counters.invalid.inc(),
+        }
+        result
+    }
+
+    fn decode(&self, token: &str, key: &SigningKey) -> Result<Verified, TokenError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
@@ -179,33 +349,40 @@ impl JwtVerifier {
             .take_username(&self.username_claim)
             .ok_or(TokenError::Invalid)?
             .into();
-        if let Some(cache) = &self.verified {
-            if token.len() <= MAX_CACHED_TOKEN_BYTES {
-                let entry = VerifiedToken {
-                    username: username.clone(),
-                    exp,
-                    nbf,
-                };
-                cache.insert(token.into(), entry);
-            }
-        }
-        Ok(username)
+        Ok(Verified {
+            username,
+            exp,
+            nbf,
+            key_until: key.verify_until,
+        })
     }
 
-    /// The `exp`/`nbf` checks of a remembered token, as jsonwebtoken does them.
-    fn check_window(&self, token: &VerifiedToken) -> Result<(), TokenError> {
-        let now = unix_now();
-        let leeway = self.validation.leeway;
-        if token.exp < now.saturating_sub(leeway) {
-            return Err(TokenError::Expired);
+    /// A remembered token: its key still current, then `exp`/`nbf` as
+    /// jsonwebtoken checks them. `None` when it was verified with a JWKS
+    /// set that has been replaced since (its key may be gone).
+    fn check_remembered(&self, token: &VerifiedToken) -> Option<Result<(), TokenError>> {
+        if token.generation != 0
+            && self
+                .jwks
+                .as_ref()
+                .is_none_or(|j| j.generation() != token.generation)
+        {
+            return None;
         }
-        if token
+        let now = unix_now();
+        let leeway = self.leeway;
+        Some(if token.key_until.is_some_and(|until| now >= until) {
+            Err(TokenError::Invalid)
+        } else if token.exp < now.saturating_sub(leeway) {
+            Err(TokenError::Expired)
+        } else if token
             .nbf
             .is_some_and(|nbf| nbf > now.saturating_add(leeway))
         {
-            return Err(TokenError::Invalid);
-        }
-        Ok(())
+            Err(TokenError::Invalid)
+        } else {
+            Ok(())
+        })
     }
 }
 
@@ -297,16 +474,14 @@ mod tests {
     #[test]
     fn minted_token_verifies() {
         let a = auth();
-        let t = mint(&a, SECRET, "alice", 60).unwrap();
-        assert_eq!(
-            JwtVerifier::new(&a, SECRET).verify(&t).unwrap().as_ref(),
-            "alice"
-        );
+        let v = JwtVerifier::with_secret(&a, SECRET);
+        let t = mint(&a, &v.keys()[0], "alice", 60).unwrap();
+        assert_eq!(v.verify(&t).unwrap().as_ref(), "alice");
     }
 
     #[test]
     fn refusals_have_the_right_kind() {
-        let v = JwtVerifier::new(&auth(), SECRET);
+        let v = JwtVerifier::with_secret(&auth(), SECRET);
         let exp = now() + 600;
         let cases = [
             (
@@ -382,7 +557,7 @@ mod tests {
 
     #[test]
     fn duplicate_members_are_refused() {
-        let v = JwtVerifier::new(&auth(), SECRET);
+        let v = JwtVerifier::with_secret(&auth(), SECRET);
         let exp = now() + 600;
         let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
         let ok = sign_raw(hs, &format!(r#"{{"username":"alice","exp":{exp}}}"#));
@@ -414,7 +589,7 @@ mod tests {
     fn remembered_tokens_still_expire() {
         let mut a = auth();
         a.leeway_seconds = 0;
-        let v = JwtVerifier::new(&a, SECRET);
+        let v = JwtVerifier::with_secret(&a, SECRET);
         let t = sign(
             serde_json::json!({"username": "a", "exp": now() + 1}),
             Algorithm::HS256,
@@ -432,7 +607,7 @@ mod tests {
         /// even once the valid token is in the verified-token cache.
         #[test]
         fn every_single_byte_change_is_refused(position in 0usize..1000, byte in 0u8..=255) {
-            let v = JwtVerifier::new(&auth(), SECRET);
+            let v = JwtVerifier::with_secret(&auth(), SECRET);
             let valid = sign(
                 serde_json::json!({"username": "alice", "exp": now() + 600}),
                 Algorithm::HS256,

@@ -14,14 +14,15 @@ use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::identity::IdentityCache;
-use crate::auth::keys::load_secret;
+use crate::auth::jwks::Jwks;
+use crate::auth::keys::load_keys;
 use crate::auth::notify::NotifySource;
-use crate::auth::token::JwtVerifier;
+use crate::auth::token::{base_validation, JwtVerifier};
 use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
-    self, route_key, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig, UpstreamDefaults,
-    UserSource, UsersConfig,
+    self, route_key, AuthConfig, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig,
+    UpstreamDefaults, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
@@ -30,6 +31,7 @@ use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamRegistry};
+use jsonwebtoken::Validation;
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
@@ -104,9 +106,8 @@ impl Gateway {
     pub fn rebuild(loaded: &LoadedConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let config = &loaded.config;
         let mut problems = Problems::default();
-        let jwt = load_secret(&config.auth)
-            .map(|secret| JwtVerifier::new(&config.auth, &secret))
-            .map_err(|e| problems.push(e));
+        let base = base_validation(&config.auth);
+        let keys = load_keys(&config.auth, &base).map_err(|e| problems.push(e));
         let identity = identity_cache(previous, &config.users).map_err(|e| problems.push(e));
         let cors = config
             .cors
@@ -125,8 +126,8 @@ impl Gateway {
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
         let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
-        let (Ok(jwt), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), true) = (
-            jwt,
+        let (Ok(keys), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), true) = (
+            keys,
             identity,
             cors,
             shared_limiter,
@@ -135,9 +136,11 @@ impl Gateway {
         ) else {
             return Err(problems.into_error());
         };
+        // Last: only a configuration that is otherwise good fetches keys.
+        let jwks = jwks(&config.auth, &base, previous);
         Ok(Self {
             routes,
-            jwt,
+            jwt: JwtVerifier::new(&config.auth, keys, jwks),
             identity,
             users: config.users.clone(),
             limiter: rate_limiter(previous, limiter_keys),
@@ -185,6 +188,17 @@ fn notify_source(users: &UsersConfig) -> Result<Option<NotifySource>, ConfigErro
         database,
         channel: channel.clone(),
     }))
+}
+
+/// The `[auth.jwks]` set: `previous`'s when the endpoint and the claim
+/// checks are the same (a SIGHUP neither refetches nor blocks), else
+/// fetched now.
+fn jwks(auth: &AuthConfig, base: &Validation, previous: Option<&Gateway>) -> Option<Arc<Jwks>> {
+    let config = auth.jwks.as_ref()?;
+    match previous.and_then(|p| p.jwt.jwks()) {
+        Some(old) if old.config == *config && old.base() == base => Some(old.clone()),
+        _ => Some(Jwks::start(config, base)),
+    }
 }
 
 /// The Redis store of `[rate_limit]`, when it names one: its URL read

@@ -178,8 +178,14 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The one-key shorthand: an HS256 key without a `kid`.
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
+    /// Several keys, selected by the token's `kid` (instead of the shorthand).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Keys fetched from a JWKS endpoint, beside or instead of static keys.
+    pub jwks: Option<JwksConfig>,
     #[serde(default = "defaults::username_claim")]
     pub username_claim: String,
     #[serde(default = "defaults::leeway_seconds")]
@@ -193,6 +199,34 @@ pub struct AuthConfig {
     /// client's next request skips the HMAC and JSON work. 0 turns it off.
     #[serde(default = "defaults::verified_token_cache")]
     pub verified_token_cache: usize,
+}
+
+/// One `[[auth.keys]]` entry: a key pinned to one algorithm.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    /// HS256, RS256, ES256 or EdDSA.
+    pub algorithm: String,
+    /// HS256: where the secret is (never in this file).
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// RS256, ES256, EdDSA: the PEM public key.
+    pub public_key_file: Option<PathBuf>,
+    /// RFC 3339 instant after which the key verifies nothing.
+    pub verify_until: Option<String>,
+}
+
+/// `[auth.jwks]`: a key set fetched and refreshed from a URL.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// `https://`, or `http://` to a loopback address.
+    pub url: String,
+    #[serde(default = "defaults::jwks_refresh_seconds")]
+    pub refresh_seconds: u64,
+    #[serde(default = "defaults::jwks_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -344,6 +378,12 @@ mod defaults {
     }
     pub fn store_timeout_ms() -> u64 {
         5
+    }
+    pub fn jwks_refresh_seconds() -> u64 {
+        300
+    }
+    pub fn jwks_timeout_ms() -> u64 {
+        2000
     }
     pub fn rate_limit_max_keys() -> usize {
         100_000

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::schema::*;
 use super::ConfigError;
+use crate::auth::keys::{is_valid_kid, parse_algorithm, MAX_KID_BYTES};
 use crate::edge::shared_limits::StoreFallback;
 use crate::routing::path::normalize_path;
 use crate::routing::table::pattern_segments;
@@ -152,15 +153,39 @@ fn log(log: &LogConfig, problems: &mut Problems) {
 }
 
 fn auth(auth: &AuthConfig, problems: &mut Problems) {
-    match (&auth.secret_env, &auth.secret_file) {
-        (Some(_), Some(_)) => {
-            problems.add("auth", "set one of secret_env and secret_file, not both")
-        }
-        (None, None) => problems.add(
+    let shorthand = auth.secret_env.is_some() || auth.secret_file.is_some();
+    if auth.secret_env.is_some() && auth.secret_file.is_some() {
+        problems.add("auth", "set one of secret_env and secret_file, not both");
+    }
+    if shorthand && !auth.keys.is_empty() {
+        problems.add(
+            "auth.keys",
+            "use either secret_env/secret_file (one key) or [[auth.keys]], not both",
+        );
+    }
+    if !shorthand && auth.keys.is_empty() && auth.jwks.is_none() {
+        problems.add(
             "auth",
-            "set secret_env or secret_file (the secret itself never goes in this file)",
-        ),
-        _ => {}
+            "set secret_env or secret_file, [[auth.keys]] or [auth.jwks] (secrets never go in this file)",
+        );
+    }
+    for (i, key) in auth.keys.iter().enumerate() {
+        signing_key(i, key, &auth.keys[..i], problems);
+    }
+    if let Some(jwks) = &auth.jwks {
+        if let Err(m) = jwks_url(&jwks.url) {
+            problems.add("auth.jwks.url", m);
+        }
+        problems.check(
+            (1..=86_400).contains(&jwks.refresh_seconds),
+            "auth.jwks.refresh_seconds",
+            "must be 1 to 86400",
+        );
+        problems.check(
+            (1..=60_000).contains(&jwks.timeout_ms),
+            "auth.jwks.timeout_ms",
+            "must be 1 to 60000",
+        );
     }
     problems.check(
         !auth.username_claim.is_empty(),
@@ -172,6 +197,85 @@ fn auth(auth: &AuthConfig, problems: &mut Problems) {
         "auth.max_token_bytes",
         "must be at least 64",
     );
+}
+
+/// One `[[auth.keys]]` entry: a usable, unique `kid`; the sources its
+/// algorithm needs and no others. (The material is read when the state is
+/// built.)
+fn signing_key(i: usize, key: &KeyConfig, earlier: &[KeyConfig], problems: &mut Problems) {
+    let at = |what: &str| format!("auth.keys[{i}].{what}");
+    if !is_valid_kid(&key.kid) {
+        problems.add(
+            at("kid"),
+            format!("must be 1 to {MAX_KID_BYTES} printable ASCII characters without spaces"),
+        );
+    } else if earlier.iter().any(|k| k.kid == key.kid) {
+        problems.add(
+            at("kid"),
+            format!("'{}' is used by an earlier key", key.kid),
+        );
+    }
+    let Some(algorithm) = parse_algorithm(&key.algorithm) else {
+        problems.add(
+            at("algorithm"),
+            format!("'{}' is not HS256, RS256, ES256 or EdDSA", key.algorithm),
+        );
+        return;
+    };
+    let secret = key.secret_env.is_some() || key.secret_file.is_some();
+    if algorithm == jsonwebtoken::Algorithm::HS256 {
+        if key.public_key_file.is_some() {
+            problems.add(
+                at("public_key_file"),
+                "an HS256 key has a secret, not a public key",
+            );
+        }
+        if key.secret_env.is_some() == key.secret_file.is_some() {
+            problems.add(
+                at("secret_env"),
+                "an HS256 key needs exactly one of secret_env and secret_file",
+            );
+        }
+    } else {
+        if secret {
+            problems.add(
+                at("secret_env"),
+                format!(
+                    "a {} key has a public_key_file, not a secret",
+                    key.algorithm
+                ),
+            );
+        }
+        if key.public_key_file.is_none() {
+            problems.add(
+                at("public_key_file"),
+                format!("a {} key needs a public_key_file", key.algorithm),
+            );
+        }
+    }
+}
+
+/// `https://`, or `http://` to a loopback address: a key set fetched in
+/// the clear from elsewhere could be anyone's.
+pub fn jwks_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    let host = uri.host().ok_or("the URL has no host")?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("http:// is only for loopback addresses; use https://".into())
+            }
+        }
+        _ => Err("must be an https:// URL (or http:// to loopback)".into()),
+    }
 }
 
 fn users(users: &UsersConfig, problems: &mut Problems) {

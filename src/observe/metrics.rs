@@ -44,6 +44,10 @@ pub struct Metrics {
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
     pub rate_limit_store_round_trips: IntCounter,
+    pub jwt_verifications: IntCounterVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_up: IntGauge,
+    pub jwks_keys: IntGauge,
     pub user_notify_up: IntGauge,
     pub user_notify_evictions: IntCounter,
 }
@@ -156,6 +160,22 @@ const RATE_LIMIT_STORE_ROUND_TRIPS: Family = (
     "gateway_rate_limit_store_round_trips_total",
     "Script calls sent to the shared rate-limit store; each decides a batch of requests",
 );
+const JWT_VERIFICATIONS: Family = (
+    "gateway_jwt_verifications_total",
+    "Token signature checks (first sight; a remembered token is not checked again), by key id and result",
+);
+const JWKS_FETCHES: Family = (
+    "gateway_jwks_fetches_total",
+    "Fetches of the [auth.jwks] key set, by result",
+);
+const JWKS_UP: Family = (
+    "gateway_jwks_up",
+    "1 while the last fetch of the [auth.jwks] key set succeeded",
+);
+const JWKS_KEYS: Family = (
+    "gateway_jwks_keys",
+    "Usable keys in the current [auth.jwks] set",
+);
 const USER_NOTIFY_UP: Family = (
     "gateway_user_notify_up",
     "1 while the LISTEN connection for user changes (users.notify_channel) is up",
@@ -235,6 +255,10 @@ impl Metrics {
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
             rate_limit_store_round_trips: r.counter(RATE_LIMIT_STORE_ROUND_TRIPS),
+            jwt_verifications: r.counter_vec(JWT_VERIFICATIONS, &["kid", "result"]),
+            jwks_fetches: r.counter_vec(JWKS_FETCHES, &["result"]),
+            jwks_up: r.gauge(JWKS_UP),
+            jwks_keys: r.gauge(JWKS_KEYS),
             user_notify_up: r.gauge(USER_NOTIFY_UP),
             user_notify_evictions: r.counter(USER_NOTIFY_EVICTIONS),
             registry: r.0,

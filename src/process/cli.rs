@@ -35,7 +35,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mint a development token signed with the configured secret.
+    /// Mint a development token signed with a configured HS256 key.
     Token {
         /// The username claim of the token.
         #[arg(long)]
@@ -43,6 +43,9 @@ pub enum Command {
         /// How long the token is valid.
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
+        /// The `kid` of the HS256 key to sign with (default: the first).
+        #[arg(long)]
+        kid: Option<String>,
     },
     /// Replace the running instance with one running the (new) config and
     /// this binary, through Pingora's socket handoff, dropping no request.

@@ -13,6 +13,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::sync::broadcast;
 
+use crate::auth::jwks::JwksRefresh;
 use crate::auth::notify::UserNotifications;
 use crate::config::plan::Gateway;
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
@@ -126,6 +127,10 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     pingora.add_service(background_service(
         "user change notifications",
         UserNotifications::new(shared.clone()),
+    ));
+    pingora.add_service(background_service(
+        "JWKS refresh",
+        JwksRefresh::new(shared.clone()),
     ));
     if let Some(admin) = admin {
         let mut service = Service::new(
