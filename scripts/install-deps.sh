@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need, when missing:
 # cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv,
-# Chromium for the browser test of CORS, and redis-server for the shared
-# rate-limit tests.
+# Chromium for the browser test of CORS, redis-server for the shared
+# rate-limit tests, and openssl for the signing-key tests' key pairs.
 # Usage: scripts/install-deps.sh [build|test]
 set -euo pipefail
 want=${1:-test}
@@ -15,6 +15,8 @@ if [ "$want" = test ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     # The CORS test runs pages in a real browser.
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # The signing-key tests make their key pairs with the openssl CLI.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # The shared rate-limit tests start their own Redis on a free port.
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fi

@@ -13,7 +13,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use robeing_gateway::auth::keys;
 use robeing_gateway::auth::token::base_validation;
 use robeing_gateway::config;
-use robeing_gateway::config::plan::{plan, Plan};
+use robeing_gateway::config::plan::{plan_loaded, Plan};
 use robeing_gateway::observe::process_log;
 use robeing_gateway::process::cli::{Cli, Command};
 use robeing_gateway::process::reload;
@@ -45,11 +45,16 @@ fn mint_token(conf: &Path, username: &str, ttl_seconds: u64, kid: Option<&str>) 
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let Plan { loaded, gateway } = match plan(&cli.conf, None) {
+    let loaded = match config::load(&cli.conf) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(e),
+    };
+    // Before the state is built: building logs (a JWKS fetch that failed).
+    process_log::init(&loaded.config.log.level);
+    let Plan { loaded, gateway } = match plan_loaded(loaded, None) {
         Ok(plan) => plan,
         Err(e) => return fail(e),
     };
-    process_log::init(&loaded.config.log.level);
     if cli.test {
         println!(
             "{}: configuration OK ({} routes)",

@@ -382,3 +382,149 @@ fn systemd_unit_reloads_through_the_handoff() {
     assert_eq!(value("RuntimeDirectory"), "robeing-gateway");
     assert_eq!(value("RuntimeDirectoryPreserve"), "yes");
 }
+
+/// A public key made now by openssl (`genpkey` arguments), its PEM path.
+fn public_key_file(name: &str, genpkey: &[&str]) -> std::path::PathBuf {
+    let private = write_temp(&format!("{name}.key"), "");
+    let public = write_temp(&format!("{name}.pub"), "");
+    for args in [
+        [
+            &["genpkey"][..],
+            genpkey,
+            &["-out", private.to_str().unwrap()],
+        ]
+        .concat(),
+        vec![
+            "pkey",
+            "-pubout",
+            "-in",
+            private.to_str().unwrap(),
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    public
+}
+
+// Signing-key problems name the key (`auth.keys[i]`, its kid, its file).
+#[test]
+fn signing_key_problems_name_the_key() {
+    let base = std::fs::read_to_string(Path::new(ROOT).join("conf/gateway.toml")).unwrap();
+    let base = base.replace("conf/users.toml", &format!("{ROOT}/conf/users.toml"));
+    let shorthand = "secret_env = \"GATEWAY_JWT_SECRET\"\n";
+    assert!(base.contains(shorthand));
+    let small_rsa = public_key_file(
+        "rsa-1024",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+    );
+    let p384 = public_key_file(
+        "p384",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+    );
+    let with_keys = |keys: &str| {
+        // The keys go at the end of [auth], before [users].
+        let mut text = base.replace(shorthand, "");
+        let at = text.find("\n[users]").unwrap();
+        text.insert_str(at, &format!("\n{keys}"));
+        text
+    };
+    let key = |kid: &str, alg: &str, source: &str| {
+        format!("[[auth.keys]]\nkid = \"{kid}\"\nalgorithm = \"{alg}\"\n{source}\n")
+    };
+    let env = "secret_env = \"GATEWAY_JWT_SECRET\"";
+    let cases = [
+        (with_keys(&key("a", "HS512", env)), "auth.keys[0].algorithm: 'HS512' is not"),
+        (with_keys(&key("a b", "HS256", env)), "auth.keys[0].kid: must be"),
+        (
+            with_keys(&(key("a", "HS256", env) + &key("a", "HS256", env))),
+            "auth.keys[1].kid: 'a' is used by an earlier key",
+        ),
+        (with_keys(&key("r", "RS256", env)), "auth.keys[0].secret_env: a RS256 key has"),
+        (
+            with_keys(&key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display()))),
+            "key 'r', ",
+        ),
+        (
+            with_keys(&key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display()))),
+            "1024 bits; at least 2048",
+        ),
+        (
+            with_keys(&key("e", "ES256", &format!("public_key_file = \"{}\"", p384.display()))),
+            "auth.keys[0].public_key_file: key 'e'",
+        ),
+        (
+            with_keys(&(key("a", "HS256", env) + "verify_until = \"next tuesday\"")),
+            "auth.keys[0].verify_until: key 'a': 'next tuesday' is not an RFC 3339 instant",
+        ),
+        (
+            with_keys(&key("a", "HS256", "secret_env = \"NO_SUCH_VARIABLE_SET\"")),
+            "auth.keys[0].secret_env: key 'a': environment variable NO_SUCH_VARIABLE_SET is not set",
+        ),
+        (
+            with_keys("[auth.jwks]\nurl = \"http://jwks.example/jwks.json\"\n"),
+            "auth.jwks.url: http:// is only for loopback addresses",
+        ),
+        (
+            with_keys("[auth.jwks]\nurl = \"ftp://127.0.0.1/jwks.json\"\n"),
+            "auth.jwks.url: must be an https:// URL",
+        ),
+        (
+            with_keys(&key("a", "HS256", env)).replace("[[auth.keys]]", &format!("{shorthand}[[auth.keys]]")),
+            "auth.keys: use either secret_env/secret_file (one key) or [[auth.keys]]",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = write_temp(&format!("bad-key-{i}.toml"), text);
+        let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
+        assert!(!out.status.success(), "case {i} validated: {text}");
+        assert!(stderr(&out).contains(want), "case {i}: {}", stderr(&out));
+    }
+    // And a good set of keys validates; `token --kid` signs with the one named.
+    let good = with_keys(&(key("new", "HS256", env) + &key("old", "HS256", env)));
+    let path = write_temp("good-keys.toml", &good);
+    let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gateway(
+        &[
+            "-c",
+            path.to_str().unwrap(),
+            "token",
+            "--username",
+            "alice",
+            "--kid",
+            "old",
+        ],
+        Some(SECRET),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("old"));
+    let out = gateway(
+        &[
+            "-c",
+            path.to_str().unwrap(),
+            "token",
+            "--username",
+            "alice",
+            "--kid",
+            "nope",
+        ],
+        Some(SECRET),
+    );
+    assert!(
+        stderr(&out).contains("no HS256 key has kid 'nope'"),
+        "{}",
+        stderr(&out)
+    );
+}

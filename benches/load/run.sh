@@ -120,6 +120,9 @@ median_max() {
         | sed -E 's/.*"requests":([0-9]+),"duration_us":([0-9]+).*/\1 \2/' \
         | awk '{print $1 / ($2 / 1e6)}' | sort -n | awk '{a[NR]=$1} END {print int(a[int((NR+1)/2)])}'
 }
+# The fixed-rate and memory runs compare the cached path; a run of other
+# scenarios alone (SCENARIOS=limited) leaves them out.
+if [[ " $scenarios " == *" cached "* ]]; then
 rate=$(( $(median_max gateway) / 2 ))
 : > "$out/fixed.jsonl"
 for proxy in gateway nginx-proxy haproxy-jwt; do
@@ -146,5 +149,6 @@ for proxy in gateway nginx-proxy; do
     wait $IDLE_PID 2>/dev/null || true
     sleep 1
 done
+fi
 
 benches/load/report.sh "$out/runs.jsonl" "$out"

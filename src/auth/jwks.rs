@@ -64,6 +64,8 @@ pub struct Jwks {
     generation: AtomicU64,
     /// A token named a `kid` the set lacks.
     wanted: AtomicBool,
+    /// The last fetch failed (its streak has been logged).
+    failing: AtomicBool,
     wake: Notify,
     /// Milliseconds since `origin` of the last fetch attempt.
     last_attempt_ms: AtomicU64,
@@ -80,6 +82,7 @@ impl Jwks {
             set: ArcSwapOption::empty(),
             generation: AtomicU64::new(1),
             wanted: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             wake: Notify::new(),
             last_attempt_ms: AtomicU64::new(0),
             origin: Instant::now(),
@@ -135,11 +138,12 @@ impl Jwks {
         }) {
             Ok(changed) => {
                 m.jwks_fetches.with_label_values(&["ok"]).inc();
-                if m.jwks_up.get() == 0 {
-                    log::info!("JWKS {}: fetched", self.config.url);
-                }
                 m.jwks_up.set(1);
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    log::info!("JWKS {}: fetched again", self.config.url);
+                }
                 if let Some(set) = changed {
+                    log::info!("JWKS {}: {} usable keys", self.config.url, set.keys.len());
                     m.jwks_keys.set(set.keys.len() as i64);
                     self.set.store(Some(Arc::new(set)));
                     self.generation.fetch_add(1, Ordering::AcqRel);
@@ -147,8 +151,9 @@ impl Jwks {
             }
             Err(e) => {
                 m.jwks_fetches.with_label_values(&["error"]).inc();
+                m.jwks_up.set(0);
                 // One line per failure streak, not per try.
-                if m.jwks_up.get() != 0 || self.current().is_none() {
+                if !self.failing.swap(true, Ordering::AcqRel) {
                     log::warn!(
                         "JWKS {}: {e}; {}",
                         self.config.url,
@@ -159,7 +164,6 @@ impl Jwks {
                         }
                     );
                 }
-                m.jwks_up.set(0);
             }
         }
     }

@@ -20,12 +20,13 @@
 //! the server's runtime, within [`CONNECT_BUDGET`]. A decision that Redis
 //! does not give within `store_timeout_ms` (down, slow, an error, the
 //! queue full) is made by `on_store_error` instead: the local limiter
-//! (default), allow, or deny (503). After a failure the store is skipped
-//! for [`RETRY_AFTER_FAILURE`], so an outage costs one timeout per second
+//! (default), allow, or deny (503). After a failure (an error, or
+//! [`TIMEOUTS_BEFORE_SKIP`] late answers in a row) the store is skipped for
+//! [`RETRY_AFTER_FAILURE`], so an outage costs a few timeouts per second
 //! rather than one per request; the next decision after that tries Redis
 //! again, and recovery needs no restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,8 +39,14 @@ use crate::observe::metrics::metrics;
 /// Budget for opening the process's first connection to Redis.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(1);
 
-/// How long the store is skipped after it failed a decision.
+/// How long the store is skipped after it failed.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Decisions in a row that missed the budget before the store counts as
+/// failed. A busy gateway's event loop makes an answer late now and then
+/// (that decision alone falls back); a Redis that stopped answering makes
+/// every one late.
+pub const TIMEOUTS_BEFORE_SKIP: u32 = 8;
 
 /// Most decisions in one script call.
 pub const MAX_BATCH: usize = 128;
@@ -151,6 +158,8 @@ pub struct SharedLimiter {
     pub fallback: StoreFallback,
     /// Milliseconds since `origin` until which the store is skipped.
     skip_until_ms: AtomicU64,
+    /// Decisions since the last answer that missed the budget.
+    timeouts_in_a_row: AtomicU32,
     origin: Instant,
 }
 
@@ -166,6 +175,7 @@ impl SharedLimiter {
             timeout,
             fallback,
             skip_until_ms: AtomicU64::new(0),
+            timeouts_in_a_row: AtomicU32::new(0),
             origin: Instant::now(),
         })
     }
@@ -191,17 +201,27 @@ impl SharedLimiter {
         let m = metrics();
         match result {
             Ok((allowed, ahead, wait)) => {
+                self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 m.rate_limit_store_up.set(1);
                 Ok(decision(
                     allowed, ahead, wait, interval, tolerance, per_minute,
                 ))
             }
             Err(e) => {
-                m.rate_limit_store_up.set(0);
-                self.skip_until_ms.store(
-                    self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64,
-                    Ordering::Relaxed,
-                );
+                let failed = match e {
+                    StoreError::Timeout => {
+                        self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+                            >= TIMEOUTS_BEFORE_SKIP
+                    }
+                    _ => true,
+                };
+                if failed {
+                    m.rate_limit_store_up.set(0);
+                    self.skip_until_ms.store(
+                        self.now_ms() + RETRY_AFTER_FAILURE.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
                 Err(e)
             }
         }

@@ -22,6 +22,7 @@ pub const ALICE_ID: &str = "6f1c1d0e-4a7b-4c43-9a0e-2b8f1c9d7e01";
 mod browser;
 mod client;
 mod faults;
+mod keys;
 mod postgres;
 mod processes;
 mod redis;
@@ -34,6 +35,8 @@ pub use browser::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use faults::*;
+#[allow(unused_imports)]
+pub use keys::*;
 #[allow(unused_imports)]
 pub use postgres::*;
 #[allow(unused_imports)]

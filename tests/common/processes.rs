@@ -227,6 +227,8 @@ pub struct GatewayOptions<'a> {
     pub users_extra: &'a str,
     /// Lines added to `[server]`.
     pub server_extra: &'a str,
+    /// The `[auth]` section in place of the one-secret default.
+    pub auth: Option<&'a str>,
     pub database_url: String,
     pub env: Vec<(String, String)>,
 }
@@ -237,6 +239,7 @@ impl<'a> GatewayOptions<'a> {
             routes,
             users_extra: "",
             server_extra: "",
+            auth: None,
             database_url: database_url(),
             env: Vec::new(),
         }
@@ -258,9 +261,7 @@ pid_file = "{dir}/gateway.pid"
 upgrade_sock = "{dir}/upgrade.sock"
 {server_extra}
 
-[auth]
-secret_env = "GATEWAY_JWT_SECRET"
-leeway_seconds = 0
+{auth}
 
 [users]
 source = "postgres"
@@ -280,6 +281,9 @@ destination = "{dir}/access.log"
         dir = dir.display(),
         admin_port = admin_port,
         server_extra = o.server_extra,
+        auth = o
+            .auth
+            .unwrap_or("[auth]\nsecret_env = \"GATEWAY_JWT_SECRET\"\nleeway_seconds = 0"),
         // A test's own query timeout replaces the default one.
         users_extra = if o.users_extra.contains("query_timeout_ms") {
             o.users_extra.to_owned()
