@@ -151,6 +151,66 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
     assert_eq!(passed, 4, "the shared budget decides again");
 }
 
+// A Redis that stops answering (SIGSTOP) without closing anything: each
+// decision falls back within the budget, a few late answers in a row mark
+// the store down and it is skipped (decisions are then at once); resumed,
+// it decides again without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_redis_costs_the_budget_then_is_skipped() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 1000, "store_timeout_ms = 50");
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique("hung");
+    add_user(&user);
+    let token = token_for(&user);
+    assert_eq!(
+        get(gw.port, "/api/robeing/0", &[bearer(&token)])
+            .await
+            .status,
+        200
+    );
+    redis.pause(true);
+    let mut took = Vec::new();
+    for n in 0..12 {
+        let t = Instant::now();
+        let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        took.push(t.elapsed());
+        assert_eq!(r.status, 200, "the local limit decides meanwhile");
+    }
+    redis.pause(false);
+    for (n, t) in took.iter().enumerate() {
+        assert!(
+            *t < Duration::from_millis(50 + 450),
+            "decision {n} took {t:?}"
+        );
+    }
+    assert!(
+        metric_value(
+            gw.admin_port,
+            "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}"
+        )
+        .await
+            >= 12
+    );
+    // Eight late answers marked it down: the last ones did not wait.
+    let waited = took
+        .iter()
+        .filter(|t| **t >= Duration::from_millis(50))
+        .count();
+    assert!(
+        (8..12).contains(&waited),
+        "{waited} of 12 waited the budget: {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(gw.admin_port, "gateway_rate_limit_store_up").await != 1 {
+        assert!(Instant::now() < deadline, "the store never came back");
+        let r = get(gw.port, "/api/robeing/again", &[bearer(&token)]).await;
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 // `allow` lets everything through while Redis is down; `deny` refuses
 // with 503, at once.
 #[tokio::test(flavor = "multi_thread")]

@@ -183,7 +183,12 @@ async fn public_key_algorithms_verify() {
     // RS256 key verifies it; an ES256 token signed by another key does not.
     assert_eq!(status(&gw, &rs.token(None, &user)).await, 200);
     let stranger = key_pair(Algorithm::ES256, 0);
-    let r = get(gw.port, "/api/robeing/x", &[bearer(&stranger.token(None, &user))]).await;
+    let r = get(
+        gw.port,
+        "/api/robeing/x",
+        &[bearer(&stranger.token(None, &user))],
+    )
+    .await;
     assert_envelope(&r, 401, "INVALID_TOKEN");
 }
 
@@ -391,7 +396,13 @@ async fn an_unknown_kid_storm_fetches_a_bounded_number_of_times() {
         // The kid is refused before any signature check: HS256 tokens are
         // as good as any and quick to make.
         let tokens: Vec<String> = (0..50)
-            .map(|i| hs_token(Some(&format!("kid-{round}-{i}-{}", unique("r"))), KEY_A, &user))
+            .map(|i| {
+                hs_token(
+                    Some(&format!("kid-{round}-{i}-{}", unique("r"))),
+                    KEY_A,
+                    &user,
+                )
+            })
             .collect();
         let answers = futures_util::future::join_all(tokens.iter().map(|t| status(&gw, t))).await;
         assert!(answers.iter().all(|s| *s == 401), "{answers:?}");

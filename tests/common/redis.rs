@@ -54,6 +54,18 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a Redis that holds its connections
+    /// and answers nothing, as a hung or swapping server does.
+    pub fn pause(&self, paused: bool) {
+        let child = self.child.as_ref().expect("redis runs");
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     fn answers_ping(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
