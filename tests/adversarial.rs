@@ -265,16 +265,26 @@ async fn hostile_tokens_are_401_never_500() {
         "a hostile token got through"
     );
 
-    // Key-selection headers with the real key are simply ignored.
-    for header in [
+    // With the one-key shorthand a `kid` selects nothing and is ignored; a
+    // token naming or carrying its own key is refused (and nothing fetched).
+    let t = signed_token(
         json!({"alg": "HS256", "kid": "whatever"}),
+        claims.clone(),
+        key,
+    );
+    let r = conn
+        .request("GET", "/api/robeing/x", &[bearer(&t)], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    for header in [
         json!({"alg": "HS256", "jku": "http://127.0.0.1:1/keys.json"}),
+        json!({"alg": "HS256", "x5u": "http://127.0.0.1:1/cert.pem"}),
     ] {
         let t = signed_token(header.clone(), claims.clone(), key);
         let r = conn
             .request("GET", "/api/robeing/x", &[bearer(&t)], b"")
             .await;
-        assert_eq!(r.status, 200, "{header}");
+        assert_envelope(&r, 401, "INVALID_TOKEN");
     }
 }
 

@@ -104,9 +104,9 @@ fn main() {
     }
     for row in rows.iter().filter(|r| r["proxy"] == "gateway-redis") {
         md.push_str(&format!(
-            "\ngateway-redis: {} decisions fell back to the local limiter (Redis missed the \
+            "\ngateway-redis: {:.0} decisions fell back to the local limiter (Redis missed the \
              budget); every other one was made in Redis.\n",
-            row["store_fallbacks"]
+            row["store_fallbacks"].as_f64().unwrap_or(0.0)
         ));
     }
     // Streams of JSON values (oha pretty-prints, so not one per line).

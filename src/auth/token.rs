@@ -2,7 +2,8 @@
 //! ([`crate::auth::keys`] and [`crate::auth::jwks`]).
 //!
 //! Each key is pinned to one algorithm, never taken from the token: a
-//! token with a `kid` is checked against that key only, and its `alg` must
+//! token with a `kid` is checked against that key only (with the one-key
+//! shorthand, whose key has no id, the `kid` is not looked at), and its `alg` must
 //! be the key's; without a `kid`, the static keys of the token's `alg` are
 //! tried in configuration order (one signature check each). Keys the token
 //! names or carries (`jku`, `jwk`, `x5u`, `x5c`) are refused, never
@@ -124,6 +125,8 @@ pub struct JwtVerifier {
     verified: Option<quick_cache::sync::Cache<Box<str>, VerifiedToken>>,
     /// Refusals no key is to blame for (unknown `kid`, no candidate key).
     no_key: VerifyCounters,
+    /// Keys have ids (`[[auth.keys]]` or JWKS): a token's `kid` selects one.
+    selects_by_kid: bool,
 }
 
 /// Longer tokens are verified every time rather than remembered, which
@@ -180,7 +183,9 @@ struct Verified {
 
 impl JwtVerifier {
     pub fn new(auth: &AuthConfig, keys: Vec<SigningKey>, jwks: Option<Arc<Jwks>>) -> Self {
+        let selects_by_kid = jwks.is_some() || keys.iter().any(|k| k.kid.is_some());
         Self {
+            selects_by_kid,
             keys,
             jwks,
             username_claim: auth.username_claim.clone(),
@@ -251,7 +256,10 @@ impl JwtVerifier {
             return Err(TokenError::Invalid);
         }
         let now = unix_now();
-        let Some(kid) = header.kid.as_deref() else {
+        // With the one-key shorthand there is nothing to select: a `kid` in
+        // the token is not looked at, as before keys had ids.
+        let kid = header.kid.as_deref().filter(|_| self.selects_by_kid);
+        let Some(kid) = kid else {
             // No `kid`: the static keys of the token's algorithm, in order.
             let mut candidates = self
                 .keys
