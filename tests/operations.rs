@@ -79,10 +79,16 @@ fn bad_configs_fail_with_the_key_named() {
             "users.users: cannot read",
         ),
     ];
+    each_fails_naming("bad", &cases);
+}
+
+/// `-t` refuses each file of `cases`, its message containing the text paired
+/// with it.
+fn each_fails_naming(name: &str, cases: &[(String, &str)]) {
     for (i, (text, want)) in cases.iter().enumerate() {
-        let path = write_temp(&format!("bad-{i}.toml"), text);
+        let path = write_temp(&format!("{name}-{i}.toml"), text);
         let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
-        assert!(!out.status.success(), "case {i} validated");
+        assert!(!out.status.success(), "case {i} validated: {text}");
         assert!(stderr(&out).contains(want), "case {i}: {}", stderr(&out));
     }
 }
@@ -483,12 +489,7 @@ fn signing_key_problems_name_the_key() {
             "auth.keys: use either secret_env/secret_file (one key) or [[auth.keys]]",
         ),
     ];
-    for (i, (text, want)) in cases.iter().enumerate() {
-        let path = write_temp(&format!("bad-key-{i}.toml"), text);
-        let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
-        assert!(!out.status.success(), "case {i} validated: {text}");
-        assert!(stderr(&out).contains(want), "case {i}: {}", stderr(&out));
-    }
+    each_fails_naming("bad-key", &cases);
     // And a good set of keys validates; `token --kid` signs with the one named.
     let good = with_keys(&(key("new", "HS256", env) + &key("old", "HS256", env)));
     let path = write_temp("good-keys.toml", &good);
