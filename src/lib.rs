@@ -23,5 +23,4 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod routing;
-pub mod tls;
 pub mod upstream;
