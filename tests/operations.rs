@@ -495,34 +495,17 @@ fn signing_key_problems_name_the_key() {
     let path = write_temp("good-keys.toml", &good);
     let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = gateway(
-        &[
-            "-c",
-            path.to_str().unwrap(),
-            "token",
-            "--username",
-            "alice",
-            "--kid",
-            "old",
-        ],
-        Some(SECRET),
-    );
+    let mint = |kid: &str| {
+        let conf = path.to_str().unwrap();
+        let args = ["-c", conf, "token", "--username", "alice", "--kid", kid];
+        gateway(&args, Some(SECRET))
+    };
+    let out = mint("old");
     assert!(out.status.success(), "{}", stderr(&out));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some("old"));
-    let out = gateway(
-        &[
-            "-c",
-            path.to_str().unwrap(),
-            "token",
-            "--username",
-            "alice",
-            "--kid",
-            "nope",
-        ],
-        Some(SECRET),
-    );
+    let out = mint("nope");
     assert!(
         stderr(&out).contains("no HS256 key has kid 'nope'"),
         "{}",
