@@ -15,8 +15,10 @@ if [ "$want" = test ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
     # The CORS test runs pages in a real browser.
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-    # The signing-key tests make their key pairs with the openssl CLI.
+    # The signing-key and TLS tests make their keys with the openssl CLI;
+    # the TLS tests handshake with curl (HTTP/2 and TLS 1.2/1.3 flags).
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
     # The shared rate-limit tests start their own Redis on a free port.
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 fi

@@ -23,4 +23,5 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod routing;
+pub mod tls;
 pub mod upstream;

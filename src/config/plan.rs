@@ -30,12 +30,15 @@ use crate::edge::shared_limits::{SharedLimiter, StoreFallback};
 use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
+use crate::tls::TlsListener;
 use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamRegistry};
 use jsonwebtoken::Validation;
 
 /// The request-serving state of one configuration.
 pub struct Gateway {
     pub routes: RouteTable,
+    /// What each `[[server.tls]]` listener serves (its certificate).
+    pub tls: Vec<TlsListener>,
     pub jwt: JwtVerifier,
     pub identity: Arc<IdentityCache>,
     /// The `[users]` section the identity cache was built from.
@@ -126,12 +129,19 @@ impl Gateway {
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
         let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
-        let (Ok(keys), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), true) = (
+        let tls = crate::tls::listeners(&config.server.tls, previous.map_or(&[], |p| &p.tls))
+            .map_err(|found| {
+                for (key, message) in found {
+                    problems.push(ConfigError::invalid(key, message));
+                }
+            });
+        let (Ok(keys), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), Ok(tls), true) = (
             keys,
             identity,
             cors,
             shared_limiter,
             user_notify,
+            tls,
             problems.is_empty(),
         ) else {
             return Err(problems.into_error());
@@ -140,6 +150,7 @@ impl Gateway {
         let jwks = jwks(&config.auth, &base, previous);
         Ok(Self {
             routes,
+            tls,
             jwt: JwtVerifier::new(&config.auth, keys, jwks),
             identity,
             users: config.users.clone(),

@@ -128,6 +128,9 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: Vec<String>,
+    /// TLS listeners (`[[server.tls]]`).
+    #[serde(default)]
+    pub tls: Vec<TlsListenerConfig>,
     #[serde(default = "defaults::threads")]
     pub threads: usize,
     #[serde(default = "defaults::pid_file")]
@@ -199,6 +202,25 @@ pub struct AuthConfig {
     /// client's next request skips the HMAC and JSON work. 0 turns it off.
     #[serde(default = "defaults::verified_token_cache")]
     pub verified_token_cache: usize,
+}
+
+/// One `[[server.tls]]` listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub listen: String,
+    /// PEM: the certificate chain, end-entity first.
+    pub cert_file: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// ALPN h2 and http/1.1; false: http/1.1 only.
+    #[serde(default = "defaults::http2")]
+    pub http2: bool,
+    /// "1.2" or "1.3".
+    #[serde(default = "defaults::tls_min_version")]
+    pub min_version: String,
+    /// `Strict-Transport-Security: max-age=N` on this listener's responses.
+    pub hsts_max_age_seconds: Option<u64>,
 }
 
 /// One `[[auth.keys]]` entry: a key pinned to one algorithm.
@@ -378,6 +400,12 @@ mod defaults {
     }
     pub fn store_timeout_ms() -> u64 {
         5
+    }
+    pub fn http2() -> bool {
+        true
+    }
+    pub fn tls_min_version() -> String {
+        "1.2".into()
     }
     pub fn jwks_refresh_seconds() -> u64 {
         300

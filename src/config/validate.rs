@@ -97,10 +97,27 @@ pub fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
 
 fn server(server: &ServerConfig, problems: &mut Problems) {
     problems.check(
-        !server.listen.is_empty(),
+        !server.listen.is_empty() || !server.tls.is_empty(),
         "server.listen",
-        "needs at least one address",
+        "needs at least one address (or a [[server.tls]] listener)",
     );
+    for (i, tls) in server.tls.iter().enumerate() {
+        let at = |what: &str| format!("server.tls[{i}].{what}");
+        problems.check(
+            tls.listen.parse::<SocketAddr>().is_ok(),
+            at("listen"),
+            format!("'{}' is not an IP:port address", tls.listen),
+        );
+        problems.check(
+            !server.listen.contains(&tls.listen)
+                && !server.tls[..i].iter().any(|t| t.listen == tls.listen),
+            at("listen"),
+            format!("'{}' is already a listener", tls.listen),
+        );
+        if let Err(m) = crate::tls::MinVersion::from_config(&tls.min_version) {
+            problems.add(at("min_version"), m);
+        }
+    }
     for (i, addr) in server.listen.iter().enumerate() {
         problems.check(
             addr.parse::<SocketAddr>().is_ok(),

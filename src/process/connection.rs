@@ -187,13 +187,19 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     fn new(inner: Stream, timeout: Duration, slot: Option<IpSlot>) -> Self {
+        // HTTP/2 (ALPN h2, after the TLS handshake) multiplexes requests on
+        // the connection: the per-request header clock does not apply.
+        let http1 = !matches!(
+            inner.selected_alpn_proto(),
+            Some(pingora::protocols::ALPN::H2)
+        );
         Self {
             inner,
             timeout,
-            awaiting_header: AtomicBool::new(true),
+            awaiting_header: AtomicBool::new(http1),
             // The first request's clock starts at accept: connecting and
             // sending nothing is the cheapest slowloris of all.
-            header_started: Some(Instant::now()),
+            header_started: http1.then(Instant::now),
             timer: None,
             _slot: slot,
         }
@@ -323,7 +329,17 @@ impl UniqueID for GuardedStream {
     }
 }
 
-impl Ssl for GuardedStream {}
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

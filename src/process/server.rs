@@ -22,6 +22,7 @@ use crate::observe::admin::AdminApp;
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
+use crate::tls::{listener_settings, GatewayCerts};
 use crate::upstream::health::HealthChecks;
 
 /// Process-level flags from the command line.
@@ -118,6 +119,12 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
     for addr in &server.listen {
         proxy.add_listener(client_listener(addr));
+    }
+    for (i, tls) in server.tls.iter().enumerate() {
+        let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
+        let certs = GatewayCerts::new(shared.clone(), tls).map_err(invalid)?;
+        let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
+        proxy.add_listener(client_listener(&tls.listen).tls(settings));
     }
     pingora.add_service(proxy);
     pingora.add_service(background_service(

@@ -102,6 +102,7 @@ pub fn set_upstream_headers(
     identity: Option<&crate::auth::identity::Identity>,
     request_id: HeaderValue,
     client_ip: Option<std::net::IpAddr>,
+    https: bool,
 ) -> pingora::Result<()> {
     strip_identity_headers(upstream);
     if let Some(identity) = identity {
@@ -112,7 +113,8 @@ pub fn set_upstream_headers(
     if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
         upstream.insert_header(wire::X_FORWARDED_FOR, xff)?;
     }
-    upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static("http"))?;
+    let proto = if https { "https" } else { "http" };
+    upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     Ok(())
 }
 

@@ -244,7 +244,14 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let request_id = ctx.request_id().clone();
-        forwarding::set_upstream_headers(upstream, ctx.identity.as_ref(), request_id, client_ip)
+        let https = crate::tls::is_tls(session);
+        forwarding::set_upstream_headers(
+            upstream,
+            ctx.identity.as_ref(),
+            request_id,
+            client_ip,
+            https,
+        )
     }
 
     async fn upstream_response_filter(
@@ -265,6 +272,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         Self::decorate(upstream_response, ctx)?;
+        if let Some(hsts) = crate::tls::hsts_of(&ctx.gateway.tls, session) {
+            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
         ctx.compression
             .on_response(session, upstream_response, raw, &ctx.gateway.compression)?;

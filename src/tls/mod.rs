@@ -1,0 +1,201 @@
+//! TLS at the edge (`[[server.tls]]`): rustls through Pingora's `rustls`
+//! feature (ring, the same rustls the JWKS client already builds).
+//!
+//! Each TLS listener's certificate resolver ([`GatewayCerts`]) serves the
+//! certificate the running configuration holds for it: a SIGHUP that read
+//! new files changes what new handshakes get, and connections already open
+//! keep theirs. Pingora's listener offers TLS 1.2 and 1.3 only
+//! (1.0 and 1.1 are never negotiated); `min_version = "1.3"` is enforced by
+//! the resolver, which refuses a ClientHello offering no TLS 1.3 suite. One
+//! certificate per listener: a client asking for another name (SNI) gets
+//! it all the same, and its own name check decides.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+
+use crate::config::plan::SharedGateway;
+use crate::config::TlsListenerConfig;
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinVersion {
+    Tls12,
+    Tls13,
+}
+
+impl MinVersion {
+    pub fn from_config(value: &str) -> Result<Self, String> {
+        match value {
+            "1.2" => Ok(Self::Tls12),
+            "1.3" => Ok(Self::Tls13),
+            other => Err(format!(
+                "'{other}' is not 1.2 or 1.3 (nothing lower is offered)"
+            )),
+        }
+    }
+}
+
+/// What the running configuration serves on one TLS listener; rebuilt
+/// with the rest of the state on every SIGHUP.
+#[derive(Debug)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub key: Arc<CertifiedKey>,
+    /// `Strict-Transport-Security` for its responses.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// The certificate resolver of one listener: whatever the running
+/// configuration holds for its address, so a SIGHUP that read new files
+/// changes what new handshakes get, and open connections keep theirs.
+pub struct GatewayCerts {
+    gateway: SharedGateway,
+    addr: SocketAddr,
+    min_version: MinVersion,
+}
+
+impl std::fmt::Debug for GatewayCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayCerts")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl GatewayCerts {
+    pub fn new(gateway: SharedGateway, config: &TlsListenerConfig) -> Result<Self, String> {
+        Ok(Self {
+            gateway,
+            addr: config
+                .listen
+                .parse()
+                .map_err(|e| format!("'{}': {e}", config.listen))?,
+            min_version: MinVersion::from_config(&config.min_version)?,
+        })
+    }
+}
+
+impl ResolvesServerCert for GatewayCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.min_version == MinVersion::Tls13 && !offers_tls13(&hello) {
+            // No certificate: the handshake fails with a TLS alert.
+            return None;
+        }
+        self.gateway
+            .load()
+            .tls
+            .iter()
+            .find(|l| l.addr == self.addr)
+            .map(|l| l.key.clone())
+    }
+}
+
+/// TLS 1.3 suites are the only ones named TLS13_*.
+fn offers_tls13(hello: &ClientHello<'_>) -> bool {
+    hello
+        .cipher_suites()
+        .iter()
+        .any(|suite| format!("{suite:?}").starts_with("TLS13_"))
+}
+
+/// The certificate chain and key of a listener, read and matched now.
+/// Errors name the file.
+pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+    pingora::tls::install_default_crypto_provider();
+    let (cert, key) = (
+        cert_file.display().to_string(),
+        key_file.display().to_string(),
+    );
+    let read = pingora::tls::load_certs_and_key_files(&cert, &key)
+        .map_err(|e| format!("cannot read {cert} or {key}: {e}"))?;
+    let Some((chain, private_key)) = read else {
+        return Err(format!(
+            "{cert} holds no certificate or {key} no private key (PEM expected)"
+        ));
+    };
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
+    let chain = chain.into_iter().map(|c| c.into_owned()).collect();
+    CertifiedKey::from_der(chain, private_key.clone_key(), provider)
+        .map_err(|e| format!("the key in {key} does not fit the certificate in {cert}: {e}"))
+}
+
+/// Pingora's settings for one listener: the running configuration's
+/// certificate, ALPN h2 and http/1.1 (or http/1.1 only).
+pub fn listener_settings(
+    config: &TlsListenerConfig,
+    certs: GatewayCerts,
+) -> pingora::Result<TlsSettings> {
+    // No files here: the resolver replaces them.
+    let mut settings = TlsSettings::intermediate("", "")?;
+    settings.set_cert_resolver(Arc::new(certs));
+    settings.set_alpn(if config.http2 { ALPN::H2H1 } else { ALPN::H1 });
+    Ok(settings)
+}
+
+/// The serving state of each `[[server.tls]]` listener: its certificate
+/// read and matched now (problems name `server.tls[i]`); a listener the new
+/// file no longer names keeps `previous`'s until the next handoff.
+pub fn listeners(
+    configs: &[TlsListenerConfig],
+    previous: &[TlsListener],
+) -> Result<Vec<TlsListener>, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut built = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let Ok(addr) = config.listen.parse::<SocketAddr>() else {
+            continue; // named by validation already
+        };
+        match load_certified_key(&config.cert_file, &config.key_file) {
+            Ok(key) => built.push(TlsListener {
+                addr,
+                key: Arc::new(key),
+                hsts: config
+                    .hsts_max_age_seconds
+                    .and_then(|age| HeaderValue::try_from(format!("max-age={age}")).ok()),
+            }),
+            Err(m) => problems.push((format!("server.tls[{i}].cert_file"), m)),
+        }
+    }
+    for old in previous {
+        if !built.iter().any(|l| l.addr == old.addr) {
+            built.push(TlsListener {
+                addr: old.addr,
+                key: old.key.clone(),
+                hsts: old.hsts.clone(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(built)
+    } else {
+        Err(problems)
+    }
+}
+
+/// True when the request came over one of the TLS listeners.
+pub fn is_tls(session: &pingora::proxy::Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// The `Strict-Transport-Security` value of the TLS listener the request
+/// came in on, when it sets one.
+pub fn hsts_of(
+    listeners: &[TlsListener],
+    session: &pingora::proxy::Session,
+) -> Option<HeaderValue> {
+    if !is_tls(session) {
+        return None;
+    }
+    let local = session.server_addr()?.as_inet()?;
+    listeners
+        .iter()
+        .find(|l| l.addr == *local)
+        .and_then(|l| l.hsts.clone())
+}

@@ -1,0 +1,218 @@
+//! TLS at the edge (README, "TLS"): handshakes with Debian's curl and
+//! openssl, TLS 1.2 and 1.3, ALPN h2 and http/1.1, X-Forwarded-Proto and
+//! HSTS, `min_version`, and a certificate changed by SIGHUP. Certificates
+//! are made at test time by the openssl CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A self-signed certificate for localhost and 127.0.0.1 in `dir`.
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn tls_block(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "[[server.tls]]\nlisten = \"127.0.0.1:{port}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// curl over TLS trusting `ca`; returns (exit status ok, stdout).
+fn curl(port: u16, ca: &Path, args: &[&str], token: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .args(["-w", "\nHTTP_VERSION=%{http_version}"]);
+    if let Some(token) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    cmd.arg(format!("https://127.0.0.1:{port}/api/robeing/x"));
+    let out = cmd.output().expect("curl (apt-get install curl)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn start(server_extra: &str, routes: &str) -> Gateway {
+    Gateway::start_with(GatewayOptions {
+        server_extra,
+        ..GatewayOptions::new(routes)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_12_and_13_with_alpn_h2_and_http1() {
+    let dir = std::env::temp_dir().join(unique("robeing-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = make_cert(&dir, "first");
+    let up = Upstream::start();
+    let routes = route("/api/robeing/*", up.port, true, "");
+    let port = free_port();
+    let server_extra = tls_block(port, &cert, &key, "hsts_max_age_seconds = 600");
+    let gw = start(&server_extra, &routes);
+    add_user("alice");
+    let token = token_for("alice");
+    for (args, version) in [
+        (vec!["--http2", "--tlsv1.3"], "2"),
+        (vec!["--http2", "--tlsv1.2", "--tls-max", "1.2"], "2"),
+        (vec!["--http1.1", "--tlsv1.3"], "1.1"),
+        (vec!["--http1.1", "--tlsv1.2", "--tls-max", "1.2"], "1.1"),
+    ] {
+        let mut with_headers = args.clone();
+        with_headers.push("-i");
+        let (ok, out) = curl(port, &cert, &with_headers, Some(&token));
+        assert!(ok, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("HTTP_VERSION={version}")),
+            "{args:?}: {out}"
+        );
+        let lower = out.to_ascii_lowercase();
+        assert!(
+            lower.contains("strict-transport-security: max-age=600"),
+            "{out}"
+        );
+        // The upstream saw the identity and https.
+        assert!(out.contains("\"x-forwarded-proto\",\"https\""), "{out}");
+        assert!(out.contains("\"x-username\",\"alice\""), "{out}");
+    }
+    // TLS 1.1 and 1.0 are never negotiated.
+    for flag in ["-tls1_1", "-tls1"] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), flag])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        assert!(!out.status.success(), "{flag} was accepted");
+    }
+    // The plain listener still speaks plain HTTP, with X-Forwarded-Proto http.
+    let r = get(gw.port, "/api/robeing/x", &[bearer(&token)]).await;
+    assert_eq!(r.upstream_header("x-forwarded-proto"), ["http"]);
+    assert!(r.header("strict-transport-security").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn min_version_13_refuses_tls_12() {
+    let dir = std::env::temp_dir().join(unique("robeing-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = make_cert(&dir, "strict");
+    let up = Upstream::start();
+    let routes = route("/api/robeing/*", up.port, false, "");
+    let port = free_port();
+    let server_extra = tls_block(port, &cert, &key, "min_version = \"1.3\"\nhttp2 = false");
+    let _gw = start(&server_extra, &routes);
+    let (ok, out) = curl(port, &cert, &["--tlsv1.3"], None);
+    assert!(ok && out.contains("HTTP_VERSION=1.1"), "{out}");
+    let (ok, _) = curl(port, &cert, &["--tlsv1.2", "--tls-max", "1.2"], None);
+    assert!(!ok, "TLS 1.2 was accepted under min_version 1.3");
+    // http2 = false: ALPN offers http/1.1 only.
+    let (ok, out) = curl(port, &cert, &["--http2", "--tlsv1.3"], None);
+    assert!(ok && out.contains("HTTP_VERSION=1.1"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_serves_a_new_certificate_to_new_handshakes() {
+    let dir = std::env::temp_dir().join(unique("robeing-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = make_cert(&dir, "live");
+    let (first, _) = (dir.join("first.crt"), ());
+    std::fs::copy(&cert, &first).unwrap();
+    let up = Upstream::start();
+    let routes = route("/api/robeing/*", up.port, false, "");
+    let port = free_port();
+    let server_extra = tls_block(port, &cert, &key, "");
+    let gw = start(&server_extra, &routes);
+    assert!(curl(port, &first, &[], None).0, "the first certificate");
+    // New files in place (a renewal), then SIGHUP.
+    let (next_cert, next_key) = make_cert(&dir, "renewed");
+    std::fs::copy(&next_cert, &cert).unwrap();
+    std::fs::copy(&next_key, &key).unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("SIGHUP: configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        curl(port, &next_cert, &[], None).0,
+        "the renewed certificate"
+    );
+    assert!(
+        !curl(port, &first, &[], None).0,
+        "the old one is no longer served"
+    );
+}
+
+// Missing files and a key that does not fit: errors name the listener.
+#[test]
+fn bad_certificates_name_the_listener() {
+    let dir = std::env::temp_dir().join(unique("robeing-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, _) = make_cert(&dir, "one");
+    let (_, other_key) = make_cert(&dir, "two");
+    for (cert, key, want) in [
+        (
+            dir.join("missing.crt"),
+            other_key.clone(),
+            "server.tls[0].cert_file: cannot read",
+        ),
+        (
+            cert.clone(),
+            other_key.clone(),
+            "does not fit the certificate",
+        ),
+    ] {
+        let conf = dir.join(unique("conf"));
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\n{}\n[auth]\nsecret_env = \"GATEWAY_JWT_SECRET\"\n[users]\nsource = \"file\"\nusers = \"{}/conf/users.toml\"\n[[routes]]\npath = \"/x/*\"\nservice = \"x\"\nhost = \"127.0.0.1\"\nport = 9\n",
+            free_port(),
+            tls_block(free_port(), &cert, &key, ""),
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::write(&conf, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .args(["-t", "-c"])
+            .arg(&conf)
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(want), "{want} in {err}");
+    }
+}
