@@ -396,7 +396,11 @@ async fn idle_closing_client(port: u16, n: usize, token: String) -> Vec<String> 
 // line. A refused upstream is not: one ERROR, naming route and request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_process_log_has_errors_only_when_someone_must_act() {
-    let up = Upstream::closing_idle_after_ms(20);
+    // Idle for 100 ms, the upstream closes: every client pauses 250 ms, so
+    // pooled connections go stale. (At 20 ms a *fresh* connection could be
+    // closed before a busy debug build wrote its request: a single-peer
+    // route does not send that again, and it is not what this tests.)
+    let up = Upstream::closing_idle_after_ms(100);
     let dead = closed_port();
     let routes = route("/api/robeing/*", up.port, true, "")
         + &route("/api/dead/*", dead, false, "connect_timeout_ms = 500");
