@@ -111,6 +111,28 @@ impl GatewayError {
         }
     }
 
+    /// The gRPC status a gRPC client gets instead of the envelope
+    /// (README, "gRPC"): the code a gRPC server would have used.
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            Self::BadRequest(_) => 3, // INVALID_ARGUMENT
+            Self::MissingToken
+            | Self::InvalidToken
+            | Self::TokenExpired
+            | Self::InvalidSignature
+            | Self::UserNotFound => 16, // UNAUTHENTICATED
+            Self::RouteNotFound => 12, // UNIMPLEMENTED
+            Self::PayloadTooLarge
+            | Self::UriTooLong
+            | Self::HeadersTooLarge
+            | Self::RateLimitExceeded => 8, // RESOURCE_EXHAUSTED
+            Self::RequestTimeout | Self::GatewayTimeout => 4, // DEADLINE_EXCEEDED
+            Self::ServiceUnavailable
+            | Self::UserDirectoryUnavailable
+            | Self::SigningKeysUnavailable => 14, // UNAVAILABLE
+        }
+    }
+
     /// The `WWW-Authenticate` challenge for 401s (RFC 6750), `None` otherwise.
     fn challenge(&self) -> Option<&'static str> {
         match self {
@@ -170,6 +192,31 @@ pub fn render_envelope(
         resp.insert_header(WWW_AUTHENTICATE, challenge)?;
     }
     Ok((resp, body))
+}
+
+/// Whether a request is a gRPC call (`application/grpc`, `+proto`, `+json`...):
+/// its errors are answered the gRPC way, not with the JSON envelope.
+pub fn is_grpc(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `err` for a gRPC client: a trailers-only response (HTTP 200, no body)
+/// whose `grpc-status` and `grpc-message` carry the error, as gRPC
+/// clients expect from a proxy; the envelope's code leads the message.
+pub fn render_grpc(
+    err: &GatewayError,
+    request_id: &HeaderValue,
+) -> pingora_core::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(5))?;
+    resp.insert_header(CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header(wire::GRPC_STATUS, u16::from(err.grpc_status()))?;
+    // Codes and messages are ASCII without '%': valid as they are.
+    resp.insert_header(wire::GRPC_MESSAGE, format!("{}: {err}", err.code()))?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    resp.insert_header(wire::X_REQUEST_ID, request_id.clone())?;
+    Ok(resp)
 }
 
 /// The envelope of `err` as HTTP/1.1 bytes, for the one response written
@@ -236,6 +283,33 @@ mod tests {
             assert_eq!(err.status(), status);
             assert_eq!(err.challenge().is_some(), status == 401, "{code}");
         }
+    }
+
+    #[test]
+    fn grpc_errors_are_trailers_only_with_the_status() {
+        let id = HeaderValue::from_static("abc");
+        let resp = render_grpc(&GatewayError::ServiceUnavailable, &id).unwrap();
+        assert_eq!(resp.status.as_u16(), 200);
+        assert_eq!(resp.headers["content-type"], "application/grpc");
+        assert_eq!(resp.headers["grpc-status"], "14");
+        assert_eq!(
+            resp.headers["grpc-message"],
+            "SERVICE_UNAVAILABLE: Upstream service is unavailable"
+        );
+        assert_eq!(GatewayError::MissingToken.grpc_status(), 16);
+        assert_eq!(GatewayError::GatewayTimeout.grpc_status(), 4);
+        // No message needs percent-encoding.
+        for err in [
+            GatewayError::BadRequest("x"),
+            GatewayError::RateLimitExceeded,
+        ] {
+            assert!(!err.to_string().contains('%'));
+        }
+        let mut req = pingora::http::RequestHeader::build("POST", b"/s/M", None).unwrap();
+        assert!(!is_grpc(&req));
+        req.insert_header("content-type", "application/grpc+proto")
+            .unwrap();
+        assert!(is_grpc(&req));
     }
 
     #[test]

@@ -5,51 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A self-signed certificate for localhost and 127.0.0.1 in `dir`.
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "2", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
-fn tls_block(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
-    format!(
-        "[[server.tls]]\nlisten = \"127.0.0.1:{port}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
-        cert.display(),
-        key.display()
-    )
-}
 
 /// curl over TLS trusting `ca`; returns (exit status ok, stdout).
 fn curl(port: u16, ca: &Path, args: &[&str], token: Option<&str>) -> (bool, String) {
@@ -78,8 +38,7 @@ fn start(server_extra: &str, routes: &str) -> Gateway {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_12_and_13_with_alpn_h2_and_http1() {
-    let dir = std::env::temp_dir().join(unique("robeing-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = cert_dir();
     let (cert, key) = make_cert(&dir, "first");
     let up = Upstream::start();
     let routes = route("/api/robeing/*", up.port, true, "");
@@ -128,8 +87,7 @@ async fn tls_12_and_13_with_alpn_h2_and_http1() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn min_version_13_refuses_tls_12() {
-    let dir = std::env::temp_dir().join(unique("robeing-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = cert_dir();
     let (cert, key) = make_cert(&dir, "strict");
     let up = Upstream::start();
     let routes = route("/api/robeing/*", up.port, false, "");
@@ -147,8 +105,7 @@ async fn min_version_13_refuses_tls_12() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_serves_a_new_certificate_to_new_handshakes() {
-    let dir = std::env::temp_dir().join(unique("robeing-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = cert_dir();
     let (cert, key) = make_cert(&dir, "live");
     let (first, _) = (dir.join("first.crt"), ());
     std::fs::copy(&cert, &first).unwrap();
@@ -181,8 +138,7 @@ async fn sighup_serves_a_new_certificate_to_new_handshakes() {
 // Missing files and a key that does not fit: errors name the listener.
 #[test]
 fn bad_certificates_name_the_listener() {
-    let dir = std::env::temp_dir().join(unique("robeing-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = cert_dir();
     let (cert, _) = make_cert(&dir, "one");
     let (_, other_key) = make_cert(&dir, "two");
     for (cert, key, want) in [

@@ -31,7 +31,7 @@ use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 use crate::tls::TlsListener;
-use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamRegistry};
+use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamProtocol, UpstreamRegistry};
 use jsonwebtoken::Validation;
 
 /// The request-serving state of one configuration.
@@ -321,6 +321,8 @@ fn route_pool(
             ))
         }
     };
+    let protocol = UpstreamProtocol::from_config(route.protocol.as_deref())
+        .map_err(|m| ("protocol".to_owned(), m))?;
     let mut members = Vec::with_capacity(entries.len());
     for (field, entry) in entries {
         let addr = resolve(&entry.host, entry.port).map_err(|m| (field, m))?;
@@ -333,7 +335,7 @@ fn route_pool(
         );
         members.push(Member {
             state,
-            peer: upstream_peer(addr, route, defaults),
+            peer: upstream_peer(addr, route, defaults, protocol),
             weight: entry.weight,
         });
     }
@@ -395,11 +397,12 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> 
 }
 
 /// The peer template of one of a route's peers: the route's timeouts set
-/// (Pingora's defaults have none).
+/// (Pingora's defaults have none) and its protocol.
 fn upstream_peer(
     addr: std::net::SocketAddr,
     route: &RouteConfig,
     defaults: &UpstreamDefaults,
+    protocol: UpstreamProtocol,
 ) -> HttpPeer {
     let ms = |v: Option<u64>, d: u64| Some(Duration::from_millis(v.unwrap_or(d)));
     let mut peer = HttpPeer::new(addr, false, String::new());
@@ -409,6 +412,7 @@ fn upstream_peer(
     options.read_timeout = ms(route.read_timeout_ms, defaults.read_timeout_ms);
     options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
     options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
+    protocol.apply(&mut peer);
     peer
 }
 

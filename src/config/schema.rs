@@ -325,6 +325,8 @@ pub struct RouteConfig {
     /// `round_robin` (default), `least_connections` or `consistent` (by
     /// user id; by client IP for anonymous requests).
     pub load_balancing: Option<String>,
+    /// `http1` (default) or `h2c` (HTTP/2 without TLS, e.g. gRPC).
+    pub protocol: Option<String>,
     /// Active checks of the route's peers; without it, passive ejection only.
     pub health_check: Option<HealthCheckConfig>,
     /// Further tries on other peers after a failure that is safe to retry.

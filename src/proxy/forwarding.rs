@@ -19,6 +19,8 @@ pub mod wire {
     pub const X_USERNAME: &str = "X-Username";
     pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
     pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+    pub const GRPC_STATUS: &str = "grpc-status";
+    pub const GRPC_MESSAGE: &str = "grpc-message";
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when the

@@ -1,9 +1,12 @@
 //! The responses the gateway writes itself, on the request path: the
 //! error envelope of [`crate::errors`], decorated like every response.
 
+use http::header::STRICT_TRANSPORT_SECURITY;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 
-use crate::errors::{render_envelope, GatewayError};
+use crate::errors::{is_grpc, render_envelope, render_grpc, GatewayError};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::forwarding::insert_rate_limit_headers;
 
@@ -16,8 +19,8 @@ pub enum AfterError {
     Close,
 }
 
-/// Sends the envelope for `err`, with the request id, the rate-limit and
-/// the CORS headers of this request.
+/// Sends the envelope for `err` (for a gRPC call: its gRPC status), with
+/// the request id, the rate-limit, CORS and HSTS headers of this request.
 pub async fn respond_error(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -25,13 +28,12 @@ pub async fn respond_error(
     after: AfterError,
     draining: bool,
 ) {
+    if is_grpc(session.req_header()) {
+        return respond_grpc_error(session, ctx, err).await;
+    }
+    let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
     let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
-        if let Some(decision) = &ctx.rate_limit {
-            insert_rate_limit_headers(&mut resp, decision)?;
-        }
-        if let Some(cors) = &ctx.gateway.cors {
-            cors.apply(&mut resp, ctx.cors_origin.as_ref())?;
-        }
+        decorate_error(&mut resp, ctx, hsts)?;
         Ok((resp, body))
     });
     let (resp, body) = match rendered {
@@ -56,5 +58,44 @@ pub async fn respond_error(
     };
     if let Err(e) = sent {
         log::debug!("cannot send error response: {e}");
+    }
+}
+
+/// What every response the gateway writes carries besides its own headers.
+fn decorate_error(
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    hsts: Option<HeaderValue>,
+) -> pingora::Result<()> {
+    if let Some(decision) = &ctx.rate_limit {
+        insert_rate_limit_headers(resp, decision)?;
+    }
+    if let Some(cors) = &ctx.gateway.cors {
+        cors.apply(resp, ctx.cors_origin.as_ref())?;
+    }
+    if let Some(hsts) = hsts {
+        resp.insert_header(STRICT_TRANSPORT_SECURITY, hsts)?;
+    }
+    Ok(())
+}
+
+/// A gRPC call's error: trailers-only, so the stream ends with the header
+/// frame; the connection (HTTP/2 in practice) stays usable.
+async fn respond_grpc_error(session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
+    let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
+    let rendered = render_grpc(&err, ctx.request_id()).and_then(|mut resp| {
+        decorate_error(&mut resp, ctx, hsts)?;
+        Ok(resp)
+    });
+    let resp = match rendered {
+        Ok(resp) => resp,
+        Err(e) => {
+            log::error!("cannot render gRPC error: {e}");
+            return;
+        }
+    };
+    // The header frame ends the stream: a trailers-only response.
+    if let Err(e) = session.write_response_header(Box::new(resp), true).await {
+        log::debug!("cannot send gRPC error: {e}");
     }
 }

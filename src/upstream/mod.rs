@@ -8,8 +8,10 @@ pub mod attempts;
 pub mod health;
 pub mod peer;
 pub mod pool;
+pub mod protocol;
 pub mod registry;
 
 pub use attempts::Attempts;
 pub use pool::{Balancing, Member, Pool};
+pub use protocol::UpstreamProtocol;
 pub use registry::{PeerKey, UpstreamRegistry};

@@ -26,6 +26,7 @@ mod keys;
 mod postgres;
 mod processes;
 mod redis;
+mod tls;
 mod tokens;
 
 // Each test binary uses a part of the harness.
@@ -43,5 +44,7 @@ pub use postgres::*;
 pub use processes::*;
 #[allow(unused_imports)]
 pub use redis::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use tokens::*;

@@ -4,7 +4,7 @@
 
 use super::Problems;
 use crate::config::schema::*;
-use crate::upstream::Balancing;
+use crate::upstream::{Balancing, UpstreamProtocol};
 
 /// The route's peers: `host` + `port`, or `upstreams`, never both; and
 /// the keys that go with them.
@@ -47,6 +47,9 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
                 }
             }
         }
+    }
+    if let Err(message) = UpstreamProtocol::from_config(route.protocol.as_deref()) {
+        problems.add(key("protocol"), message);
     }
     if let Err(message) = Balancing::from_config(route.load_balancing.as_deref()) {
         problems.add(key("load_balancing"), message);
