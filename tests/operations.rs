@@ -78,6 +78,13 @@ fn bad_configs_fail_with_the_key_named() {
             ),
             "users.users: cannot read",
         ),
+        (
+            base.replace(
+                "port = 9000\nauth_required = true",
+                "port = 9000\nauth_required = true\nprotocol = \"http3\"",
+            ),
+            "protocol: 'http3' is not http1 or h2c",
+        ),
     ];
     each_fails_naming("bad", &cases);
 }

@@ -115,6 +115,9 @@ async fn sighup_serves_a_new_certificate_to_new_handshakes() {
     let server_extra = tls_block(port, &cert, &key, "");
     let gw = start(&server_extra, &routes);
     assert!(curl(port, &first, &[], None).0, "the first certificate");
+    // A connection opened before the change (HTTP/2, kept open).
+    let open = H2Client::connect(port, &first).await;
+    assert_eq!(open.get("/api/robeing/before", &[]).await.status, 200);
     // New files in place (a renewal), then SIGHUP.
     let (next_cert, next_key) = make_cert(&dir, "renewed");
     std::fs::copy(&next_cert, &cert).unwrap();
@@ -133,6 +136,50 @@ async fn sighup_serves_a_new_certificate_to_new_handshakes() {
         !curl(port, &first, &[], None).0,
         "the old one is no longer served"
     );
+    // The open connection was not dropped: it keeps its session.
+    assert_eq!(open.get("/api/robeing/after", &[]).await.status, 200);
+}
+
+// One certificate per listener: a client asking for another name (SNI)
+// gets it all the same, and its own name check decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_server_name_gets_the_listener_certificate() {
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "default-cert");
+    let up = Upstream::start();
+    let port = free_port();
+    let _gw = start(
+        &tls_block(port, &cert, &key, ""),
+        &route("/api/robeing/*", up.port, false, ""),
+    );
+    for name in ["other.example", "localhost"] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", name, "-brief"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("CN=default-cert") || text.contains("CN = default-cert"),
+            "{name}: {text}"
+        );
+    }
+    // curl checks the name: one the certificate does not carry fails.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&cert)
+        .args(["--resolve", &format!("other.example:{port}:127.0.0.1")])
+        .arg(format!("https://other.example:{port}/api/robeing/x"))
+        .output()
+        .expect("curl");
+    assert!(
+        !out.status.success(),
+        "a name the certificate does not carry was accepted"
+    );
+    let (ok, _) = curl(port, &cert, &[], None);
+    assert!(ok, "its own name is accepted");
 }
 
 // Missing files and a key that does not fit: errors name the listener.
@@ -170,5 +217,15 @@ fn bad_certificates_name_the_listener() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(want), "{want} in {err}");
+        // Starting with it fails the same way, before listening.
+        let out = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(&conf)
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {want}");
+        assert!(err.contains(want), "{want} at start in {err}");
     }
 }

@@ -66,19 +66,30 @@ impl Upstream {
     }
 
     fn start_listening(listen: &str, extra: &[&str]) -> Self {
-        let bin = target_dir().join("examples/echo_upstream");
+        let mut args = vec!["--listen", listen, "--slack-secret", SLACK_SECRET];
+        args.extend_from_slice(extra);
+        Self::start_example("echo_upstream", &args)
+    }
+
+    /// The gRPC test server (`examples/grpc_upstream.rs`), over h2c.
+    pub fn start_grpc() -> Self {
+        Self::start_example("grpc_upstream", &["--listen", "127.0.0.1:0"])
+    }
+
+    /// An example binary that prints `listening on ADDR` once it listens.
+    fn start_example(name: &str, args: &[&str]) -> Self {
+        let bin = target_dir().join("examples").join(name);
         assert!(
             bin.exists(),
             "{} is missing: build it with `cargo build --examples` (cargo test does)",
             bin.display()
         );
         let mut child = Command::new(&bin)
-            .args(["--listen", listen, "--slack-secret", SLACK_SECRET])
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start echo upstream");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout");
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
@@ -88,7 +99,7 @@ impl Upstream {
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected upstream banner {line:?}"));
+            .unwrap_or_else(|| panic!("unexpected {name} banner {line:?}"));
         Self { child, port }
     }
 
