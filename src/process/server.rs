@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::jwks::JwksRefresh;
 use crate::auth::notify::UserNotifications;
-use crate::config::plan::Gateway;
+use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::AdminApp;
@@ -78,6 +78,24 @@ impl BackgroundService for ProcessTasks {
     }
 }
 
+/// The plain and the TLS client listeners of `[server]`.
+fn add_client_listeners<A>(
+    proxy: &mut Service<A>,
+    server: &ServerConfig,
+    shared: &SharedGateway,
+) -> Result<(), ConfigError> {
+    for addr in &server.listen {
+        proxy.add_listener(client_listener(addr));
+    }
+    for (i, tls) in server.tls.iter().enumerate() {
+        let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
+        let certs = GatewayCerts::new(shared.clone(), tls).map_err(invalid)?;
+        let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
+        proxy.add_listener(client_listener(&tls.listen).tls(settings));
+    }
+    Ok(())
+}
+
 /// Starts the server and serves until it is told to stop.
 pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
     let server = loaded.config.server.clone();
@@ -117,15 +135,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
     );
     let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
-    for addr in &server.listen {
-        proxy.add_listener(client_listener(addr));
-    }
-    for (i, tls) in server.tls.iter().enumerate() {
-        let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
-        let certs = GatewayCerts::new(shared.clone(), tls).map_err(invalid)?;
-        let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
-        proxy.add_listener(client_listener(&tls.listen).tls(settings));
-    }
+    add_client_listeners(&mut proxy, &server, &shared)?;
     pingora.add_service(proxy);
     pingora.add_service(background_service(
         "upstream health checks",

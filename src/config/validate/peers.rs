@@ -60,36 +60,42 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
         format!("must be 0..={MAX_RETRIES}"),
     );
     if let Some(check) = &route.health_check {
-        let field = |f: &str| key(&format!("health_check.{f}"));
-        problems.check(
-            check
-                .path
-                .as_ref()
-                .is_none_or(|p| p.starts_with('/') && !p.contains(char::is_whitespace)),
-            field("path"),
-            "must start with '/' and contain no spaces",
-        );
-        problems.check(
-            check.interval_ms > 0,
-            field("interval_ms"),
-            "must be greater than 0",
-        );
-        problems.check(
-            check.timeout_ms > 0,
-            field("timeout_ms"),
-            "must be greater than 0",
-        );
-        problems.check(
-            check.healthy_after > 0,
-            field("healthy_after"),
-            "must be at least 1",
-        );
-        problems.check(
-            check.unhealthy_after > 0,
-            field("unhealthy_after"),
-            "must be at least 1",
-        );
+        health_check(check, key, problems);
     }
+}
+
+/// `[routes.health_check]`: a path the checks may request, and positive
+/// intervals and thresholds.
+fn health_check(check: &HealthCheckConfig, key: &dyn Fn(&str) -> String, problems: &mut Problems) {
+    let field = |f: &str| key(&format!("health_check.{f}"));
+    problems.check(
+        check
+            .path
+            .as_ref()
+            .is_none_or(|p| p.starts_with('/') && !p.contains(char::is_whitespace)),
+        field("path"),
+        "must start with '/' and contain no spaces",
+    );
+    problems.check(
+        check.interval_ms > 0,
+        field("interval_ms"),
+        "must be greater than 0",
+    );
+    problems.check(
+        check.timeout_ms > 0,
+        field("timeout_ms"),
+        "must be greater than 0",
+    );
+    problems.check(
+        check.healthy_after > 0,
+        field("healthy_after"),
+        "must be at least 1",
+    );
+    problems.check(
+        check.unhealthy_after > 0,
+        field("unhealthy_after"),
+        "must be at least 1",
+    );
 }
 
 /// Most peers one route may name (a try's set of tried peers is a 64-bit mask).
