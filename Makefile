@@ -48,11 +48,12 @@ test: deps-test lint
 # report.md, report.json, report.html) has both.
 bench: deps-build
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
-	  && command -v valgrind >/dev/null && command -v redis-server >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind redis-server >/dev/null; }
+	  && command -v valgrind >/dev/null && command -v redis-server >/dev/null && command -v h2load >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind redis-server nghttp2-client >/dev/null; }
 	@command -v oha >/dev/null || cargo install oha --locked
 	benches/load/run.sh
 	benches/instructions/run.sh
+	benches/tls/run.sh
 	benches/load/report.sh target/bench/runs.jsonl target/bench >/dev/null
 
 # Instructions per request under callgrind, and the guard on the cached path

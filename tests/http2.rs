@@ -125,6 +125,20 @@ async fn a_hundred_streams_each_carry_their_own_identity() {
         )
         .await;
     assert_eq!(after.status, 200);
+    // One access-log line per stream, each saying HTTP/2.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let h2_lines =
+            e.gw.access_log()
+                .iter()
+                .filter(|l| l["protocol"] == "HTTP/2")
+                .count();
+        if h2_lines == 101 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{h2_lines} HTTP/2 lines of 101");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The status of a response HEADERS frame whose block starts with an

@@ -251,6 +251,7 @@ async fn access_log_has_every_field_and_no_secret() {
         assert!(l["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(l["response_time_ms"].as_f64().unwrap() >= 0.0);
         assert_eq!(l["method"], "GET");
+        assert_eq!(l["protocol"], "HTTP/1.1");
     };
 
     let auth = by_id("log-auth");

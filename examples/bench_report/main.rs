@@ -175,13 +175,18 @@ fn main() {
             ));
         }
     }
+    // The TLS bench (benches/tls/run.sh) writes its own table.
+    if let Ok(tls) = std::fs::read_to_string(out_dir.join("tls.md")) {
+        md.push('\n');
+        md.push_str(&tls);
+    }
+    let tls = values("tls.jsonl");
     std::fs::write(
         out_dir.join("report.html"),
         html::page(&rows, &instructions),
     )
     .expect("write report.html");
-    let report =
-        json!({"runs": rows, "fixed_rate": fixed, "memory": memory, "instructions": instructions});
+    let report = json!({"runs": rows, "fixed_rate": fixed, "memory": memory, "instructions": instructions, "tls": tls});
     std::fs::write(out_dir.join("report.md"), &md).expect("write report.md");
     std::fs::write(
         out_dir.join("report.json"),

@@ -26,6 +26,8 @@ pub struct AccessEntry {
     pub request_id: HeaderValue,
     pub method: http::Method,
     pub path: String,
+    /// The client's HTTP version (HTTP/2 streams log one line each).
+    pub protocol: http::Version,
     pub username: Option<HeaderValue>,
     pub user_id: Option<HeaderValue>,
     pub route: Option<Arc<Route>>,
@@ -222,6 +224,7 @@ impl LineFormatter {
         fields.string(e.request_id.as_bytes());
         fields.string(e.method.as_str().as_bytes());
         fields.string(e.path.as_bytes());
+        fields.string(protocol_name(e.protocol));
         fields.optional_string(e.username.as_ref().map(HeaderValue::as_bytes));
         fields.optional_string(e.user_id.as_ref().map(HeaderValue::as_bytes));
         let route = e.route.as_deref();
@@ -250,6 +253,17 @@ impl LineFormatter {
     }
 }
 
+/// `HTTP/1.1`, `HTTP/2`...: what the client spoke.
+fn protocol_name(version: http::Version) -> &'static [u8] {
+    match version {
+        http::Version::HTTP_2 => b"HTTP/2",
+        http::Version::HTTP_10 => b"HTTP/1.0",
+        http::Version::HTTP_09 => b"HTTP/0.9",
+        http::Version::HTTP_3 => b"HTTP/3",
+        _ => b"HTTP/1.1",
+    }
+}
+
 /// The key prefixes of a line's fields, in order, for both formats:
 /// `{"a":` then `,"b":` (JSON) and `a=` then ` b=` (text, values
 /// JSON-encoded).
@@ -272,6 +286,7 @@ field_prefixes!(
     "request_id",
     "method",
     "path",
+    "protocol",
     "username",
     "user_id",
     "backend_service",
@@ -382,6 +397,7 @@ mod tests {
             timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_755_772_200_123),
             request_id: HeaderValue::from_static("req_1"),
             method: http::Method::POST,
+            protocol: http::Version::HTTP_2,
             path: "/api/robeing/chat".into(),
             username: Some(HeaderValue::from_static("o\"neil")),
             user_id: Some(HeaderValue::from_static(
@@ -415,6 +431,7 @@ mod tests {
         assert_eq!(v["backend_service"], serde_json::Value::Null);
         assert_eq!(v["route"], serde_json::Value::Null);
         assert_eq!(v["method"], "POST");
+        assert_eq!(v["protocol"], "HTTP/2");
         assert_eq!(v["status_code"], 200);
         assert_eq!(v["upstream_status"], 200);
         assert_eq!(v["upstream_peer"], serde_json::Value::Null);

@@ -44,6 +44,7 @@ pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
         request_id: ctx.request_id.take().unwrap_or_else(generate_request_id),
         method: req.method.clone(),
         path: req.uri.path().to_owned(),
+        protocol: req.version,
         username: identity.as_ref().map(|i| i.username.clone()),
         user_id: identity.map(|i| i.user_id),
         route: ctx.route.take(),
