@@ -511,3 +511,67 @@ async fn abusive_clients_do_not_starve_a_well_behaved_one() {
     let received = e._up.received().await;
     assert!(!received.iter().any(|t| t.contains("huge-header")));
 }
+
+// `protocol = "h2"`: HTTP/2 over TLS to the peers, their certificate
+// checked against `tls_ca_file` and the name. The peer here is a second
+// gateway's TLS listener; its access log shows what arrived.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_over_tls_to_upstreams_checks_their_certificate() {
+    let inner = edge("", &no_routes, Vec::new());
+    let (other_ca, _) = make_cert(&cert_dir(), "stranger");
+    let peer = inner.tls_port;
+    let ca = inner.ca.display().to_string();
+    let routes = format!(
+        "{}{}{}",
+        route(
+            "/public/*",
+            peer,
+            false,
+            &format!("protocol = \"h2\"\ntls_ca_file = \"{ca}\"")
+        ),
+        route(
+            "/wrong-ca/*",
+            peer,
+            false,
+            &format!(
+                "protocol = \"h2\"\ntls_ca_file = \"{}\"",
+                other_ca.display()
+            )
+        ),
+        route(
+            "/wrong-name/*",
+            peer,
+            false,
+            &format!(
+                "protocol = \"h2\"\ntls_ca_file = \"{ca}\"\ntls_server_name = \"other.example\""
+            )
+        ),
+    );
+    let outer = Gateway::start_with(GatewayOptions::new(&routes));
+    let r = get(outer.port, "/public/through-h2", &[]).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["uri"], "/public/through-h2");
+    // The inner gateway got it over TLS, as HTTP/2.
+    assert_eq!(r.upstream_header("x-forwarded-proto"), ["https"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !inner
+        .gw
+        .access_log()
+        .iter()
+        .any(|l| l["path"] == "/public/through-h2" && l["protocol"] == "HTTP/2")
+    {
+        assert!(Instant::now() < deadline, "{:?}", inner.gw.access_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A certificate the CA did not sign, or a name it does not carry: 503,
+    // and nothing reaches the upstream.
+    for path in ["/wrong-ca/x", "/wrong-name/x"] {
+        let r = get(outer.port, path, &[]).await;
+        assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
+    }
+    let received = inner._up.received().await;
+    assert!(
+        !received.iter().any(|t| t.starts_with("/wrong")),
+        "{received:?}"
+    );
+}

@@ -83,7 +83,21 @@ fn bad_configs_fail_with_the_key_named() {
                 "port = 9000\nauth_required = true",
                 "port = 9000\nauth_required = true\nprotocol = \"http3\"",
             ),
-            "protocol: 'http3' is not http1 or h2c",
+            "protocol: 'http3' is not http1, h2c or h2",
+        ),
+        (
+            base.replace(
+                "port = 9000\nauth_required = true",
+                "port = 9000\nauth_required = true\ntls_ca_file = \"/etc/ssl/certs/ca-certificates.crt\"",
+            ),
+            "tls_ca_file: needs protocol = \"h2\"",
+        ),
+        (
+            base.replace(
+                "port = 9000\nauth_required = true",
+                "port = 9000\nauth_required = true\nprotocol = \"h2\"\ntls_ca_file = \"/nonexistent/ca.pem\"",
+            ),
+            "tls_ca_file: cannot read /nonexistent/ca.pem",
         ),
     ];
     each_fails_naming("bad", &cases);

@@ -31,7 +31,9 @@ use crate::edge::slack::{self, SlackVerifier};
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 use crate::tls::TlsListener;
-use crate::upstream::{Balancing, Member, PeerKey, Pool, UpstreamProtocol, UpstreamRegistry};
+use crate::upstream::{
+    protocol, Balancing, Member, PeerKey, Pool, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
+};
 use jsonwebtoken::Validation;
 
 /// The request-serving state of one configuration.
@@ -323,6 +325,11 @@ fn route_pool(
     };
     let protocol = UpstreamProtocol::from_config(route.protocol.as_deref())
         .map_err(|m| ("protocol".to_owned(), m))?;
+    let tls = UpstreamTls::new(
+        route.tls_ca_file.as_deref(),
+        route.tls_server_name.as_deref(),
+    )
+    .map_err(|m| ("tls_ca_file".to_owned(), m))?;
     let mut members = Vec::with_capacity(entries.len());
     for (field, entry) in entries {
         let addr = resolve(&entry.host, entry.port).map_err(|m| (field, m))?;
@@ -335,7 +342,7 @@ fn route_pool(
         );
         members.push(Member {
             state,
-            peer: upstream_peer(addr, route, defaults, protocol),
+            peer: upstream_peer(addr, &entry.host, route, defaults, (protocol, &tls)),
             weight: entry.weight,
         });
     }
@@ -400,19 +407,19 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> 
 /// (Pingora's defaults have none) and its protocol.
 fn upstream_peer(
     addr: std::net::SocketAddr,
+    host: &str,
     route: &RouteConfig,
     defaults: &UpstreamDefaults,
-    protocol: UpstreamProtocol,
+    (protocol, tls): (UpstreamProtocol, &UpstreamTls),
 ) -> HttpPeer {
     let ms = |v: Option<u64>, d: u64| Some(Duration::from_millis(v.unwrap_or(d)));
-    let mut peer = HttpPeer::new(addr, false, String::new());
+    let mut peer = protocol::peer_for(protocol, addr, host, tls);
     let options = &mut peer.options;
     options.connection_timeout = ms(route.connect_timeout_ms, defaults.connect_timeout_ms);
     options.total_connection_timeout = options.connection_timeout;
     options.read_timeout = ms(route.read_timeout_ms, defaults.read_timeout_ms);
     options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
     options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
-    protocol.apply(&mut peer);
     peer
 }
 

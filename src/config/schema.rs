@@ -325,8 +325,13 @@ pub struct RouteConfig {
     /// `round_robin` (default), `least_connections` or `consistent` (by
     /// user id; by client IP for anonymous requests).
     pub load_balancing: Option<String>,
-    /// `http1` (default) or `h2c` (HTTP/2 without TLS, e.g. gRPC).
+    /// `http1` (default), `h2c` (HTTP/2 without TLS, e.g. gRPC) or `h2`
+    /// (HTTP/2 over TLS).
     pub protocol: Option<String>,
+    /// With `h2`: PEM roots the peers' certificates must chain to (else
+    /// the system's), and the name to check (else the peer's host).
+    pub tls_ca_file: Option<String>,
+    pub tls_server_name: Option<String>,
     /// Active checks of the route's peers; without it, passive ejection only.
     pub health_check: Option<HealthCheckConfig>,
     /// Further tries on other peers after a failure that is safe to retry.

@@ -13,5 +13,5 @@ pub mod registry;
 
 pub use attempts::Attempts;
 pub use pool::{Balancing, Member, Pool};
-pub use protocol::UpstreamProtocol;
+pub use protocol::{UpstreamProtocol, UpstreamTls};
 pub use registry::{PeerKey, UpstreamRegistry};

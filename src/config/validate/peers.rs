@@ -48,8 +48,29 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
             }
         }
     }
-    if let Err(message) = UpstreamProtocol::from_config(route.protocol.as_deref()) {
-        problems.add(key("protocol"), message);
+    match UpstreamProtocol::from_config(route.protocol.as_deref()) {
+        Err(message) => problems.add(key("protocol"), message),
+        Ok(protocol) if !protocol.is_tls() => {
+            for (field, set) in [
+                ("tls_ca_file", route.tls_ca_file.is_some()),
+                ("tls_server_name", route.tls_server_name.is_some()),
+            ] {
+                problems.check(
+                    !set,
+                    key(field),
+                    "needs protocol = \"h2\" (TLS to the peers)",
+                );
+            }
+        }
+        Ok(_) => {
+            if let Some(name) = &route.tls_server_name {
+                problems.check(
+                    rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
+                    key("tls_server_name"),
+                    format!("'{name}' is not a DNS name or an IP address"),
+                );
+            }
+        }
     }
     if let Err(message) = Balancing::from_config(route.load_balancing.as_deref()) {
         problems.add(key("load_balancing"), message);
