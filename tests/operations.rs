@@ -104,14 +104,41 @@ fn bad_configs_fail_with_the_key_named() {
 }
 
 /// `-t` refuses each file of `cases`, its message containing the text paired
-/// with it.
+/// with it, and starting with it fails the same way (one checking path).
 fn each_fails_naming(name: &str, cases: &[(String, &str)]) {
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = write_temp(&format!("{name}-{i}.toml"), text);
         let out = gateway(&["-t", "-c", path.to_str().unwrap()], Some(SECRET));
         assert!(!out.status.success(), "case {i} validated: {text}");
         assert!(stderr(&out).contains(want), "case {i}: {}", stderr(&out));
+        let out = start_briefly(&path);
+        assert!(!out.status.success(), "case {i} started: {text}");
+        assert!(
+            stderr(&out).contains(want),
+            "case {i} at start: {}",
+            stderr(&out)
+        );
     }
+}
+
+/// Starts the gateway on `config`; one that is still running after 10 s
+/// (it took the file) is killed, and its output returned all the same.
+fn start_briefly(config: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+        .current_dir(ROOT)
+        .arg("-c")
+        .arg(config)
+        .env("GATEWAY_JWT_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start gateway");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().expect("gateway output")
 }
 
 // One run of `-t` names every problem, from the file's checks and from
