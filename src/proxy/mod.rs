@@ -115,16 +115,18 @@ impl GatewayProxy {
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
-    type CTX = RequestCtx;
+    // Boxed: Pingora keeps the context in its per-request future, which it
+    // boxes (copies) once per request; a pointer there instead of 512 bytes.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.gateway.load_full())
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::new(RequestCtx::new(self.gateway.load_full()))
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         // Pipelined requests are served one after another, each through the
         // whole request path with its own token (RFC 9112 §9.3.2); Pingora's
@@ -135,7 +137,11 @@ impl ProxyHttp for GatewayProxy {
             .on_request(session, &ctx.gateway.compression)
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<bool> {
         ctx.request_id = Some(request_id(&session.req_header().headers));
         if self.answer_preflight(session, ctx).await? {
             return Ok(true);
@@ -152,7 +158,7 @@ impl ProxyHttp for GatewayProxy {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
@@ -178,7 +184,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(route) = &ctx.route {
@@ -193,7 +199,7 @@ impl ProxyHttp for GatewayProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer {}", peer._address));
@@ -216,7 +222,7 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         admission::count_body(ctx, body.as_ref())?;
         let verifier = ctx.route.as_ref().and_then(|r| r.slack.as_ref());
@@ -233,7 +239,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if let Some(uri) = ctx.upstream_uri.take() {
             upstream.set_uri(uri);
@@ -258,7 +264,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         ctx.attempts.answered();
@@ -269,7 +275,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         Self::decorate(upstream_response, ctx)?;
         if let Some(hsts) = crate::tls::hsts_of(&ctx.gateway.tls, session) {
@@ -291,13 +297,13 @@ impl ProxyHttp for GatewayProxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<std::time::Duration>> {
         ctx.compression.on_body(body, end_of_stream)?;
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         connection::awaiting_next_header(session);
         outcome::record(session, ctx, &self.access_log);
     }
@@ -305,7 +311,7 @@ impl ProxyHttp for GatewayProxy {
     /// Pingora's own failure lines ("Fail to proxy: ...") name the route
     /// and the request id; the path goes without its query string, which
     /// may carry a token.
-    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &Box<RequestCtx>) -> String {
         let req = session.req_header();
         let request_id = ctx.request_id.as_ref().and_then(|id| id.to_str().ok());
         format!(
@@ -320,7 +326,7 @@ impl ProxyHttp for GatewayProxy {
     /// ERROR is for what an operator must act on: an upstream that fails.
     /// A client that left or sent what it may not (too large a body) is
     /// counted in `gateway_proxy_errors_total`, not logged.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Box<RequestCtx>, e: &Error) -> bool {
         *e.esource() == ErrorSource::Downstream
             || classify_proxy_error(e).is_none_or(|err| err.status() < 500)
     }
@@ -329,7 +335,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
         metrics()
             .proxy_errors

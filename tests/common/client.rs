@@ -37,24 +37,34 @@ impl Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        json_of(&self.body)
     }
 
     /// The values of header `name` as the echo upstream received them.
     pub fn upstream_header(&self, name: &str) -> Vec<String> {
-        self.json()["headers"]
-            .as_array()
-            .expect("echo headers")
-            .iter()
-            .filter(|pair| {
-                pair[0]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
-            .collect()
+        echoed_header(&self.json(), name)
     }
+}
+
+/// A response body as JSON, or a panic showing what it was.
+pub fn json_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(body)))
+}
+
+/// The values of header `name` in the echo upstream's answer `echo`.
+pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .expect("echo headers")
+        .iter()
+        .filter(|pair| {
+            pair[0]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// One client connection; requests on it reuse the connection.

@@ -103,23 +103,12 @@ impl H2Response {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        super::json_of(&self.body)
     }
 
     /// The values of `name` as the echo upstream received them.
     pub fn upstream_header(&self, name: &str) -> Vec<String> {
-        self.json()["headers"]
-            .as_array()
-            .expect("echo headers")
-            .iter()
-            .filter(|pair| {
-                pair[0]
-                    .as_str()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(|pair| pair[1].as_str().unwrap_or_default().to_owned())
-            .collect()
+        super::echoed_header(&self.json(), name)
     }
 }
 
