@@ -27,6 +27,15 @@ require_tools() {
     done
 }
 
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (30 s at most).
+wait_port() {
+    for _ in $(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2; return 1
+}
+
 # The signing secret every bench token is made with (never a real one).
 export GATEWAY_JWT_SECRET=bench-secret-bench-secret-bench-secret-0123
 

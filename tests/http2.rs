@@ -15,7 +15,7 @@ struct Edge {
     gw: Gateway,
     tls_port: u16,
     ca: PathBuf,
-    _up: Upstream,
+    up: Upstream,
 }
 
 /// A gateway with a TLS listener in front of one echo upstream: `/api/*`
@@ -42,7 +42,7 @@ fn edge(sections: &str, extra_routes: &dyn Fn(u16) -> String, env: Vec<(String, 
         gw,
         tls_port,
         ca: cert,
-        _up: up,
+        up,
     }
 }
 
@@ -241,7 +241,7 @@ async fn malformed_header_blocks_never_reach_the_upstream() {
             && indexed_status(&f.payload) == Some(200)),
         "{frames:?}"
     );
-    let received = e._up.received().await;
+    let received = e.up.received().await;
     assert!(received.iter().any(|t| t == "/api/raw-ok"), "{received:?}");
     assert!(
         !received.iter().any(|t| t.contains("trick")),
@@ -355,6 +355,7 @@ async fn the_http1_suite_holds_over_h2() {
         r.header("access-control-allow-origin"),
         Some("https://app.example")
     );
+    assert_eq!(r.header("strict-transport-security"), Some("max-age=900"));
 
     // Rate limits: 3 a minute, the fourth is refused with its headers.
     let statuses: Vec<u16> = {
@@ -508,7 +509,7 @@ async fn abusive_clients_do_not_starve_a_well_behaved_one() {
     // Still up, and the oversized header never reached the upstream.
     let r = get(e.gw.port, "/public/still-up", &[]).await;
     assert_eq!(r.status, 200);
-    let received = e._up.received().await;
+    let received = e.up.received().await;
     assert!(!received.iter().any(|t| t.contains("huge-header")));
 }
 
@@ -569,7 +570,7 @@ async fn h2_over_tls_to_upstreams_checks_their_certificate() {
         let r = get(outer.port, path, &[]).await;
         assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
     }
-    let received = inner._up.received().await;
+    let received = inner.up.received().await;
     assert!(
         !received.iter().any(|t| t.starts_with("/wrong")),
         "{received:?}"

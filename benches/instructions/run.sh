@@ -88,13 +88,6 @@ request_of() { # scenario -> PATH [TOKENS_FILE]
     esac
 }
 authenticates() { case $1 in gateway|gateway-nolog|gateway-pool|haproxy-jwt) return 0 ;; *) return 1 ;; esac; }
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2; return 1
-}
 
 measure() { # scenario proxy -> one JSON line
     local port; port=$(port_for "$2")

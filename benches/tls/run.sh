@@ -54,13 +54,6 @@ gateway_conf "$work/gateway-tls.toml" "$GW" "$work" "$work/users.toml" "$work/ac
 taskset -c 1 nginx -c "$work/upstream.conf" &
 sleep 0.5
 port_of_tls() { case $1 in gateway) echo $GWTLS ;; nginx) echo $NGXTLS ;; esac; }
-wait_tls() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2; return 1
-}
 # start_proxy NAME [callgrind] -> pid on stdout
 start_proxy() {
     local vg=()
@@ -80,7 +73,7 @@ h2_url() { echo "https://127.0.0.1:$(port_of_tls "$1")$2"; }
 : > "$out/tls.jsonl"
 for round in $(seq "$rounds"); do
     for proxy in gateway nginx; do
-        pid=$(start_proxy "$proxy"); wait_tls "$(port_of_tls "$proxy")"; sleep 0.3
+        pid=$(start_proxy "$proxy"); wait_port "$(port_of_tls "$proxy")"; sleep 0.3
         hs=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" -H 'Connection: close' "$(h2_url "$proxy" /public/x)" \
             | awk '/Requests\/sec/ {print $2}')
         echo "{\"round\":$round,\"proxy\":\"$proxy\",\"test\":\"handshakes\",\"per_second\":$hs}" >> "$out/tls.jsonl"
@@ -103,7 +96,7 @@ for proxy in gateway nginx; do
         [ "$scenario" = cached ] && [ "$proxy" != gateway ] && continue
         path=/public/x; auth=()
         [ "$scenario" = cached ] && { path=/api/x; auth=(-H "authorization: Bearer $token"); }
-        pid=$(start_proxy "$proxy" callgrind); wait_tls "$(port_of_tls "$proxy")"
+        pid=$(start_proxy "$proxy" callgrind); wait_port "$(port_of_tls "$proxy")"
         h2load -n 1000 -c 4 -m 1 "${auth[@]}" "$(h2_url "$proxy" "$path")" >/dev/null
         callgrind_control -z "$pid" >/dev/null 2>&1
         h2load -n 1000 -c 4 -m 1 "${auth[@]}" "$(h2_url "$proxy" "$path")" > "$work/h2load.out"

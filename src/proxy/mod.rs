@@ -46,7 +46,7 @@ use crate::observe::metrics::metrics;
 use crate::process::connection;
 use context::RequestCtx;
 use failures::{classify_proxy_error, proxy_error_kind};
-use forwarding::{insert_rate_limit_headers, request_id, wire};
+use forwarding::{request_id, wire};
 use respond::{respond_error, AfterError};
 
 /// The gateway's proxy service.
@@ -87,6 +87,9 @@ impl GatewayProxy {
         }
         let mut resp = cors.preflight(session.req_header(), ctx.cors_origin.as_ref())?;
         resp.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
+        if let Some(hsts) = crate::tls::hsts_of(&ctx.gateway.tls, session) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
+        }
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
     }
@@ -98,18 +101,6 @@ impl GatewayProxy {
         }
         let draining = self.is_draining();
         respond_error(session, ctx, err, AfterError::KeepIfNoBody, draining).await;
-    }
-
-    /// Request id, rate-limit and CORS headers on the upstream's response.
-    fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        resp.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
-        if let Some(decision) = &ctx.rate_limit {
-            insert_rate_limit_headers(resp, decision)?;
-        }
-        if let Some(cors) = &ctx.gateway.cors {
-            cors.apply(resp, ctx.cors_origin.as_ref())?;
-        }
-        Ok(())
     }
 }
 
@@ -277,10 +268,9 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        Self::decorate(upstream_response, ctx)?;
-        if let Some(hsts) = crate::tls::hsts_of(&ctx.gateway.tls, session) {
-            upstream_response.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
-        }
+        upstream_response.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
+        let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
+        respond::decorate(upstream_response, ctx, hsts)?;
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
         ctx.compression
             .on_response(session, upstream_response, raw, &ctx.gateway.compression)?;

@@ -33,7 +33,7 @@ pub async fn respond_error(
     }
     let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
     let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
-        decorate_error(&mut resp, ctx, hsts)?;
+        decorate(&mut resp, ctx, hsts)?;
         Ok((resp, body))
     });
     let (resp, body) = match rendered {
@@ -61,8 +61,10 @@ pub async fn respond_error(
     }
 }
 
-/// What every response the gateway writes carries besides its own headers.
-fn decorate_error(
+/// What every response carries besides its own headers, proxied or written
+/// by the gateway: the rate-limit and CORS headers of this request, and
+/// the listener's HSTS.
+pub fn decorate(
     resp: &mut ResponseHeader,
     ctx: &RequestCtx,
     hsts: Option<HeaderValue>,
@@ -84,7 +86,7 @@ fn decorate_error(
 async fn respond_grpc_error(session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
     let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
     let rendered = render_grpc(&err, ctx.request_id()).and_then(|mut resp| {
-        decorate_error(&mut resp, ctx, hsts)?;
+        decorate(&mut resp, ctx, hsts)?;
         Ok(resp)
     });
     let resp = match rendered {

@@ -105,7 +105,13 @@ pub fn peer_for(
     host: &str,
     tls: &UpstreamTls,
 ) -> HttpPeer {
-    let sni = tls.server_name.as_deref().unwrap_or(host).to_owned();
+    // A name only where TLS needs one: the peer is cloned per try, and an
+    // empty name costs no allocation.
+    let sni = if protocol.is_tls() {
+        tls.server_name.as_deref().unwrap_or(host).to_owned()
+    } else {
+        String::new()
+    };
     let mut peer = HttpPeer::new(addr, protocol.is_tls(), sni);
     if protocol != UpstreamProtocol::Http1 {
         peer.options.set_http_version(2, 2);
@@ -149,7 +155,8 @@ mod tests {
         let none = UpstreamTls::default();
         let h2c = peer_for(UpstreamProtocol::H2c, addr(), "127.0.0.1", &none);
         assert_eq!(h2c.options.alpn.get_min_http_version(), 2);
-        assert!(h2c.sni.is_empty() || !pingora::upstreams::peer::Peer::tls(&h2c));
+        assert!(!pingora::upstreams::peer::Peer::tls(&h2c));
+        assert!(h2c.sni.is_empty(), "no name without TLS");
         let plain = peer_for(UpstreamProtocol::Http1, addr(), "127.0.0.1", &none);
         assert_eq!(plain.options.alpn.get_max_http_version(), 1);
         let named = UpstreamTls {
