@@ -19,6 +19,11 @@
 //! - a WebSocket upgrade: sends the request headers as its first message,
 //!   then echoes;
 //! - anything else: echoes method, target, headers and the body's SHA-256.
+//!
+//! With `--close-second` it speaks raw HTTP/1.1 instead: the first request
+//! of each connection is answered (its target as the body), the second is
+//! read and recorded, then the connection closes without a byte: a pooled
+//! connection that died, so every reuse of it is retried by a proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -248,6 +253,7 @@ async fn main() {
     let mut slack_secret = std::env::var("SLACK_SIGNING_SECRET").unwrap_or_default();
     let mut idle_close: Option<Duration> = None;
     let mut record = None;
+    let mut close_second = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -266,6 +272,7 @@ async fn main() {
                     .expect("cannot open the record file");
                 record = Some(Mutex::new(file));
             }
+            "--close-second" => close_second = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -290,6 +297,10 @@ async fn main() {
             continue;
         };
         let state = state.clone();
+        if close_second {
+            connections.spawn(serve_close_second(state, stream));
+            continue;
+        }
         let mut stop = stopping.subscribe();
         connections.spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
@@ -325,4 +336,49 @@ async fn main() {
     drop(listener);
     let _ = stopping.send(true);
     while connections.join_next().await.is_some() {}
+}
+
+/// `--close-second`: answers the first request of a connection, records the
+/// second and closes without answering it. GETs without a body only.
+async fn serve_close_second(state: Arc<State>, mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    for nth in 0.. {
+        let end = loop {
+            if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+        seen.drain(..end);
+        let mut line = head.lines().next().unwrap_or("").split(' ');
+        let method = line.next().unwrap_or("").to_owned();
+        let target = line.next().unwrap_or("").to_owned();
+        let body = if target == "/__received" {
+            let received = state.received.lock().unwrap().clone();
+            serde_json::json!(received).to_string()
+        } else {
+            state
+                .received
+                .lock()
+                .unwrap()
+                .push((method, target.clone()));
+            if nth > 0 {
+                return;
+            }
+            target
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
 }

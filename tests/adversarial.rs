@@ -291,9 +291,16 @@ async fn hostile_tokens_are_401_never_500() {
 // Every single-byte change of a valid token, over a real connection: 401.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_byte_of_a_token_matters() {
-    let s = setup();
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    // ~900 distinct tokens from one address: each one verified, not
+    // stopped by the first-sight budget.
+    let gw = Gateway::start_with(GatewayOptions {
+        auth: Some(AUTH_WITHOUT_FIRST_SIGHT),
+        ..GatewayOptions::new(&standard_routes(&public, &protected))
+    });
     let valid = token_for("alice");
-    let mut conn = Conn::connect(s.gw.port).await;
+    let mut conn = Conn::connect(gw.port).await;
     let r = conn
         .request("GET", "/api/robeing/x", &[bearer(&valid)], b"")
         .await;
@@ -321,7 +328,7 @@ async fn every_byte_of_a_token_matters() {
     }
     assert!(tried > valid.len() * 5);
     assert_eq!(
-        s.protected.received().await.len(),
+        protected.received().await.len(),
         1,
         "only the valid token got through"
     );
@@ -376,13 +383,14 @@ async fn path_encodings_decide_on_what_the_upstream_receives() {
             r.status
         );
     }
-    // `;` is not a separator, and prefixes match whole segments only.
-    for target in [
-        "/api/robeing;a=b/x",
-        "/api/authx",
-        "/api/auth.x/y",
-        "/apix/auth/x",
-    ] {
+    // `;` parameters are refused (see the test below); prefixes match whole
+    // segments only.
+    assert_envelope(
+        &get(port, "/api/robeing;a=b/x", &[]).await,
+        400,
+        "BAD_REQUEST",
+    );
+    for target in ["/api/authx", "/api/auth.x/y", "/apix/auth/x"] {
         let r = get(port, target, &[]).await;
         assert_envelope(&r, 404, "ROUTE_NOT_FOUND");
     }
@@ -553,15 +561,6 @@ async fn ambiguous_framing_cannot_smuggle_a_request() {
 
 // ---------------------------------------------------------------- sizes
 
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_and_uris_are_refused_quickly_with_flat_memory() {
     let s = setup();
@@ -622,4 +621,47 @@ async fn oversized_headers_and_uris_are_refused_quickly_with_flat_memory() {
     );
     assert!(s.public.received().await.is_empty());
     assert_eq!(get(port, "/api/auth/ok", &[]).await.status, 200);
+}
+
+// Path parameters cannot split the route decision from the upstream's
+// (SECURITY.md, "One normalized path"): `/api/admin;x/y` is not under
+// `/api/admin/*` for the gateway, but Tomcat and Spring strip `;x` and would
+// serve `/api/admin/y` through the looser public `/api/*` route, without
+// the admin route's token. Refused with 400 unless the operator allows
+// path parameters.
+#[tokio::test(flavor = "multi_thread")]
+async fn path_parameters_are_refused_unless_allowed() {
+    let upstream = Upstream::start();
+    let routes =
+        route("/api/admin/*", upstream.port, true, "") + &route("/api/*", upstream.port, false, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    for target in [
+        "/api/admin;x/y",
+        "/api/admin;/y",
+        "/api/admin%3Bx/y",
+        "/api/admin%3bx/y",
+        "/api/x/admin;jsessionid=1",
+    ] {
+        let r = get(gw.port, target, &[]).await;
+        assert_envelope(&r, 400, "BAD_REQUEST");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("';' parameters"),
+            "{target}"
+        );
+    }
+    assert!(upstream.received().await.is_empty());
+    // The admin route itself is unchanged: token required.
+    assert_envelope(
+        &get(gw.port, "/api/admin/y", &[]).await,
+        401,
+        "MISSING_TOKEN",
+    );
+
+    // Allowed: the operator takes the risk, and the path goes as it came.
+    let mut allowed = GatewayOptions::new(&routes);
+    allowed.server_extra = "allow_path_parameters = true";
+    let gw = Gateway::start_with(allowed);
+    let r = get(gw.port, "/api/x;v=1/y", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(upstream.received().await, vec!["/api/x;v=1/y".to_owned()]);
 }

@@ -155,8 +155,9 @@ async fn pool_exhaustion_under_a_thousand_cold_users_is_bounded() {
     let up = Upstream::start();
     let gw = Gateway::start_with(GatewayOptions {
         users_extra: "query = 'SELECT id FROM counted_user_lookup($1)'\npool_size = 4\nquery_timeout_ms = 2000",
-        // All 1,000 clients come from 127.0.0.1.
+        // All 1,000 clients come from 127.0.0.1, each with a new token.
         server_extra: "max_connections_per_ip = 0",
+        auth: Some(AUTH_WITHOUT_FIRST_SIGHT),
         ..GatewayOptions::new(&echo_routes(&up))
     });
     let cached = unique("cached");
@@ -381,12 +382,6 @@ async fn upstream_faults_never_look_like_success() {
 }
 
 /// Connects from `source` (any 127/8 address: all loopback).
-async fn connect_from(source: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse().unwrap())?;
-    socket.connect(([127, 0, 0, 1], port).into()).await
-}
-
 async fn per_ip_refusals(admin_port: u16) -> u64 {
     metric_value(
         admin_port,

@@ -443,3 +443,82 @@ async fn the_process_log_has_errors_only_when_someone_must_act() {
     assert!(errors[0].contains(&request_id), "{}", errors[0]);
     assert!(!errors[0].contains("secret-in-query"), "{}", errors[0]);
 }
+
+// The admin listener says who may reach it (SECURITY.md, "The admin
+// listener"): a connection from outside `admin.allow_from` is closed before
+// a byte of HTTP is answered; one from inside is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_listener_serves_only_allow_from() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start();
+    let routes = route("/api/*", up.port, false, "");
+    let gw = Gateway::start_with(GatewayOptions {
+        admin_extra: "allow_from = [\"127.0.0.2/32\"]",
+        ..GatewayOptions::new(&routes)
+    });
+    for path in ["/metrics", "/readyz", "/upstreams"] {
+        let mut outsider = tokio::net::TcpStream::connect(("127.0.0.1", gw.admin_port))
+            .await
+            .unwrap();
+        let _ = outsider
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), outsider.read_to_end(&mut answer))
+            .await
+            .expect("the connection is closed, not left open");
+        assert!(
+            answer.is_empty(),
+            "{path} answered an outsider ({read:?}): {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let stream = connect_from("127.0.0.2", gw.admin_port).await.unwrap();
+    let mut allowed = Conn::from_stream(stream);
+    let r = allowed.request("GET", "/metrics", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    // The three above, and the harness's own connect while it waited.
+    let refused = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("gateway_connections_refused_total{reason=\"admin_not_allowed\"} ")
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 3), "{text}");
+    // The proxy listener is not affected.
+    assert_eq!(get(gw.port, "/api/x", &[]).await.status, 200);
+}
+
+// However often /readyz is polled, it asks its dependencies at most once a
+// second (here: an empty identity cache, so each check is a PostgreSQL
+// round trip).
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_costs_at_most_one_check_a_second() {
+    let up = Upstream::start();
+    let routes = route("/api/*", up.port, false, "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    let started = std::time::Instant::now();
+    let pollers: Vec<_> = (0..20)
+        .map(|_| {
+            let port = gw.admin_port;
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    let r = get(port, "/readyz", &[]).await;
+                    assert_eq!(r.status, 200);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    for p in pollers {
+        p.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let checks = metric_value(gw.admin_port, "gateway_readiness_dependency_checks_total").await;
+    assert!(checks >= 1, "no check was made");
+    assert!(
+        checks as f64 <= elapsed.ceil() + 1.0,
+        "{checks} checks for 300 polls in {elapsed:.1} s"
+    );
+}

@@ -99,6 +99,17 @@ fn bad_configs_fail_with_the_key_named() {
             ),
             "tls_ca_file: cannot read /nonexistent/ca.pem",
         ),
+        (
+            base.replace("listen = \"127.0.0.1:9100\"", "listen = \"0.0.0.0:9100\""),
+            "admin.allow_from: is required when admin.listen ('0.0.0.0:9100') is not a loopback address",
+        ),
+        (
+            base.replace(
+                "listen = \"127.0.0.1:9100\"",
+                "listen = \"127.0.0.1:9100\"\nallow_from = [\"127.0.0.1/33\"]",
+            ),
+            "allow_from = [\"127.0.0.1/33\"]",
+        ),
     ];
     each_fails_naming("bad", &cases);
 }
@@ -496,6 +507,7 @@ fn signing_key_problems_name_the_key() {
         format!("[[auth.keys]]\nkid = \"{kid}\"\nalgorithm = \"{alg}\"\n{source}\n")
     };
     let env = "secret_env = \"GATEWAY_JWT_SECRET\"";
+    let aud = "audience = \"robeing\"\n".to_owned();
     let cases = [
         (with_keys(&key("a", "HS512", env)), "auth.keys[0].algorithm: 'HS512' is not"),
         (with_keys(&key("a b", "HS256", env)), "auth.keys[0].kid: must be"),
@@ -506,14 +518,26 @@ fn signing_key_problems_name_the_key() {
         (with_keys(&key("r", "RS256", env)), "auth.keys[0].secret_env: a RS256 key has"),
         (
             with_keys(&key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display()))),
+            "auth.audience: is required with RS256/ES256/EdDSA keys or [auth.jwks]",
+        ),
+        (
+            with_keys("[auth.jwks]\nurl = \"http://127.0.0.1:9/jwks.json\"\n"),
+            "auth.audience: is required with RS256/ES256/EdDSA keys or [auth.jwks]",
+        ),
+        (
+            with_keys(&format!("audience = \"x\"\nallow_any_audience = true\n{}", key("a", "HS256", env))),
+            "auth.allow_any_audience: contradicts auth.audience",
+        ),
+        (
+            with_keys(&(aud.clone() + &key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display())))),
             "key 'r', ",
         ),
         (
-            with_keys(&key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display()))),
+            with_keys(&(aud.clone() + &key("r", "RS256", &format!("public_key_file = \"{}\"", small_rsa.display())))),
             "1024 bits; at least 2048",
         ),
         (
-            with_keys(&key("e", "ES256", &format!("public_key_file = \"{}\"", p384.display()))),
+            with_keys(&(aud.clone() + &key("e", "ES256", &format!("public_key_file = \"{}\"", p384.display())))),
             "auth.keys[0].public_key_file: key 'e'",
         ),
         (

@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -182,4 +183,131 @@ fn a_configured_but_missing_secret_stops_startup() {
             "{stderr}"
         );
     }
+}
+
+// Bodies held for signature checks are bounded for the whole process
+// (SECURITY.md, "Bounded resources"): anyone can send a fresh timestamp and
+// a well-formed signature, so 300 stalled 1 MiB Slack bodies, half over
+// HTTP/1.1 and half as HTTP/2 streams, hold at most
+// `server.max_buffered_body_bytes` (64 MiB by default); the rest are refused
+// with 503 at once. A signed request is answered at once meanwhile (503
+// while the budget is held) and passes once the stalled clients are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_held_for_signatures_are_bounded_in_total() {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let up = Upstream::start();
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "slack");
+    let tls_port = free_port();
+    let server_extra = tls_block(tls_port, &cert, &key, "");
+    let routes = route(
+        "/gateway/slack/*",
+        up.port,
+        false,
+        "slack_signing_secret_env = \"SLACK_SIGNING_SECRET\"\nmax_body_bytes = 1048576",
+    );
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: &server_extra,
+        env: vec![("SLACK_SIGNING_SECRET".into(), SLACK_SECRET.into())],
+        ..GatewayOptions::new(&routes)
+    });
+    let before = rss_kib(gw.pid());
+    let ts = in_seconds(0).to_string();
+    let body = vec![b'x'; MIB];
+    let stalled_part = &body[..MIB - 1];
+    let signature = slack_signature(&ts, &body);
+    let length = MIB.to_string();
+
+    // 150 over HTTP/1.1: the head and all but the last byte, then nothing.
+    let mut h1 = Vec::new();
+    for _ in 0..150 {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /gateway/slack/events HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\n\
+             X-Slack-Request-Timestamp: {ts}\r\nX-Slack-Signature: {signature}\r\n\r\n"
+        );
+        let _ = conn.write_all(head.as_bytes()).await;
+        let part = stalled_part.to_vec();
+        h1.push(tokio::spawn(async move {
+            // A refused one is answered and closed while this writes.
+            let _ = tokio::time::timeout(Duration::from_secs(15), conn.write_all(&part)).await;
+            conn
+        }));
+    }
+    // 150 as HTTP/2 streams on two connections.
+    let headers = [
+        ("content-length", length.as_str()),
+        ("x-slack-request-timestamp", ts.as_str()),
+        ("x-slack-signature", signature.as_str()),
+    ];
+    let mut h2_streams = Vec::new();
+    for _ in 0..2 {
+        let client = H2Client::connect(tls_port, &cert).await;
+        for _ in 0..75 {
+            if let Ok(upload) = client
+                .start_upload("/gateway/slack/events", &headers, stalled_part)
+                .await
+            {
+                h2_streams.push(upload);
+            }
+        }
+    }
+    let mut h1_conns = Vec::new();
+    for task in h1 {
+        h1_conns.push(task.await.unwrap());
+    }
+    // Let the gateway take in what it accepted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let refused = metric_value(gw.admin_port, "gateway_buffered_body_refused_total").await;
+        let held = metric_value(gw.admin_port, "gateway_buffered_body_bytes").await;
+        if (refused >= 300 - 64 && held > 0) || std::time::Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = metric_value(gw.admin_port, "gateway_buffered_body_bytes").await;
+    assert!(held <= 64 * MIB as u64, "held {held}");
+    assert!(refused >= 300 - 64, "refused {refused}");
+    let grown_mib = (rss_kib(gw.pid()).saturating_sub(before)) / 1024;
+    assert!(grown_mib < 64 + 32, "RSS grew by {grown_mib} MiB");
+
+    // A signed request now: answered at once, with the envelope.
+    let small = b"{\"type\":\"url_verification\"}";
+    let started = std::time::Instant::now();
+    let r = send(
+        gw.port,
+        "POST",
+        "/gateway/slack/events",
+        &signed(&ts, small),
+        small,
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
+
+    // The stalled clients leave: their reservations are given back.
+    drop(h1_conns);
+    drop(h2_streams);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric_value(gw.admin_port, "gateway_buffered_body_bytes").await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reservations were not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = send(
+        gw.port,
+        "POST",
+        "/gateway/slack/events",
+        &signed(&ts, small),
+        small,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -506,3 +506,53 @@ async fn the_handoff_carries_peer_health_to_the_successor() {
         );
     }
 }
+
+// Every try carries the normalized target (SECURITY.md, "One normalized
+// path"): Pingora rebuilds a retry from the client's original header, so a
+// retry that forgot the rewrite would reach the peer with `..` and `//`.
+// The peers close every reused connection without a byte, so every request
+// after a connection's first is retried: on the same peer (one-peer route)
+// and on another (two-peer pool).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_try_carries_the_normalized_target() {
+    let single = Upstream::closing_every_second_request();
+    let pool = [
+        Upstream::closing_every_second_request(),
+        Upstream::closing_every_second_request(),
+    ];
+    let routes = route("/one/*", single.port, false, "")
+        + &pool_route("/two/*", &[pool[0].port, pool[1].port], "");
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    for prefix in ["one", "two"] {
+        let raw = format!("/{prefix}/a/../b//c/./d?q=1&r=..%2F");
+        let normalized = format!("/{prefix}/b/c/d?q=1&r=..%2F");
+        for i in 0..8 {
+            let resp = get(gw.port, &raw, &[]).await;
+            assert_eq!(resp.status, 200, "{prefix} GET {i}: {resp:?}");
+            assert_eq!(String::from_utf8_lossy(&resp.body), normalized);
+        }
+        let peers: &[&Upstream] = match prefix {
+            "one" => &[&single],
+            _ => &[&pool[0], &pool[1]],
+        };
+        let mut seen = Vec::new();
+        for peer in peers {
+            seen.extend(peer.received().await);
+        }
+        // 8 answered, and the retried ones seen once more each.
+        assert!(
+            seen.len() > 8 + 2,
+            "{prefix}: no retries happened: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|t| *t == normalized),
+            "{prefix}: a try left with another target: {seen:?}"
+        );
+    }
+    let retries = metric_value(
+        gw.admin_port,
+        "gateway_upstream_retries_total{reason=\"stale_connection\"}",
+    )
+    .await;
+    assert!(retries >= 6, "retries counted: {retries}");
+}

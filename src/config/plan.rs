@@ -58,6 +58,13 @@ pub struct Gateway {
     /// `server.max_uri_bytes` and `server.max_header_bytes`.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
+    /// `server.max_buffered_body_bytes`: bodies held for signature checks,
+    /// process-wide.
+    pub max_buffered_body_bytes: u64,
+    /// `auth.first_sight_per_ip_per_minute` (0: no budget).
+    pub first_sight_per_minute: u32,
+    /// `server.allow_path_parameters`: `;` in a path segment passes.
+    pub allow_path_parameters: bool,
     /// Every route's pool and peer, for the health checks and `/upstreams`.
     pub upstreams: UpstreamRegistry,
     /// Where identity changes are announced (`[users] notify_channel`).
@@ -127,7 +134,16 @@ impl Gateway {
             previous.map(|p| &p.upstreams),
             &mut problems,
         );
-        let limiter_keys = config.rate_limit.as_ref().map_or(1, |l| l.max_keys);
+        // The first-sight budget counts in the same limiter, so it needs
+        // room even without a [rate_limit] section.
+        let limiter_keys = match (
+            &config.rate_limit,
+            config.auth.first_sight_per_ip_per_minute,
+        ) {
+            (Some(limit), _) => limit.max_keys,
+            (None, 0) => 1,
+            (None, _) => crate::config::schema::defaults::rate_limit_max_keys(),
+        };
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
         let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
@@ -163,6 +179,9 @@ impl Gateway {
             compression: config.compression.clone(),
             max_uri_bytes: config.server.max_uri_bytes,
             max_header_bytes: config.server.max_header_bytes,
+            allow_path_parameters: config.server.allow_path_parameters,
+            first_sight_per_minute: config.auth.first_sight_per_ip_per_minute,
+            max_buffered_body_bytes: config.server.max_buffered_body_bytes,
             cors,
             upstreams,
             user_notify,

@@ -87,6 +87,10 @@ pub struct RateLimitConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: String,
+    /// Client CIDRs allowed to connect; others are closed before HTTP.
+    /// Required when `listen` is not a loopback address.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub allow_from: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -172,6 +176,15 @@ pub struct ServerConfig {
     /// CIDRs or single addresses, parsed here once.
     #[serde(default, deserialize_with = "cidrs")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Request-body bytes held for signature checks (Slack routes) by the
+    /// whole process; past it a new signed request gets 503 at once.
+    #[serde(default = "defaults::max_buffered_body_bytes")]
+    pub max_buffered_body_bytes: u64,
+    /// `;` parameters in a path segment (`/admin;x/y`) are refused with 400
+    /// unless this is set: frameworks that strip them would serve another
+    /// path than the one the route was decided on.
+    #[serde(default)]
+    pub allow_path_parameters: bool,
     /// Pingora's multi-thread (work-stealing) runtime instead of one runtime
     /// per thread. Off: measured 2.3x the throughput with one thread.
     #[serde(default)]
@@ -195,6 +208,15 @@ pub struct AuthConfig {
     pub leeway_seconds: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// With asymmetric keys or JWKS, `audience` is required unless this is
+    /// written out: tokens for any application of the provider pass.
+    #[serde(default)]
+    pub allow_any_audience: bool,
+    /// Tokens seen for the first time (not remembered as verified) per
+    /// client address and minute, before their signature is checked; past
+    /// it, 429 without verifying. 0 turns it off.
+    #[serde(default = "defaults::first_sight_per_ip_per_minute")]
+    pub first_sight_per_ip_per_minute: u32,
     /// Tokens longer than this are refused before any decoding.
     #[serde(default = "defaults::max_token_bytes")]
     pub max_token_bytes: usize,
@@ -371,7 +393,7 @@ pub struct HealthCheckConfig {
     pub healthy_after: u32,
 }
 
-mod defaults;
+pub(crate) mod defaults;
 
 /// A CIDR (`127.0.0.1/32`) or a single address (`::1`).
 pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {

@@ -127,6 +127,10 @@ fn server(server: &ServerConfig, problems: &mut Problems) {
     }
     problems.check(server.threads > 0, "server.threads", "must be at least 1");
     problems.positive("server.max_body_bytes", server.max_body_bytes);
+    problems.positive(
+        "server.max_buffered_body_bytes",
+        server.max_buffered_body_bytes,
+    );
     problems.positive("server.max_uri_bytes", server.max_uri_bytes as u64);
     problems.positive("server.header_timeout_ms", server.header_timeout_ms);
     problems.positive("server.max_header_bytes", server.max_header_bytes as u64);
@@ -153,6 +157,17 @@ fn admin(admin: &AdminConfig, server: &ServerConfig, problems: &mut Problems) {
         !shared,
         "admin.listen",
         "must differ from every server.listen address",
+    );
+    // Metrics name routes and peers, and /upstreams shows the pools: off
+    // loopback, the operator says who may see them.
+    problems.check(
+        addr.ip().is_loopback() || !admin.allow_from.is_empty(),
+        "admin.allow_from",
+        format!(
+            "is required when admin.listen ('{}') is not a loopback address: the CIDRs of \
+             the scrapers and probes that may connect",
+            admin.listen
+        ),
     );
 }
 
@@ -208,6 +223,23 @@ fn auth(auth: &AuthConfig, problems: &mut Problems) {
             "must be 1 to 60000",
         );
     }
+    // A shared identity provider signs tokens for every application it
+    // serves: without an audience, this gateway would accept theirs.
+    let shared_idp = auth.jwks.is_some()
+        || auth.keys.iter().any(|k| {
+            parse_algorithm(&k.algorithm).is_some_and(|a| a != jsonwebtoken::Algorithm::HS256)
+        });
+    problems.check(
+        !shared_idp || auth.audience.is_some() || auth.allow_any_audience,
+        "auth.audience",
+        "is required with RS256/ES256/EdDSA keys or [auth.jwks] (a shared identity provider \
+         signs tokens for other applications too); set it, or write allow_any_audience = true",
+    );
+    problems.check(
+        !auth.allow_any_audience || auth.audience.is_none(),
+        "auth.allow_any_audience",
+        "contradicts auth.audience; set one of them",
+    );
     problems.check(
         !auth.username_claim.is_empty(),
         "auth.username_claim",

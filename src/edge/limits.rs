@@ -38,6 +38,11 @@ pub struct LimitKey {
 /// The scope of the `[rate_limit]` default, shared by all routes using it.
 pub const DEFAULT_SCOPE: u64 = 0;
 
+/// The scope of the first-sight budget (`auth.first_sight_per_ip_per_minute`):
+/// new tokens per client address. [`route_scope`] reaches it only by a
+/// 2^-64 collision.
+pub const FIRST_SIGHT_SCOPE: u64 = u64::MAX;
+
 /// The scope of a route's own limit: FNV-1a of its pattern, never
 /// [`DEFAULT_SCOPE`]. Stable across processes and binary versions (unlike
 /// std's hasher), so a handoff carries it.

@@ -6,7 +6,15 @@
 //! contacted. The signature needs the whole body: the proxy holds the body
 //! back (bounded), verifies it at its end, and only then forwards exactly
 //! the bytes received.
+//!
+//! Anyone can send a fresh timestamp and a well-formed signature, so what
+//! is held is bounded for the whole process, not just per request: each
+//! signed request reserves its declared length (the route's limit when it
+//! declares none) from `server.max_buffered_body_bytes` when it is
+//! admitted, and gives it back when it ends ([`HeldBytes`]). A request that
+//! does not fit is refused at once (503), before a byte of body is read.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -83,18 +91,53 @@ impl SlackVerifier {
     }
 }
 
+/// Body bytes reserved by every signed request of the process.
+static RESERVED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The bytes reserved by signed requests now (the `gateway_buffered_body_bytes`
+/// gauge).
+pub fn reserved_bytes() -> u64 {
+    RESERVED_BYTES.load(Ordering::Relaxed)
+}
+
+/// One request's share of `server.max_buffered_body_bytes`, given back
+/// when dropped (the request ended, however).
+#[derive(Debug)]
+pub struct HeldBytes(u64);
+
+impl HeldBytes {
+    /// Reserves `bytes` if the process then holds at most `cap`.
+    pub fn reserve(bytes: u64, cap: u64) -> Option<Self> {
+        RESERVED_BYTES
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|total| *total <= cap)
+            })
+            .ok()
+            .map(|_| Self(bytes))
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        RESERVED_BYTES.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
 /// A signed request's body, held back until its signature is verified.
 #[derive(Debug)]
 pub struct SlackGate {
     pending: PendingSignature,
     held: BytesMut,
+    /// What the body may grow to: its reservation.
+    reserved: HeldBytes,
 }
 
 impl SlackGate {
-    pub fn new(pending: PendingSignature) -> Self {
+    pub fn new(pending: PendingSignature, reserved: HeldBytes) -> Self {
         Self {
             pending,
             held: BytesMut::new(),
+            reserved,
         }
     }
 
@@ -107,8 +150,15 @@ impl SlackGate {
         end_of_stream: bool,
     ) -> pingora::Result<()> {
         if let Some(chunk) = body.take() {
-            if (self.held.len() + chunk.len()) as u64 > verifier.max_body_bytes {
+            // The reservation is at most the route's limit, and no more
+            // than the declared length a body may not exceed anyway.
+            if (self.held.len() + chunk.len()) as u64 > self.reserved.0 {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "slack body over the limit");
+            }
+            if self.held.capacity() == 0 {
+                // Once, the whole reservation: growing by doubling would
+                // hold up to twice the body.
+                self.held.reserve(self.reserved.0 as usize);
             }
             self.held.extend_from_slice(&chunk);
         }
@@ -162,5 +212,18 @@ mod tests {
             .is_none());
         assert!(v.check_headers(&headers("soon", &sig), now).is_none());
         assert!(v.check_headers(&HeaderMap::new(), now).is_none());
+    }
+
+    #[test]
+    fn reservations_are_bounded_and_given_back() {
+        // Other tests of this binary may hold some: count from here.
+        let cap = reserved_bytes() + 1000;
+        let a = HeldBytes::reserve(600, cap).unwrap();
+        assert!(HeldBytes::reserve(500, cap).is_none());
+        let b = HeldBytes::reserve(400, cap).unwrap();
+        drop(a);
+        let c = HeldBytes::reserve(500, cap).unwrap();
+        drop((b, c));
+        assert!(HeldBytes::reserve(1000, cap).is_some());
     }
 }

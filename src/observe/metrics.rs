@@ -50,6 +50,9 @@ pub struct Metrics {
     pub jwks_keys: IntGauge,
     pub user_notify_up: IntGauge,
     pub user_notify_evictions: IntCounter,
+    pub readiness_checks: IntCounter,
+    pub buffered_body_bytes: IntGauge,
+    pub buffered_body_refused: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -185,6 +188,19 @@ const USER_NOTIFY_EVICTIONS: Family = (
     "Users evicted from the identity cache by a change notification",
 );
 
+const READINESS_CHECKS: Family = (
+    "gateway_readiness_dependency_checks_total",
+    "Dependency checks made for /readyz (at most one a second, however often it is polled)",
+);
+const BUFFERED_BODY_BYTES: Family = (
+    "gateway_buffered_body_bytes",
+    "Request-body bytes held for signature checks (Slack routes), process-wide",
+);
+const BUFFERED_BODY_REFUSED: Family = (
+    "gateway_buffered_body_refused_total",
+    "Signed requests refused with 503 because server.max_buffered_body_bytes was held",
+);
+
 /// Registers metrics. Names and labels are constants: a failure here is a
 /// programming error caught by the first test that touches metrics, never
 /// a request-time one.
@@ -261,6 +277,9 @@ impl Metrics {
             jwks_keys: r.gauge(JWKS_KEYS),
             user_notify_up: r.gauge(USER_NOTIFY_UP),
             user_notify_evictions: r.counter(USER_NOTIFY_EVICTIONS),
+            readiness_checks: r.counter(READINESS_CHECKS),
+            buffered_body_bytes: r.gauge(BUFFERED_BODY_BYTES),
+            buffered_body_refused: r.counter(BUFFERED_BODY_REFUSED),
             registry: r.0,
         }
     }

@@ -106,7 +106,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     }
 }
 
-fn client_ip(stream: &Stream) -> Option<IpAddr> {
+/// The peer address of an accepted connection.
+pub fn client_ip(stream: &Stream) -> Option<IpAddr> {
     let digest = stream.get_socket_digest()?;
     let addr = digest.peer_addr()?.as_inet()?.ip();
     Some(addr)

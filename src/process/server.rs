@@ -18,7 +18,7 @@ use crate::auth::notify::UserNotifications;
 use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
 use crate::observe::access_log::AccessLog;
-use crate::observe::admin::AdminApp;
+use crate::observe::admin::{AdminApp, AllowFrom};
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::proxy::GatewayProxy;
@@ -152,7 +152,10 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     if let Some(admin) = admin {
         let mut service = Service::new(
             "robeing-gateway admin".into(),
-            AdminApp::new(shared, lifecycle.draining()),
+            AllowFrom::new(
+                AdminApp::new(shared, lifecycle.draining()),
+                admin.allow_from.clone(),
+            ),
         );
         service.add_tcp(&admin.listen);
         pingora.add_service(service);

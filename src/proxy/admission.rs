@@ -13,14 +13,14 @@ use pingora::{Error, ErrorType};
 
 use crate::auth::token::{bearer_token, BearerToken};
 use crate::config::plan::Gateway;
-use crate::edge::limits::{self, LimitKey, Subject};
+use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
 use crate::edge::shared_limits::StoreFallback;
-use crate::edge::slack::SlackGate;
+use crate::edge::slack::{HeldBytes, SlackGate};
 use crate::errors::GatewayError;
 use crate::observe::metrics::metrics;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::forwarding::strip_identity_headers;
-use crate::routing::path::normalize_path;
+use crate::routing::path::{has_path_parameters, normalize_path};
 use crate::routing::table::Route;
 
 /// Decides whether and where the request may go: size limits, the
@@ -32,6 +32,11 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     let req = session.req_header();
     check_request_size(req, gateway.max_uri_bytes, gateway.max_header_bytes)?;
     let path = normalize_path(req.uri.path()).map_err(|e| GatewayError::BadRequest(e.reason()))?;
+    if !gateway.allow_path_parameters && has_path_parameters(&path) {
+        return Err(GatewayError::BadRequest(
+            "request path contains ';' parameters",
+        ));
+    }
     let route = gateway
         .routes
         .lookup(&path)
@@ -45,7 +50,14 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
             .check_headers(&req.headers, SystemTime::now())
             .ok_or(GatewayError::InvalidSignature)?;
         check_declared_body(req, verifier.max_body_bytes)?;
-        ctx.slack = Some(SlackGate::new(pending));
+        // Held until verified: reserved from the process's budget first.
+        let reserve = declared_length(req).unwrap_or(verifier.max_body_bytes);
+        let reserved =
+            HeldBytes::reserve(reserve, gateway.max_buffered_body_bytes).ok_or_else(|| {
+                metrics().buffered_body_refused.inc();
+                GatewayError::ServiceUnavailable
+            })?;
+        ctx.slack = Some(SlackGate::new(pending, reserved));
     }
     strip_identity_headers(session.req_header_mut());
     // Set before authentication, so refusals are counted on their route.
@@ -65,7 +77,19 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     // On a public route a valid token still gets identity;
     // a missing or bad one, or a user the directory cannot vouch for,
     // goes on anonymously.
-    let identity = match verify_bearer(&gateway, session.req_header()) {
+    // A token seen for the first time spends its client's first-sight
+    // budget before its signature is checked (refused: 429 unverified).
+    let mut first_sight = None;
+    let verified = verify_bearer(&gateway, session.req_header(), || {
+        first_sight = first_sight_budget(&gateway, &route, client_ip());
+        first_sight.is_none_or(|d| d.allowed)
+    });
+    if let Some(decision) = first_sight.filter(|d| !d.allowed) {
+        // Its RateLimit-* and Retry-After headers tell the client when.
+        ctx.rate_limit = Some(decision);
+        return Err(GatewayError::RateLimitExceeded);
+    }
+    let identity = match verified {
         Ok(username) => match gateway.identity.resolve(&username).await {
             Ok(identity) => Some(identity),
             Err(e) if route.auth_required => return Err(e),
@@ -117,14 +141,17 @@ fn upstream_target(
         .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded"))
 }
 
-/// Refuses a declared body larger than the route accepts (413).
-fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayError> {
-    let declared = req
-        .headers
+/// The body length the request declares (`Content-Length`), if any.
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Refuses a declared body larger than the route accepts (413).
+fn check_declared_body(req: &RequestHeader, limit: u64) -> Result<(), GatewayError> {
+    match declared_length(req) {
         Some(len) if len > limit => Err(GatewayError::PayloadTooLarge),
         _ => Ok(()),
     }
@@ -152,13 +179,42 @@ fn check_request_size(
     Ok(())
 }
 
-/// The username of a valid bearer token.
-fn verify_bearer(gateway: &Gateway, req: &RequestHeader) -> Result<Arc<str>, GatewayError> {
+/// The username of a valid bearer token; `first_sight` is asked before a
+/// token not remembered as verified is checked.
+fn verify_bearer(
+    gateway: &Gateway,
+    req: &RequestHeader,
+    first_sight: impl FnOnce() -> bool,
+) -> Result<Arc<str>, GatewayError> {
     match bearer_token(&req.headers) {
         BearerToken::Missing => Err(GatewayError::MissingToken),
         BearerToken::Malformed => Err(GatewayError::InvalidToken),
-        BearerToken::Present(token) => gateway.jwt.verify(token).map_err(Into::into),
+        BearerToken::Present(token) => gateway
+            .jwt
+            .verify_gated(token, first_sight)
+            .map_err(Into::into),
     }
+}
+
+/// Spends one of `client`'s first-sight tokens (`None`: the budget is
+/// off); a refusal is counted on the route.
+fn first_sight_budget(gateway: &Gateway, route: &Route, client: IpAddr) -> Option<Decision> {
+    let per_minute = gateway.first_sight_per_minute;
+    if per_minute == 0 {
+        return None;
+    }
+    let key = LimitKey {
+        scope: FIRST_SIGHT_SCOPE,
+        subject: Subject::Ip(client),
+    };
+    let decision = gateway.limiter.check(key, per_minute);
+    if !decision.allowed {
+        metrics()
+            .rate_limited
+            .with_label_values(&[route.pattern.as_str(), "first_sight"])
+            .inc();
+    }
+    Some(decision)
 }
 
 /// Counts the request against its route's limit (in Redis when the

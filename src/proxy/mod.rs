@@ -232,8 +232,11 @@ impl ProxyHttp for GatewayProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        if let Some(uri) = ctx.upstream_uri.take() {
-            upstream.set_uri(uri);
+        // Every try: Pingora rebuilds `upstream` from the client's original
+        // header for a retry and calls this filter again, so the target is
+        // set again (cloned, never taken) or the retry would go out raw.
+        if let Some(uri) = &ctx.upstream_uri {
+            upstream.set_uri(uri.clone());
         }
         ctx.compression.on_upstream_request(upstream)?;
         let client_ip = session

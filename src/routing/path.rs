@@ -45,6 +45,14 @@ impl PathError {
     }
 }
 
+/// True when a normalized path carries `;` parameters in a segment, raw
+/// or encoded (`%3B`; normalization upper-cases escapes). Tomcat, Jetty and
+/// Spring strip them (`/admin;x/y` serves `/admin/y`), so the route decided
+/// on the segment `admin;x` and the upstream's would differ.
+pub fn has_path_parameters(normalized: &str) -> bool {
+    normalized.contains(';') || normalized.contains("%3B")
+}
+
 /// Normalizes `raw` (the path part of the request target, without query).
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
@@ -315,6 +323,17 @@ mod tests {
         for p in ["/a/./b/../c//d/", "/%7euser/%2e/x", "/caf\u{e9}/%41"] {
             let once = norm(p).unwrap();
             assert_eq!(norm(&once).unwrap(), once, "{p}");
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_seen_raw_and_encoded() {
+        for p in ["/api/admin;x/y", "/a;", "/a/b%3Bc", "/a/b%3bc"] {
+            let normalized = normalize_path(p).unwrap();
+            assert!(has_path_parameters(&normalized), "{p}");
+        }
+        for p in ["/api/admin/y", "/a/b%3Ac", "/a/b%253B"] {
+            assert!(!has_path_parameters(&normalize_path(p).unwrap()), "{p}");
         }
     }
 }

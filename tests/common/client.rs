@@ -243,6 +243,14 @@ pub async fn send(
         .await
 }
 
+/// A connection to 127.0.0.1:`port` from the loopback address `source`
+/// (127.0.0.0/8 is all loopback: a second client address without setup).
+pub async fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("IPv4 source address"))?;
+    socket.connect(([127, 0, 0, 1], port).into()).await
+}
+
 pub async fn get(port: u16, target: &str, headers: &[(String, String)]) -> Response {
     send(port, "GET", target, headers, b"").await
 }

@@ -65,14 +65,25 @@ impl KeyPair {
     }
 
     pub fn token_with_header(&self, header: Header, username: &str) -> String {
+        let claims = serde_json::json!({"username": username, "exp": now() + 600});
+        self.token_signed(header, &claims)
+    }
+
+    /// A token with these claims, its header naming `kid`.
+    pub fn token_with_claims(&self, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(self.algorithm);
+        header.kid = kid.map(str::to_owned);
+        self.token_signed(header, claims)
+    }
+
+    fn token_signed(&self, header: Header, claims: &serde_json::Value) -> String {
         let key = match self.algorithm {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(&self.private_pem),
             Algorithm::ES256 => EncodingKey::from_ec_pem(&self.private_pem),
             _ => EncodingKey::from_ed_pem(&self.private_pem),
         }
         .unwrap();
-        let claims = serde_json::json!({"username": username, "exp": now() + 600});
-        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
     pub fn public_pem(&self) -> String {

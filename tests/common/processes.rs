@@ -40,6 +40,13 @@ impl Upstream {
         Self::start_with_args(&["--idle-close-ms", &ms.to_string()])
     }
 
+    /// An upstream that answers the first request of each connection and
+    /// closes the connection on the second without a byte: every reuse of
+    /// a pooled connection to it fails, so the proxy retries.
+    pub fn closing_every_second_request() -> Self {
+        Self::start_with_args(&["--close-second"])
+    }
+
     /// An upstream on `port` that appends each request to `record` (one
     /// file for several upstreams: counts survive restarts).
     pub fn start_recording(port: u16, record: &std::path::Path) -> Self {
@@ -117,6 +124,16 @@ impl Drop for Upstream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// The successor's pid from a successful `reload`'s output.
@@ -231,6 +248,11 @@ pub fn setup() -> Setup {
     }
 }
 
+/// The default `[auth]` without the first-sight budget: for tests that send
+/// hundreds of distinct tokens from one address on purpose (the budget has
+/// its own test in tests/signing_keys.rs).
+pub const AUTH_WITHOUT_FIRST_SIGHT: &str = "[auth]\nsecret_env = \"GATEWAY_JWT_SECRET\"\nleeway_seconds = 0\nfirst_sight_per_ip_per_minute = 0";
+
 /// How a test gateway is started.
 pub struct GatewayOptions<'a> {
     pub routes: &'a str,
@@ -240,6 +262,8 @@ pub struct GatewayOptions<'a> {
     pub server_extra: &'a str,
     /// The `[auth]` section in place of the one-secret default.
     pub auth: Option<&'a str>,
+    /// Lines added to `[admin]`.
+    pub admin_extra: &'a str,
     pub database_url: String,
     pub env: Vec<(String, String)>,
 }
@@ -251,6 +275,7 @@ impl<'a> GatewayOptions<'a> {
             users_extra: "",
             server_extra: "",
             auth: None,
+            admin_extra: "",
             database_url: database_url(),
             env: Vec::new(),
         }
@@ -284,6 +309,7 @@ read_timeout_ms = 5000
 
 [admin]
 listen = "127.0.0.1:{admin_port}"
+{admin_extra}
 
 [log]
 destination = "{dir}/access.log"
@@ -292,6 +318,7 @@ destination = "{dir}/access.log"
         dir = dir.display(),
         admin_port = admin_port,
         server_extra = o.server_extra,
+        admin_extra = o.admin_extra,
         auth = o
             .auth
             .unwrap_or("[auth]\nsecret_env = \"GATEWAY_JWT_SECRET\"\nleeway_seconds = 0"),

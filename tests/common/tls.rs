@@ -173,6 +173,27 @@ impl H2Client {
         Ok((status, headers, response.into_body()))
     }
 
+    /// Starts an upload: the head and `first` bytes of the body, the stream
+    /// left open (the response, and the stream to send the rest or stall).
+    pub async fn start_upload(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        first: &[u8],
+    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), h2::Error> {
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(()).expect("request");
+        let mut send = self.send.clone().ready().await?;
+        let (response, mut stream) = send.send_request(req, false)?;
+        stream.send_data(Bytes::copy_from_slice(first), false)?;
+        Ok((response, stream))
+    }
+
     /// Sends one request and reads the whole response.
     pub async fn request(
         &self,

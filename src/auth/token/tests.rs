@@ -82,6 +82,58 @@ fn refusals_have_the_right_kind() {
 }
 
 #[test]
+fn a_configured_audience_and_issuer_must_be_present() {
+    let mut a = auth();
+    a.audience = Some("robeing".into());
+    a.issuer = Some("https://idp.test".into());
+    let v = JwtVerifier::with_secret(&a, SECRET);
+    let exp = now() + 600;
+    for (claims, ok) in [
+        (serde_json::json!({"username": "a", "exp": exp}), false),
+        (
+            serde_json::json!({"username": "a", "exp": exp, "iss": "https://idp.test"}),
+            false,
+        ),
+        (
+            serde_json::json!({"username": "a", "exp": exp, "aud": "robeing"}),
+            false,
+        ),
+        (
+            serde_json::json!({"username": "a", "exp": exp, "aud": "other", "iss": "https://idp.test"}),
+            false,
+        ),
+        (
+            serde_json::json!({"username": "a", "exp": exp, "aud": "robeing", "iss": "https://idp.test"}),
+            true,
+        ),
+    ] {
+        let t = sign(claims.clone(), Algorithm::HS256, SECRET);
+        assert_eq!(v.verify(&t).is_ok(), ok, "{claims}");
+    }
+}
+
+#[test]
+fn first_sight_is_asked_only_for_tokens_not_remembered() {
+    let a = auth();
+    let v = JwtVerifier::with_secret(&a, SECRET);
+    let t = mint(&a, &v.keys()[0], "alice", 60).unwrap();
+    assert_eq!(
+        v.verify_gated(&t, || false).unwrap_err(),
+        TokenError::FirstSightLimited
+    );
+    let mut asked = 0;
+    assert!(v
+        .verify_gated(&t, || {
+            asked += 1;
+            true
+        })
+        .is_ok());
+    // Remembered now: not asked again, even when the budget is spent.
+    assert!(v.verify_gated(&t, || unreachable!("asked twice")).is_ok());
+    assert_eq!(asked, 1);
+}
+
+#[test]
 fn bearer_header_parsing() {
     let mut h = http::HeaderMap::new();
     assert_eq!(bearer_token(&h), BearerToken::Missing);

@@ -50,6 +50,15 @@ pub fn jwks_refresh_seconds() -> u64 {
 pub fn jwks_timeout_ms() -> u64 {
     2000
 }
+/// 64 Slack bodies at their 1 MiB default limit; Slack's own are a few KiB.
+pub fn max_buffered_body_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+/// 10 a second sustained: an address spraying forged RS256 tokens costs at
+/// most ~4 ms of CPU a second; a NAT with 600 users signing in at once passes.
+pub fn first_sight_per_ip_per_minute() -> u32 {
+    600
+}
 pub fn rate_limit_max_keys() -> usize {
     100_000
 }
