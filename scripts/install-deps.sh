@@ -21,6 +21,9 @@ if [ "$want" = test ]; then
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     # The shared rate-limit tests start their own Redis on a free port.
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    # The IPv6 test gives the loopback of its own network namespace
+    # addresses with ip(8).
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

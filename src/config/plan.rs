@@ -61,6 +61,8 @@ pub struct Gateway {
     /// `server.max_buffered_body_bytes`: bodies held for signature checks,
     /// process-wide.
     pub max_buffered_body_bytes: u64,
+    /// `rate_limit.ipv6_prefix_length`: an IPv6 client is keyed by it.
+    pub ipv6_prefix_length: u8,
     /// `auth.first_sight_per_ip_per_minute` (0: no budget).
     pub first_sight_per_minute: u32,
     /// `server.allow_path_parameters`: `;` in a path segment passes.
@@ -182,6 +184,7 @@ impl Gateway {
             allow_path_parameters: config.server.allow_path_parameters,
             first_sight_per_minute: config.auth.first_sight_per_ip_per_minute,
             max_buffered_body_bytes: config.server.max_buffered_body_bytes,
+            ipv6_prefix_length: config.ipv6_prefix_length(),
             cors,
             upstreams,
             user_notify,
@@ -454,6 +457,7 @@ mod tests {
             redis_url_env: Some(var.into()),
             store_timeout_ms: 5,
             on_store_error: None,
+            ipv6_prefix_length: 64,
         }
     }
 

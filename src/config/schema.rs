@@ -27,6 +27,15 @@ pub struct Config {
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
+impl Config {
+    /// `rate_limit.ipv6_prefix_length`, or its default without `[rate_limit]`.
+    pub fn ipv6_prefix_length(&self) -> u8 {
+        self.rate_limit
+            .as_ref()
+            .map_or_else(defaults::ipv6_prefix_length, |l| l.ipv6_prefix_length)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
@@ -81,6 +90,11 @@ pub struct RateLimitConfig {
     pub store_timeout_ms: u64,
     /// What decides while Redis cannot: `local`, `allow` or `deny`.
     pub on_store_error: Option<String>,
+    /// An IPv6 client is keyed by this many leading bits (anonymous limits,
+    /// the first-sight budget, the per-address connection cap): one
+    /// subscriber holds a whole /64.
+    #[serde(default = "defaults::ipv6_prefix_length")]
+    pub ipv6_prefix_length: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -423,6 +423,11 @@ fn routes(routes: &[Spanned<RouteConfig>], source: &str, problems: &mut Problems
 /// `[rate_limit]`'s store keys: a known store, its URL variable, a
 /// fallback mode and a positive budget.
 fn limit_store(limit: &RateLimitConfig, problems: &mut Problems) {
+    problems.check(
+        (32..=128).contains(&limit.ipv6_prefix_length),
+        "rate_limit.ipv6_prefix_length",
+        "must be 32 to 128",
+    );
     match limit.store.as_deref() {
         None | Some("local") => {}
         Some("redis") => problems.check(

@@ -12,7 +12,7 @@
 //! pattern, not its position, so reordering routes keeps every budget.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
@@ -255,6 +255,10 @@ impl RateLimiter {
 
 /// The client address for limits: the peer, or, when the peer is a trusted
 /// proxy, the rightmost address of `X-Forwarded-For` it did not add itself.
+/// Hops are read right to left; `ip`, `ip:port`, `[v6]` and `[v6]:port`
+/// parse, and a hop that does not ends the walk at the last trusted address
+/// reached: never skipped, so an address a client wrote further left is
+/// never chosen.
 pub fn client_ip(
     peer: Option<IpAddr>,
     forwarded_for: &http::HeaderMap,
@@ -265,19 +269,60 @@ pub fn client_ip(
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = forwarded_for
-        .get_all(crate::proxy::forwarding::X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+    let mut client = peer;
+    let values = forwarded_for.get_all(crate::proxy::forwarding::X_FORWARDED_FOR);
+    for value in values.iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for hop in text.rsplit(',') {
+            let Some(ip) = parse_hop(hop) else {
+                return Some(client);
+            };
+            if !is_trusted(&ip) {
+                return Some(ip);
+            }
+            client = ip;
+        }
+    }
+    Some(client)
+}
+
+/// One `X-Forwarded-For` hop: `ip`, `ipv4:port`, `[ipv6]` or `[ipv6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return port_ok
+            .then(|| addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (addr, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The key of a client address for anonymous limits, the first-sight budget
+/// and the connection cap: an IPv4 address (IPv4-mapped too) as itself, an
+/// IPv6 address by its first `v6_prefix` bits (`[rate_limit]
+/// ipv6_prefix_length`): one subscriber gets a whole /64, and must not get
+/// 2^64 budgets.
+pub fn client_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let keep = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
+    }
 }
 
 #[cfg(test)]
@@ -422,5 +467,61 @@ mod tests {
         );
         assert_eq!(client_ip(Some(other), &h, &trusted), Some(other));
         assert_eq!(client_ip(Some(peer), &h, &[]), Some(peer));
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:ffff::9"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(client_key(ip("2001:db8:1:3::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2::1"), 128),
+            ip("2001:db8:1:2::1")
+        );
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(client_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn forwarded_hops_parse_strictly_and_stop_at_garbage() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let walk = |xff: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            client_ip(Some(ip("127.0.0.1")), &h, &trusted).unwrap()
+        };
+        assert_eq!(walk(&["198.51.100.7"]), ip("198.51.100.7"));
+        assert_eq!(walk(&["198.51.100.7:5555"]), ip("198.51.100.7"));
+        assert_eq!(walk(&["[2001:db8::7]:443"]), ip("2001:db8::7"));
+        assert_eq!(walk(&["[2001:db8::7]"]), ip("2001:db8::7"));
+        assert_eq!(
+            walk(&["203.0.113.9, 198.51.100.7, 127.0.0.2"]),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            walk(&["203.0.113.9", "198.51.100.7:80"]),
+            ip("198.51.100.7")
+        );
+        // Garbage ends the walk at the last trusted address: the address
+        // written further left is never chosen.
+        assert_eq!(walk(&["203.0.113.9, garbage"]), ip("127.0.0.1"));
+        assert_eq!(walk(&["203.0.113.9, 127.0.0.5, [::1"]), ip("127.0.0.1"));
+        assert_eq!(walk(&["203.0.113.9, 198.51.100.7:99999"]), ip("127.0.0.1"));
+        assert_eq!(walk(&["203.0.113.9, garbage, 127.0.0.5"]), ip("127.0.0.5"));
+        assert_eq!(walk(&["203.0.113.9,"]), ip("127.0.0.1"));
+        // Every hop trusted: the farthest one.
+        assert_eq!(walk(&["127.0.0.9, 127.0.0.5"]), ip("127.0.0.9"));
+        assert_eq!(walk(&[]), ip("127.0.0.1"));
     }
 }

@@ -37,6 +37,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::edge::limits::client_key;
 use crate::errors::{envelope_wire, GatewayError};
 use crate::observe::metrics::metrics;
 use crate::proxy::forwarding::generate_request_id;
@@ -52,6 +53,8 @@ pub struct ConnectionLimits {
     pub pressure_threshold: usize,
     /// Peers not capped: `server.trusted_proxies` carry many clients.
     pub uncapped: Vec<ipnet::IpNet>,
+    /// An IPv6 peer is counted by this prefix (`rate_limit.ipv6_prefix_length`).
+    pub ipv6_prefix_length: u8,
 }
 
 /// A [`ServerApp`] (the HTTP proxy) behind the per-connection defenses.
@@ -83,7 +86,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             return self.app.process_new(stream, shutdown).await;
         }
         let capped = client_ip(&stream)
-            .filter(|ip| !self.limits.uncapped.iter().any(|net| net.contains(ip)));
+            .filter(|ip| !self.limits.uncapped.iter().any(|net| net.contains(ip)))
+            .map(|ip| client_key(ip, self.limits.ipv6_prefix_length));
         let slot = match capped {
             Some(ip) => match self.open.acquire(ip, &self.limits) {
                 Some(slot) => Some(slot),
@@ -397,6 +401,7 @@ mod tests {
             max_per_ip,
             pressure_threshold,
             uncapped: Vec::new(),
+            ipv6_prefix_length: 64,
         }
     }
 

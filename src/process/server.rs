@@ -106,6 +106,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         max_per_ip: server.max_connections_per_ip,
         pressure_threshold: server.connection_pressure_threshold,
         uncapped: gateway.trusted_proxies.clone(),
+        ipv6_prefix_length: gateway.ipv6_prefix_length,
     };
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
     let source = std::mem::take(&mut loaded.source);

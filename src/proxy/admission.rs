@@ -62,17 +62,20 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     strip_identity_headers(session.req_header_mut());
     // Set before authentication, so refusals are counted on their route.
     ctx.route = Some(route.clone());
+    // The client as limits see it: resolved through trusted proxies, an
+    // IPv6 address by its prefix.
     let client_ip = || {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        limits::client_ip(
+        let ip = limits::client_ip(
             peer,
             &session.req_header().headers,
             &gateway.trusted_proxies,
         )
-        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        limits::client_key(ip, gateway.ipv6_prefix_length)
     };
     // On a public route a valid token still gets identity;
     // a missing or bad one, or a user the directory cannot vouch for,

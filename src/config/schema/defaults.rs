@@ -59,6 +59,10 @@ pub fn max_buffered_body_bytes() -> u64 {
 pub fn first_sight_per_ip_per_minute() -> u32 {
     600
 }
+/// What one subscriber gets (RFC 6177).
+pub fn ipv6_prefix_length() -> u8 {
+    64
+}
 pub fn rate_limit_max_keys() -> usize {
     100_000
 }
