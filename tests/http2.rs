@@ -576,3 +576,93 @@ async fn h2_over_tls_to_upstreams_checks_their_certificate() {
         "{received:?}"
     );
 }
+
+// Client connections have deadlines on both protocols (SECURITY.md,
+// "Bounded resources"): an HTTP/1.1 connection idle between requests and an
+// HTTP/2 connection with no open stream close after
+// `client_idle_timeout_seconds`; an HTTP/2 header block that never ends
+// (HEADERS without END_HEADERS, then nothing) closes its connection after
+// `header_timeout_ms`. A well-behaved client stays fast meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_unfinished_connections_are_closed() {
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "idle");
+    let up = Upstream::start();
+    let tls_port = free_port();
+    let server_extra = format!(
+        "client_idle_timeout_seconds = 3\nheader_timeout_ms = 500\n{}",
+        tls_block(tls_port, &cert, &key, "")
+    );
+    let routes = route("/public/*", up.port, false, "");
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: &server_extra,
+        ..GatewayOptions::new(&routes)
+    });
+    let well_behaved = {
+        let client = H2Client::connect(tls_port, &cert).await;
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..20 {
+                let started = std::time::Instant::now();
+                assert_eq!(client.get("/public/x", &[]).await.status, 200);
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            slowest
+        })
+    };
+    let idle_h1 = async {
+        let mut conn = Conn::connect(gw.port).await;
+        assert_eq!(conn.request("GET", "/public/x", &[], b"").await.status, 200);
+        let started = std::time::Instant::now();
+        let mut stream = conn.into_inner();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(8),
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+        )
+        .await;
+        assert!(read.is_ok(), "an idle HTTP/1.1 connection was kept");
+        started.elapsed()
+    };
+    let idle_h2 = async {
+        let mut raw = RawH2::connect(tls_port, &cert).await;
+        raw.closed_within(Duration::from_secs(8))
+            .await
+            .expect("an idle HTTP/2 connection was kept")
+    };
+    let unfinished_h2 = async {
+        let mut raw = RawH2::connect(tls_port, &cert).await;
+        let block = hpack_literals(&[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/public/x"),
+        ]);
+        // No END_HEADERS: a CONTINUATION is owed, and never comes.
+        raw.send_frame(frame::HEADERS, frame::END_STREAM, 1, &block)
+            .await
+            .unwrap();
+        raw.closed_within(Duration::from_secs(8))
+            .await
+            .expect("an unfinished header block was kept")
+    };
+    let (h1, h2, unfinished) = tokio::join!(idle_h1, idle_h2, unfinished_h2);
+    assert!(
+        h1 >= Duration::from_millis(2500) && h1 < Duration::from_secs(6),
+        "idle HTTP/1.1 closed after {h1:?}"
+    );
+    assert!(
+        h2 >= Duration::from_millis(2500) && h2 < Duration::from_secs(6),
+        "idle HTTP/2 closed after {h2:?}"
+    );
+    assert!(
+        unfinished < Duration::from_millis(2000),
+        "unfinished header block closed after {unfinished:?}"
+    );
+    let slowest = well_behaved.await.unwrap();
+    assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
+    assert!(
+        metric_value(gw.admin_port, "gateway_header_timeouts_total").await >= 1,
+        "the unfinished block is counted"
+    );
+}

@@ -171,6 +171,10 @@ pub struct ServerConfig {
     /// close beyond); Pingora only bounds each read.
     #[serde(default = "defaults::header_timeout_ms")]
     pub header_timeout_ms: u64,
+    /// A client connection with no request in progress (HTTP/1.1 between
+    /// requests, HTTP/2 with no open stream) is closed after this.
+    #[serde(default = "defaults::client_idle_timeout_seconds")]
+    pub client_idle_timeout_seconds: u64,
     /// Concurrent connections one client IP may hold (0: no cap)...
     #[serde(default = "defaults::max_connections_per_ip")]
     pub max_connections_per_ip: usize,

@@ -133,6 +133,10 @@ fn server(server: &ServerConfig, problems: &mut Problems) {
     );
     problems.positive("server.max_uri_bytes", server.max_uri_bytes as u64);
     problems.positive("server.header_timeout_ms", server.header_timeout_ms);
+    problems.positive(
+        "server.client_idle_timeout_seconds",
+        server.client_idle_timeout_seconds,
+    );
     problems.positive("server.max_header_bytes", server.max_header_bytes as u64);
     problems.check(
         server.grace_period_seconds <= server.graceful_shutdown_timeout_seconds,

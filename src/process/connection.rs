@@ -37,6 +37,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::h2_headers::HeaderBlockWatch;
 use crate::edge::limits::client_key;
 use crate::errors::{envelope_wire, GatewayError};
 use crate::observe::metrics::metrics;
@@ -187,13 +188,17 @@ pub struct GuardedStream {
     /// Wakes the connection at the deadline. Armed only while a header spans
     /// reads, so a header that arrives in one read costs no timer.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// HTTP/2: where header blocks start and end (the clock runs while one
+    /// is open).
+    h2: Option<HeaderBlockWatch>,
     _slot: Option<IpSlot>,
 }
 
 impl GuardedStream {
     fn new(inner: Stream, timeout: Duration, slot: Option<IpSlot>) -> Self {
         // HTTP/2 (ALPN h2, after the TLS handshake) multiplexes requests on
-        // the connection: the per-request header clock does not apply.
+        // the connection: the clock runs while a header block is open
+        // (`h2_headers`), not per request.
         let http1 = !matches!(
             inner.selected_alpn_proto(),
             Some(pingora::protocols::ALPN::H2)
@@ -206,15 +211,23 @@ impl GuardedStream {
             // sending nothing is the cheapest slowloris of all.
             header_started: http1.then(Instant::now),
             timer: None,
+            h2: (!http1).then(HeaderBlockWatch::default),
             _slot: slot,
         }
     }
 
-    /// Best effort: a 408 envelope, then the read fails and Pingora closes.
+    /// Best effort: a 408 envelope (HTTP/1 only: on HTTP/2 the connection
+    /// just closes), then the read fails and Pingora closes.
     fn refuse(&mut self, cx: &mut Context<'_>) -> io::Error {
         metrics().header_timeouts.inc();
         self.header_started = None;
         self.timer = None;
+        if self.h2.is_some() {
+            return io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP/2 header block deadline passed",
+            );
+        }
         let request_id = generate_request_id();
         // The one renderer's envelope: rendering a fixed error cannot fail.
         let wire = envelope_wire(&GatewayError::RequestTimeout, &request_id).unwrap_or_default();
@@ -242,6 +255,16 @@ pub fn header_complete(session: &pingora::proxy::Session) {
     }
 }
 
+/// HTTP/1.1 keep-alive is bounded: Pingora makes it unlimited for every
+/// request that does not say `Connection: close`, so a connection idle
+/// between requests would be held forever. One that will close anyway
+/// (`None`) is left so.
+pub fn bound_keepalive(session: &mut pingora::proxy::Session, idle_seconds: u64) {
+    if session.as_downstream().get_keepalive() == Some(0) {
+        session.set_keepalive(Some(idle_seconds));
+    }
+}
+
 /// The request is done: the next header's clock starts at its first byte.
 pub fn awaiting_next_header(session: &pingora::proxy::Session) {
     if let Some(guard) = guard_of(session) {
@@ -257,7 +280,7 @@ impl AsyncRead for GuardedStream {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let awaiting = this.awaiting_header.load(Ordering::Relaxed);
-        if !awaiting {
+        if !awaiting && this.h2.is_none() {
             this.header_started = None;
             this.timer = None;
         }
@@ -279,6 +302,18 @@ impl AsyncRead for GuardedStream {
                 }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(this.refuse(cx)));
+                }
+            }
+            (Poll::Ready(Ok(())), _) if this.h2.is_some() => {
+                let open = this
+                    .h2
+                    .as_mut()
+                    .is_some_and(|h2| h2.feed(&buf.filled()[filled..]));
+                if !open {
+                    this.header_started = None;
+                    this.timer = None;
+                } else if this.header_started.is_none() {
+                    this.header_started = Some(Instant::now());
                 }
             }
             // The first byte of a later request: its header clock starts.

@@ -2,10 +2,11 @@
 //! server wiring ([`server`]), signals, draining and in-place reload
 //! ([`lifecycle`]), the files of a handoff ([`handoff`]) and the command
 //! that drives one ([`reload`]), and the per-connection guards below HTTP
-//! ([`connection`]).
+//! ([`connection`], with [`h2_headers`] for HTTP/2 header blocks).
 
 pub mod cli;
 pub mod connection;
+pub mod h2_headers;
 pub mod handoff;
 pub mod lifecycle;
 pub mod reload;

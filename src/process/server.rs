@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
@@ -131,10 +132,20 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         lifecycle.take_over_state();
     }
 
-    let proxy = pingora::proxy::http_proxy(
+    let mut proxy = pingora::proxy::http_proxy(
         &pingora.configuration,
-        GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
+        GatewayProxy::new(
+            shared.clone(),
+            lifecycle.draining(),
+            access_log.clone(),
+            server.client_idle_timeout_seconds,
+        ),
     );
+    // An HTTP/2 connection with no open stream closes after the idle time
+    // (HTTP/1.1: `connection::bound_keepalive`).
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(Duration::from_secs(server.client_idle_timeout_seconds));
+    proxy.server_options = Some(options);
     let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
     add_client_listeners(&mut proxy, &server, &shared)?;
     pingora.add_service(proxy);

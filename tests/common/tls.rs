@@ -338,6 +338,22 @@ impl RawH2 {
         }
     }
 
+    /// How long until the server closes the connection (frames it sends
+    /// meanwhile are read and dropped), or `None` if it is still open after
+    /// `limit`.
+    pub async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        let mut chunk = [0u8; 16384];
+        loop {
+            let left = limit.checked_sub(started.elapsed())?;
+            match tokio::time::timeout(left, self.tls.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
     fn take_frame(&mut self) -> Option<RawFrame> {
         if self.buf.len() < 9 {
             return None;

@@ -50,6 +50,10 @@ pub fn jwks_refresh_seconds() -> u64 {
 pub fn jwks_timeout_ms() -> u64 {
     2000
 }
+/// nginx's `keepalive_timeout` is 75 s; Pingora's HTTP/1 default is 60 s.
+pub fn client_idle_timeout_seconds() -> u64 {
+    60
+}
 /// 64 Slack bodies at their 1 MiB default limit; Slack's own are a few KiB.
 pub fn max_buffered_body_bytes() -> u64 {
     64 * 1024 * 1024
