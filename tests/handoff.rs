@@ -238,3 +238,61 @@ async fn what_the_predecessor_counts_after_the_handoff_reaches_the_successor() {
     let r = get(gw.port, "/api/robeing/fifth", headers).await;
     assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
 }
+
+// `reload` signals only a robeing-gateway of the same user (SECURITY.md,
+// "Handoff files"): a pid file holding an unrelated process's pid is
+// refused with a clear error, the process is left alone, and the running
+// gateway keeps serving. A FIFO planted at every handoff path does not
+// hold up the next reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_signals_only_a_gateway_and_planted_files_do_not_stall_it() {
+    let up = Upstream::start();
+    let routes = route("/api/*", up.port, false, "");
+    let gw = Gateway::start_with(options(&routes));
+    let pid_file = gw.config_path().with_file_name("gateway.pid");
+    let real_pid = std::fs::read_to_string(&pid_file).unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(&pid_file, format!("{}\n", sleeper.id())).unwrap();
+    let out = gw.reload();
+    assert!(!out.status.success(), "{out:?}");
+    // `reload` writes its error to stderr: the gateway's log file here.
+    let err = gw.log();
+    assert!(
+        err.contains(&format!("refusing to signal pid {}", sleeper.id()))
+            && err.contains("not robeing-gateway"),
+        "{err}"
+    );
+    assert!(sleeper.try_wait().unwrap().is_none(), "sleep was signalled");
+    let _ = sleeper.kill();
+    assert_eq!(get(gw.port, "/api/x", &[]).await.status, 200);
+
+    // Back to the real pid, with a FIFO at every handoff path.
+    std::fs::write(&pid_file, real_pid).unwrap();
+    let sock = gw.upgrade_sock();
+    for suffix in [
+        "config.json",
+        "identity.json",
+        "limits.json",
+        "limits.final.json",
+        "upstreams.json",
+    ] {
+        let path = format!("{}.{suffix}", sock.display());
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let started = Instant::now();
+    let out = gw.reload();
+    assert_reload_ok(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "reload took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(gw.port, "/api/x", &[]).await.status, 200);
+}

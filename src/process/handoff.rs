@@ -19,12 +19,14 @@
 //! successor in the final file, written as the predecessor exits and merged
 //! by [`merge_final_limits`].
 //!
-//! Every file is written atomically with mode 0600 and deleted by its
-//! reader. It is read only when it is a regular file owned by this
-//! process's user and closed to group and others: the directory of
+//! Every file is written atomically with mode 0600 (through a fresh
+//! temporary name created with `O_EXCL|O_NOFOLLOW`) and deleted by its
+//! reader. It is opened without following links or blocking, and read only
+//! when the opened file is a regular file owned by this process's user,
+//! closed to group and others and of bounded size: the directory of
 //! `upgrade_sock` is trusted no further than that.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,6 +44,8 @@ use crate::upstream::peer::PeerSnapshot;
 /// how long at most (past any drain bound a predecessor may have).
 const FINAL_POLL: Duration = Duration::from_millis(50);
 const FINAL_WAIT: Duration = Duration::from_secs(120);
+/// The largest handoff file read (a full identity cache is a few MiB).
+pub const MAX_HANDOFF_BYTES: u64 = 256 * 1024 * 1024;
 
 /// One of the files of a handoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,19 +104,35 @@ impl HandoffFile {
         write_atomically(&self.path(server), &bytes, 0o600)
     }
 
-    /// Reads and deletes the file; `Ok(None)` when there is none.
+    /// Reads and deletes the file; `Ok(None)` when there is none. The file
+    /// is opened first, without following a symbolic link and without
+    /// blocking (a FIFO planted there would hang a plain read), and the
+    /// opened descriptor is checked (a regular file of this user, closed to
+    /// group and others, at most [`MAX_HANDOFF_BYTES`]) before a byte is read.
     pub fn take<T: DeserializeOwned>(
         self,
         server: &ServerConfig,
     ) -> Result<Option<T>, HandoffError> {
         let path = self.path(server);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(HandoffError::Read(path, e)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    return Err(HandoffError::Untrusted(path, "a symbolic link"));
+                }
+                return Err(HandoffError::Read(path, e));
+            }
         };
-        let bytes = std::fs::read(&path);
         let _ = std::fs::remove_file(&path);
+        let meta = file
+            .metadata()
+            .map_err(|e| HandoffError::Read(path.clone(), e))?;
         if !meta.file_type().is_file() {
             return Err(HandoffError::Untrusted(path, "not a regular file"));
         }
@@ -122,7 +142,16 @@ impl HandoffFile {
         if meta.mode() & 0o077 != 0 {
             return Err(HandoffError::Untrusted(path, "open to group or others"));
         }
-        let bytes = bytes.map_err(|e| HandoffError::Read(path.clone(), e))?;
+        if meta.len() > MAX_HANDOFF_BYTES {
+            return Err(HandoffError::Untrusted(
+                path,
+                "larger than a handoff file can be",
+            ));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::take(&file, MAX_HANDOFF_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| HandoffError::Read(path.clone(), e))?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| HandoffError::Format(path, e))
@@ -245,20 +274,30 @@ pub fn merge_final_limits(
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees a
-/// half-written file.
+/// half-written file. The temporary name is new each time and created with
+/// `O_EXCL|O_NOFOLLOW`: nothing planted in the directory (a symbolic link
+/// at a predictable name) receives the bytes.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.{nanos:08x}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(mode)
         .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -315,5 +354,93 @@ mod tests {
         );
         assert!(!path.exists());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_symlink_or_fifo_is_refused_without_reading_or_blocking() {
+        let dir = temp_dir("planted");
+        let server = server_in(&dir);
+        let secret = dir.join("secret.json");
+        std::fs::write(&secret, "[]").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = HandoffFile::Identity.path(&server);
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let taken = HandoffFile::Identity.take::<Vec<SnapshotEntry>>(&server);
+        assert!(
+            matches!(taken, Err(HandoffError::Untrusted(_, "a symbolic link"))),
+            "{taken:?}"
+        );
+        assert!(secret.exists(), "the link's target is left alone");
+        // A FIFO: nothing writes to it, and taking it returns at once.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let started = Instant::now();
+        let taken = HandoffFile::Identity.take::<Vec<SnapshotEntry>>(&server);
+        assert!(
+            matches!(taken, Err(HandoffError::Untrusted(_, "not a regular file"))),
+            "{taken:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!path.exists(), "the FIFO is removed");
+    }
+
+    #[test]
+    fn a_file_of_another_user_is_refused() {
+        let dir = temp_dir("nobody");
+        let server = server_in(&dir);
+        let path = HandoffFile::Limits.path(&server);
+        std::fs::write(&path, "[]").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Giving a file away needs root, as `make test` runs.
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("user nobody");
+        std::os::unix::fs::chown(&path, Some(nobody.uid.as_raw()), None).unwrap();
+        let taken = HandoffFile::Limits.take::<Vec<LimitSnapshotEntry>>(&server);
+        assert!(
+            matches!(
+                taken,
+                Err(HandoffError::Untrusted(_, "owned by another user"))
+            ),
+            "{taken:?}"
+        );
+    }
+
+    #[test]
+    fn writes_never_go_through_a_planted_link() {
+        let dir = temp_dir("write");
+        let server = server_in(&dir);
+        let path = HandoffFile::Identity.path(&server);
+        let target = dir.join("elsewhere");
+        // The temporary name writes used to take, and the final name.
+        let mut old_tmp = path.as_os_str().to_owned();
+        old_tmp.push(".tmp");
+        std::os::unix::fs::symlink(&target, &old_tmp).unwrap();
+        HandoffFile::Identity
+            .leave(&server, &Vec::<SnapshotEntry>::new())
+            .unwrap();
+        assert!(!target.exists(), "nothing written through the link");
+        // A link at the final name is replaced, not followed.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        HandoffFile::Identity
+            .leave(&server, &Vec::<SnapshotEntry>::new())
+            .unwrap();
+        assert!(!target.exists());
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_file());
+        // No temporary file is left behind.
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|e| e.path() != PathBuf::from(&old_tmp))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

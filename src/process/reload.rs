@@ -49,6 +49,8 @@ pub enum ReloadError {
     Timeout(&'static str),
     #[error("cannot signal pid {0}: {1}")]
     Signal(i32, nix::Error),
+    #[error("refusing to signal pid {0} from {1}: {2}")]
+    NotAGateway(i32, String, String),
 }
 
 /// Stops a successor that never took over, so that no half-started
@@ -98,6 +100,31 @@ fn clear_stale_socket(path: &str) -> Result<(), ReloadError> {
     }
 }
 
+/// Whether `pid` is a robeing-gateway process of this user: a stale or
+/// planted pid file must not make `reload` signal another process.
+fn is_a_gateway_of_ours(pid: i32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let proc = format!("/proc/{pid}");
+    let meta = std::fs::metadata(&proc).map_err(|e| format!("{proc}: {e}"))?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!("it belongs to uid {}", meta.uid()));
+    }
+    let exe = std::fs::read_link(format!("{proc}/exe")).map_err(|e| format!("{proc}/exe: {e}"))?;
+    // A binary replaced on disk (an upgrade) reads as "NAME (deleted)".
+    let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.as_deref().map(|n| n.trim_end_matches(" (deleted)"));
+    let ours = std::env::current_exe().ok();
+    let ours = ours
+        .as_deref()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy());
+    if name.is_some() && name == ours.as_deref() {
+        Ok(())
+    } else {
+        Err(format!("it runs {}, not robeing-gateway", exe.display()))
+    }
+}
+
 /// Replaces the running instance; returns the successor's pid.
 pub fn reload(conf_path: &Path) -> Result<u32, ReloadError> {
     let Plan { loaded, .. } = plan(conf_path, None)?;
@@ -108,6 +135,8 @@ pub fn reload(conf_path: &Path) -> Result<u32, ReloadError> {
     kill(Pid::from_raw(old_pid), None).map_err(|e| {
         ReloadError::NotRunning(format!("pid {old_pid} from {}: {e}", server.pid_file))
     })?;
+    is_a_gateway_of_ours(old_pid)
+        .map_err(|why| ReloadError::NotAGateway(old_pid, server.pid_file.clone(), why))?;
     clear_stale_socket(&server.upgrade_sock)?;
 
     let exe = std::env::current_exe().map_err(ReloadError::Spawn)?;
