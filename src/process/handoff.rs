@@ -439,7 +439,7 @@ mod tests {
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            .filter(|e| e.path() != PathBuf::from(&old_tmp))
+            .filter(|e| e.path().as_os_str() != old_tmp.as_os_str())
             .collect();
         assert!(left.is_empty(), "{left:?}");
     }
