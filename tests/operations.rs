@@ -47,6 +47,14 @@ fn bad_configs_fail_with_the_key_named() {
     // Errors about a route name the line of its `[[routes]]` header.
     let first_route_line = base.lines().position(|l| l == "[[routes]]").unwrap() + 1;
     let empty_host = format!("routes[0] (line {first_route_line}).host: must not be empty");
+    // A directory every user may write to (not sticky) for the handoff files.
+    let open_dir = std::env::temp_dir().join(format!("robeing-open-{}", std::process::id()));
+    std::fs::create_dir_all(&open_dir).unwrap();
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let cases = [
         (
             base.replace("leeway_seconds = 30", "leeway_seconds = 30\nsecret = \"x\""),
@@ -98,6 +106,14 @@ fn bad_configs_fail_with_the_key_named() {
                 "port = 9000\nauth_required = true\nprotocol = \"h2\"\ntls_ca_file = \"/nonexistent/ca.pem\"",
             ),
             "tls_ca_file: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            base.replace(".dev/run/robeing-gateway.pid", "/tmp/robeing-gateway.pid"),
+            "server.pid_file: the directory /tmp is writable by other users (mode 1777)",
+        ),
+        (
+            base.replace(".dev/run/upgrade.sock", &format!("{}/upgrade.sock", open_dir.display())),
+            "is writable by other users (mode 777)",
         ),
         (
             base.replace("listen = \"127.0.0.1:9100\"", "listen = \"0.0.0.0:9100\""),

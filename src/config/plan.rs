@@ -96,12 +96,16 @@ pub fn plan(path: &Path, previous: Option<&Gateway>) -> Result<Plan, ConfigError
 pub fn plan_loaded(loaded: LoadedConfig, previous: Option<&Gateway>) -> Result<Plan, ConfigError> {
     let gateway = Gateway::rebuild(&loaded, previous);
     let log = AccessLog::check(&loaded.config.log);
+    let dirs = crate::process::handoff::check_private_dirs(&loaded.config.server);
     match (gateway, log) {
-        (Ok(gateway), Ok(())) => Ok(Plan { loaded, gateway }),
+        (Ok(gateway), Ok(())) if dirs.is_empty() => Ok(Plan { loaded, gateway }),
         (gateway, log) => {
             let mut problems = Problems::default();
             for e in [gateway.err(), log.err()].into_iter().flatten() {
                 problems.push(e);
+            }
+            for (key, message) in dirs {
+                problems.push(ConfigError::invalid(key, message));
             }
             Err(problems.into_error())
         }

@@ -273,6 +273,64 @@ pub fn merge_final_limits(
     }
 }
 
+/// `server.pid_file` and `server.upgrade_sock` (beside which the handoff
+/// files live) must sit in a directory no other user can write to: there,
+/// nobody can plant a link, a FIFO or a file of their own, nor replace the
+/// pid file or the socket. A missing directory is created 0700 (its
+/// parents too), as systemd's `RuntimeDirectory=` would; an existing one
+/// must be this user's or root's and closed to writes by group and others
+/// (a sticky `/tmp` included). Returns the problems, each with its key.
+pub fn check_private_dirs(server: &ServerConfig) -> Vec<(&'static str, String)> {
+    [
+        ("server.pid_file", &server.pid_file),
+        ("server.upgrade_sock", &server.upgrade_sock),
+    ]
+    .into_iter()
+    .filter_map(|(key, file)| {
+        let dir = match Path::new(file).parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        private_dir(dir).err().map(|message| (key, message))
+    })
+    .collect()
+}
+
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the directory {} is writable by other users (mode {:o}); use one only the \
+             gateway's user can write, such as /run/robeing-gateway (systemd \
+             RuntimeDirectory=)",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let uid = meta.uid();
+    if uid != 0 && uid != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "the directory {} belongs to uid {uid}, not this user",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees a
 /// half-written file. The temporary name is new each time and created with
 /// `O_EXCL|O_NOFOLLOW`: nothing planted in the directory (a symbolic link
@@ -442,5 +500,38 @@ mod tests {
             .filter(|e| e.path().as_os_str() != old_tmp.as_os_str())
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn handoff_paths_must_be_in_a_private_directory() {
+        let server = |dir: &Path| {
+            let mut server = server_in(dir);
+            server.pid_file = dir.join("gateway.pid").display().to_string();
+            server
+        };
+        let open = temp_dir("open-dir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let found = check_private_dirs(&server(&open));
+        let keys: Vec<_> = found.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            ["server.pid_file", "server.upgrade_sock"],
+            "{found:?}"
+        );
+        assert!(
+            found[0].1.contains("writable by other users (mode 1777)"),
+            "{found:?}"
+        );
+        let group = temp_dir("group-dir");
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert_eq!(check_private_dirs(&server(&group)).len(), 2);
+        let private = temp_dir("private-dir");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_private_dirs(&server(&private)).is_empty());
+        // Missing: created, closed to others.
+        let missing = private.join("run/robeing-gateway");
+        assert!(check_private_dirs(&server(&missing)).is_empty());
+        let mode = std::fs::metadata(&missing).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

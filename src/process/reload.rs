@@ -110,15 +110,19 @@ fn is_a_gateway_of_ours(pid: i32) -> Result<(), String> {
         return Err(format!("it belongs to uid {}", meta.uid()));
     }
     let exe = std::fs::read_link(format!("{proc}/exe")).map_err(|e| format!("{proc}/exe: {e}"))?;
-    // A binary replaced on disk (an upgrade) reads as "NAME (deleted)".
+    // The running binary may be an older version installed under another
+    // name (`robeing-gateway-1.2`), or replaced on disk ("NAME (deleted)").
     let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
-    let name = name.as_deref().map(|n| n.trim_end_matches(" (deleted)"));
     let ours = std::env::current_exe().ok();
     let ours = ours
         .as_deref()
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy());
-    if name.is_some() && name == ours.as_deref() {
+    let is_gateway = name.as_deref().is_some_and(|name| {
+        let name = name.trim_end_matches(" (deleted)");
+        name.starts_with("robeing-gateway") || Some(name) == ours.as_deref()
+    });
+    if is_gateway {
         Ok(())
     } else {
         Err(format!("it runs {}, not robeing-gateway", exe.display()))

@@ -85,11 +85,13 @@ pub fn log_queue_capacity() -> usize {
 pub fn threads() -> usize {
     2
 }
+/// A private runtime directory (systemd `RuntimeDirectory=robeing-gateway`):
+/// see `process::handoff::check_private_dirs`.
 pub fn pid_file() -> String {
-    "/tmp/robeing-gateway.pid".into()
+    "/run/robeing-gateway/robeing-gateway.pid".into()
 }
 pub fn upgrade_sock() -> String {
-    "/tmp/robeing-gateway-upgrade.sock".into()
+    "/run/robeing-gateway/upgrade.sock".into()
 }
 pub fn grace_period_seconds() -> u64 {
     1
