@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use super::database::Database;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -55,16 +57,14 @@ impl PostgresDirectory {
     /// connections (and their I/O tasks) live in the server's runtime.
     pub fn new(users: &UsersConfig, database_url: &str) -> Result<Self, ConfigError> {
         let key = "users.database_url_env";
-        let pg_config: tokio_postgres::Config = database_url
-            .parse()
-            .map_err(|e| ConfigError::invalid(key, format!("not a valid PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            pg_config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let database = Database::parse(database_url).map_err(|m| ConfigError::invalid(key, m))?;
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match database.tls {
+            Some(tls) => Manager::from_config(database.config, tls, manager_config()),
+            None => Manager::from_config(database.config, tokio_postgres::NoTls, manager_config()),
+        };
         let timeout = Duration::from_millis(users.query_timeout_ms);
         let pool = Pool::builder(manager)
             .max_size(users.pool_size)

@@ -148,7 +148,10 @@ impl IdentityCache {
             Ok(found) => found,
             Err(e) => {
                 metrics().directory_errors.inc();
-                log::warn!("user directory lookup failed: {e}");
+                log::warn!(
+                    "user directory lookup failed (users.database_url_env): {}",
+                    crate::observe::process_log::with_causes(&e)
+                );
                 let now = Instant::now();
                 // Stale-if-error: keep the last answer while it is within its
                 // window, and ask again in a second rather than per request.

@@ -1,7 +1,9 @@
 //! Who is asking: the bearer token ([`token`], verified with the static
 //! [`keys`] and the fetched [`jwks`]) and the user it names, resolved to a
-//! UUID through the [`directory`] and its cache ([`identity`]).
+//! UUID through the [`directory`] and its cache ([`identity`]); the
+//! PostgreSQL connection settings, TLS included, in [`database`].
 
+pub mod database;
 pub mod directory;
 pub mod identity;
 pub mod jwks;

@@ -23,8 +23,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::database::Database;
 use crate::config::plan::SharedGateway;
 use crate::observe::metrics::metrics;
+use crate::observe::process_log::with_causes;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -34,7 +36,7 @@ pub const PING_EVERY: Duration = Duration::from_secs(5);
 /// Where to listen: built by the config plan from `[users]`.
 #[derive(Clone)]
 pub struct NotifySource {
-    pub database: tokio_postgres::Config,
+    pub database: Database,
     /// Checked to be a plain identifier when the config was validated.
     pub channel: String,
 }
@@ -51,24 +53,32 @@ impl UserNotifications {
     /// One connection's life: connect, LISTEN, clear the cache, then evict
     /// on every notification until the connection fails.
     async fn listen(&self, source: &NotifySource, backoff: &mut Duration) -> Result<(), String> {
-        let (client, mut connection) = source
-            .database
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
         let (sender, mut usernames) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let driver = tokio::spawn(async move {
-            loop {
-                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(n))) => {
-                        let _ = sender.send(n.payload().to_owned());
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return format!("connection failed: {e}"),
-                    None => return "connection closed".to_owned(),
-                }
+        let database = &source.database;
+        let (client, driver) = match &database.tls {
+            Some(tls) => {
+                let (client, connection) = database
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
+                (
+                    client,
+                    tokio::spawn(forward_notifications(connection, sender)),
+                )
             }
-        });
+            None => {
+                let (client, connection) = database
+                    .config
+                    .connect(NoTls)
+                    .await
+                    .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
+                (
+                    client,
+                    tokio::spawn(forward_notifications(connection, sender)),
+                )
+            }
+        };
         let listening = client
             .batch_execute(&format!("LISTEN {}", source.channel))
             .await;
@@ -104,6 +114,28 @@ impl UserNotifications {
     }
 }
 
+/// Drives the connection (plain or TLS), sending each notification's
+/// payload on; returns why it ended.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                let _ = sender.send(n.payload().to_owned());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return format!("connection failed: {e}"),
+            None => return "connection closed".to_owned(),
+        }
+    }
+}
+
 #[async_trait]
 impl BackgroundService for UserNotifications {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -122,7 +154,7 @@ impl BackgroundService for UserNotifications {
                 // Not configured (now): look again after a while (SIGHUP).
                 Ok(()) => Duration::from_secs(1),
                 Err(e) => {
-                    log::warn!("user change notifications: {e}; retrying in {backoff:?} (cache TTL bounds staleness meanwhile)");
+                    log::warn!("user change notifications (users.database_url_env): {e}; retrying in {backoff:?} (cache TTL bounds staleness meanwhile)");
                     let wait = backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     wait

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::auth::database::Database;
 use crate::auth::identity::IdentityCache;
 use crate::auth::jwks::Jwks;
 use crate::auth::keys::load_keys;
@@ -219,10 +220,9 @@ fn notify_source(users: &UsersConfig) -> Result<Option<NotifySource>, ConfigErro
     let key = "users.database_url_env";
     let url = std::env::var(var)
         .map_err(|_| ConfigError::invalid(key, format!("environment variable {var} is not set")))?;
-    let mut database: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| ConfigError::invalid(key, format!("{var}: {e}")))?;
-    database.connect_timeout(Duration::from_secs(2));
+    let mut database =
+        Database::parse(&url).map_err(|m| ConfigError::invalid(key, format!("{var}: {m}")))?;
+    database.config.connect_timeout(Duration::from_secs(2));
     Ok(Some(NotifySource {
         database,
         channel: channel.clone(),
@@ -258,8 +258,23 @@ fn shared_limiter(
         })?;
     let fallback = StoreFallback::from_config(limit.on_store_error.as_deref())
         .map_err(|m| ConfigError::invalid("rate_limit.on_store_error", m))?;
+    let root_cert = match &limit.redis_ca_file {
+        None => None,
+        Some(path) => {
+            let ca_key = "rate_limit.redis_ca_file";
+            if !url.starts_with("rediss://") {
+                return Err(ConfigError::invalid(
+                    ca_key,
+                    format!("needs a rediss:// URL in {var} (TLS)"),
+                ));
+            }
+            crate::tls::read_root_store(path).map_err(|m| ConfigError::invalid(ca_key, m))?;
+            Some(std::fs::read(path).map_err(|e| ConfigError::invalid(ca_key, e.to_string()))?)
+        }
+    };
     SharedLimiter::new(
         &url,
+        root_cert,
         Duration::from_millis(limit.store_timeout_ms),
         fallback,
     )
@@ -462,6 +477,7 @@ mod tests {
             store_timeout_ms: 5,
             on_store_error: None,
             ipv6_prefix_length: 64,
+            redis_ca_file: None,
         }
     }
 

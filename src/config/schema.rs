@@ -85,6 +85,9 @@ pub struct RateLimitConfig {
     pub store: Option<String>,
     /// Environment variable holding the Redis URL (`store = "redis"`).
     pub redis_url_env: Option<String>,
+    /// PEM roots a `rediss://` server's certificate must chain to (else the
+    /// system's).
+    pub redis_ca_file: Option<PathBuf>,
     /// Budget of one decision in Redis.
     #[serde(default = "defaults::store_timeout_ms")]
     pub store_timeout_ms: u64,

@@ -166,8 +166,25 @@ pub struct SharedLimiter {
 impl SharedLimiter {
     /// Checks the URL now (a bad one is a configuration error); connects
     /// on first use.
-    pub fn new(url: &str, timeout: Duration, fallback: StoreFallback) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+    /// `root_cert`: PEM roots a `rediss://` server must chain to (else the
+    /// system's; the name is checked either way).
+    pub fn new(
+        url: &str,
+        root_cert: Option<Vec<u8>>,
+        timeout: Duration,
+        fallback: StoreFallback,
+    ) -> Result<Self, String> {
+        let client = match root_cert {
+            None => redis::Client::open(url),
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+        }
+        .map_err(|e| format!("not a Redis URL: {e}"))?;
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
             client,
@@ -265,8 +282,16 @@ impl SharedLimiter {
             let config = ConnectionManagerConfig::new()
                 .set_number_of_retries(0)
                 .set_connection_timeout(CONNECT_BUDGET);
-            let connection =
-                ConnectionManager::new_with_config(self.client.clone(), config).await?;
+            // Rare (once per failure's skip period), and someone must look:
+            // a store that refuses or fails its TLS check stays down.
+            let connection = ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .inspect_err(|e| {
+                    log::warn!(
+                        "shared rate limits: cannot connect to Redis \
+                         (rate_limit.redis_url_env, rate_limit.redis_ca_file): {e}"
+                    )
+                })?;
             let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
             tokio::spawn(drive(connection, waiting, self.timeout));
             Ok::<_, StoreError>(queue)
@@ -402,12 +427,14 @@ mod tests {
         assert!(StoreFallback::from_config(Some("open")).is_err());
         let bad = SharedLimiter::new(
             "http://127.0.0.1:1",
+            None,
             Duration::from_millis(5),
             StoreFallback::Local,
         );
         assert!(bad.err().unwrap().starts_with("not a Redis URL"));
         assert!(SharedLimiter::new(
             "redis://127.0.0.1:1/",
+            None,
             Duration::from_millis(5),
             StoreFallback::Local
         )

@@ -93,6 +93,24 @@ pub fn init(default_level: &str) {
     }
 }
 
+/// An error and its causes, for a log line: libraries often keep the cause
+/// out of their own text ("error performing TLS handshake"), and the cause
+/// is what tells an operator what to fix ("invalid peer certificate:
+/// UnknownIssuer").
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +173,18 @@ mod tests {
                 format_args!("failed to acquire reusable stream")
             ),
             Level::Error
+        );
+    }
+
+    #[test]
+    fn causes_are_appended_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error performing TLS handshake")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(
+            with_causes(&e),
+            "error performing TLS handshake: invalid peer certificate: UnknownIssuer"
         );
     }
 }

@@ -107,6 +107,28 @@ fn offers_tls13(hello: &ClientHello<'_>) -> bool {
 
 /// The certificate chain and key of a listener, read and matched now.
 /// Errors name the file.
+/// Trust anchors from a PEM file (`sslrootcert` of the directory's
+/// connection string, `rate_limit.redis_ca_file`): each certificate must be
+/// one rustls can use, and there must be one.
+pub fn read_root_store(path: &Path) -> Result<pingora::tls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{shown}: cannot read: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut store = pingora::tls::RootCertStore::empty();
+    for cert in certs {
+        store
+            .add(cert)
+            .map_err(|e| format!("{shown}: not a usable certificate: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err(format!("{shown} holds no PEM certificate"));
+    }
+    Ok(store)
+}
+
 pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
     pingora::tls::install_default_crypto_provider();
     let (cert, key) = (
