@@ -87,9 +87,11 @@ pub fn split_tls_options(url: &str) -> Result<(String, TlsMode), String> {
                 "sslmode={mode} needs sslrootcert (the PEM file of the roots to check against)"
             ))
         }
-        (Some(other), _) => return Err(format!(
+        (Some(other), _) => {
+            return Err(format!(
             "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-        )),
+        ))
+        }
     };
     Ok((rest, mode))
 }

@@ -181,7 +181,9 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("error performing TLS handshake")]
         struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        let e = Outer(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
         assert_eq!(
             with_causes(&e),
             "error performing TLS handshake: invalid peer certificate: UnknownIssuer"
