@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,38 +60,6 @@ impl Drop for PostgresTls {
     }
 }
 
-/// A certificate for `names` (subjectAltName entries) in `dir`.
-fn cert_for(dir: &Path, name: &str, names: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-        .args(["-addext", &format!("subjectAltName={names}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 async fn wait_for_metric(gw: &Gateway, series: &str, want: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -116,9 +84,9 @@ fn tls_connections(application: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_user_directory_link_is_encrypted_and_verified() {
     let dir = cert_dir();
-    let (cert, key) = cert_for(&dir, "postgres", "DNS:localhost,IP:127.0.0.1,IP:::1");
-    let (stranger, _) = cert_for(&dir, "stranger", "DNS:localhost,IP:127.0.0.1,IP:::1");
-    let (other_name, other_key) = cert_for(&dir, "other-name", "DNS:other.test");
+    let (cert, key) = make_cert_for(&dir, "postgres", "DNS:localhost,IP:127.0.0.1,IP:::1");
+    let (stranger, _) = make_cert_for(&dir, "stranger", "DNS:localhost,IP:127.0.0.1,IP:::1");
+    let (other_name, other_key) = make_cert_for(&dir, "other-name", "DNS:other.test");
     let _tls = PostgresTls::start(&cert, &key);
     let up = Upstream::start();
     let routes = route("/api/*", up.port, true, "");
@@ -257,8 +225,8 @@ impl Drop for TlsRedis {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shared_limiter_speaks_tls_to_redis_and_checks_it() {
     let dir = cert_dir();
-    let (cert, key) = cert_for(&dir, "redis", "DNS:localhost,IP:127.0.0.1");
-    let (stranger, _) = cert_for(&dir, "stranger", "DNS:localhost,IP:127.0.0.1");
+    let (cert, key) = make_cert_for(&dir, "redis", "DNS:localhost,IP:127.0.0.1");
+    let (stranger, _) = make_cert_for(&dir, "stranger", "DNS:localhost,IP:127.0.0.1");
     let redis = TlsRedis::start(&cert, &key);
     let up = Upstream::start();
     let start = |ca: &Path| {

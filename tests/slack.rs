@@ -278,15 +278,18 @@ async fn bodies_held_for_signatures_are_bounded_in_total() {
 
     // A signed request now: answered at once, with the envelope.
     let small = b"{\"type\":\"url_verification\"}";
+    let small_headers = signed(&ts, small);
+    let post_small = || {
+        send(
+            gw.port,
+            "POST",
+            "/gateway/slack/events",
+            &small_headers,
+            small,
+        )
+    };
     let started = std::time::Instant::now();
-    let r = send(
-        gw.port,
-        "POST",
-        "/gateway/slack/events",
-        &signed(&ts, small),
-        small,
-    )
-    .await;
+    let r = post_small().await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_envelope(&r, 503, "SERVICE_UNAVAILABLE");
 
@@ -301,13 +304,6 @@ async fn bodies_held_for_signatures_are_bounded_in_total() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = send(
-        gw.port,
-        "POST",
-        "/gateway/slack/events",
-        &signed(&ts, small),
-        small,
-    )
-    .await;
+    let r = post_small().await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -209,18 +209,28 @@ fn client_config(mode: &TlsMode) -> Result<ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        TlsMode::Plain | TlsMode::EncryptOnly => Arc::new(AnyCertificate(provider)),
-        TlsMode::Verify { roots, check_name } => {
-            let store = read_roots(roots)?;
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
-                .build()
-                .map_err(|e| format!("sslrootcert {roots}: {e}"))?;
-            if *check_name {
-                webpki
-            } else {
-                Arc::new(ChainOnly(webpki))
-            }
+        TlsMode::Verify {
+            roots,
+            check_name: true,
+        } => WebPkiServerVerifier::builder_with_provider(Arc::new(read_roots(roots)?), provider)
+            .build()
+            .map_err(|e| format!("sslrootcert {roots}: {e}"))?,
+        TlsMode::Verify { roots, .. } => {
+            let chain = WebPkiServerVerifier::builder_with_provider(
+                Arc::new(read_roots(roots)?),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| format!("sslrootcert {roots}: {e}"))?;
+            Arc::new(LibpqVerifier {
+                chain: Some(chain),
+                provider,
+            })
         }
+        TlsMode::Plain | TlsMode::EncryptOnly => Arc::new(LibpqVerifier {
+            chain: None,
+            provider,
+        }),
     };
     Ok(builder
         .dangerous()
@@ -232,12 +242,17 @@ fn read_roots(path: &str) -> Result<RootCertStore, String> {
     crate::tls::read_root_store(std::path::Path::new(path)).map_err(|m| format!("sslrootcert {m}"))
 }
 
-/// `verify-ca`: the chain must verify; the name is not checked (libpq's
-/// meaning: the roots are private to this database).
+/// libpq's weaker checks: `verify-ca` (`chain`: it must verify, the name
+/// is not checked, the roots being private to this database) and `require`
+/// without roots (no `chain`: the certificate taken as it comes). The
+/// handshake signature is checked either way.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct LibpqVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -247,10 +262,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 NotValidForName | NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -264,7 +279,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -273,61 +289,14 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `require` without roots: encrypted, the certificate taken as it comes
-/// (libpq's meaning; the handshake signature is still checked).
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

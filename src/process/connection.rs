@@ -47,6 +47,9 @@ use crate::proxy::forwarding::generate_request_id;
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
+    /// HTTP/1.1: a connection idle between requests closes after this
+    /// (`server.client_idle_timeout_seconds`).
+    pub idle_timeout: Duration,
     /// 0: no cap.
     pub max_per_ip: usize,
     /// Open (capped) connections from which on `max_per_ip` applies; 0:
@@ -102,7 +105,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             },
             None => None,
         };
-        let guarded = GuardedStream::new(stream, self.limits.header_timeout, slot);
+        let guarded = GuardedStream::new(stream, &self.limits, slot);
         self.app.process_new(Box::new(guarded), shutdown).await
     }
 
@@ -191,11 +194,19 @@ pub struct GuardedStream {
     /// HTTP/2: where header blocks start and end (the clock runs while one
     /// is open).
     h2: Option<HeaderBlockWatch>,
+    /// HTTP/1.1 between requests: since when the connection is idle, and
+    /// the bound. Pingora keeps such a connection forever, and its own
+    /// keep-alive timeout would register a timer for every request.
+    idle_timeout: Duration,
+    idle_since: Option<Instant>,
+    /// Armed once, reset only when it fires before the connection was idle
+    /// that long: a busy connection costs about one reset per idle period.
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     _slot: Option<IpSlot>,
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, timeout: Duration, slot: Option<IpSlot>) -> Self {
+    fn new(inner: Stream, limits: &ConnectionLimits, slot: Option<IpSlot>) -> Self {
         // HTTP/2 (ALPN h2, after the TLS handshake) multiplexes requests on
         // the connection: the clock runs while a header block is open
         // (`h2_headers`), not per request.
@@ -205,15 +216,37 @@ impl GuardedStream {
         );
         Self {
             inner,
-            timeout,
+            timeout: limits.header_timeout,
             awaiting_header: AtomicBool::new(http1),
             // The first request's clock starts at accept: connecting and
             // sending nothing is the cheapest slowloris of all.
             header_started: http1.then(Instant::now),
             timer: None,
             h2: (!http1).then(HeaderBlockWatch::default),
+            idle_timeout: limits.idle_timeout,
+            idle_since: None,
+            idle_timer: None,
             _slot: slot,
         }
+    }
+
+    /// HTTP/1.1, a read found nothing between requests: whether the
+    /// connection has now been idle for `idle_timeout` (else the timer will
+    /// wake it when it has).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        let deadline = since + self.idle_timeout;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            // It fired for an earlier idle period: wait for this one.
+            timer.as_mut().reset(deadline);
+        }
+        false
     }
 
     /// Best effort: a 408 envelope (HTTP/1 only: on HTTP/2 the connection
@@ -255,16 +288,6 @@ pub fn header_complete(session: &pingora::proxy::Session) {
     }
 }
 
-/// HTTP/1.1 keep-alive is bounded: Pingora makes it unlimited for every
-/// request that does not say `Connection: close`, so a connection idle
-/// between requests would be held forever. One that will close anyway
-/// (`None`) is left so.
-pub fn bound_keepalive(session: &mut pingora::proxy::Session, idle_seconds: u64) {
-    if session.as_downstream().get_keepalive() == Some(0) {
-        session.set_keepalive(Some(idle_seconds));
-    }
-}
-
 /// The request is done: the next header's clock starts at its first byte.
 pub fn awaiting_next_header(session: &pingora::proxy::Session) {
     if let Some(guard) = guard_of(session) {
@@ -291,6 +314,13 @@ impl AsyncRead for GuardedStream {
         let filled = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         match (&read, deadline) {
+            // Idle between requests (HTTP/1.1): past the bound, the read
+            // ends as if the client had closed, and Pingora closes quietly.
+            (Poll::Pending, None) if awaiting && this.h2.is_none() => {
+                if this.idle_expired(cx) {
+                    return Poll::Ready(Ok(()));
+                }
+            }
             (Poll::Pending, Some(deadline)) => {
                 // The header spans reads: wake at its deadline even if no
                 // further byte ever comes.
@@ -319,6 +349,7 @@ impl AsyncRead for GuardedStream {
             // The first byte of a later request: its header clock starts.
             (Poll::Ready(Ok(())), None) if awaiting && buf.filled().len() > filled => {
                 this.header_started = Some(Instant::now());
+                this.idle_since = None;
             }
             _ => {}
         }
@@ -433,6 +464,7 @@ mod tests {
     fn limits(max_per_ip: usize, pressure_threshold: usize) -> ConnectionLimits {
         ConnectionLimits {
             header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
             max_per_ip,
             pressure_threshold,
             uncapped: Vec::new(),

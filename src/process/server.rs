@@ -104,6 +104,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
     let limits = ConnectionLimits {
         header_timeout: Duration::from_millis(server.header_timeout_ms),
+        idle_timeout: Duration::from_secs(server.client_idle_timeout_seconds),
         max_per_ip: server.max_connections_per_ip,
         pressure_threshold: server.connection_pressure_threshold,
         uncapped: gateway.trusted_proxies.clone(),
@@ -134,15 +135,10 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
 
     let mut proxy = pingora::proxy::http_proxy(
         &pingora.configuration,
-        GatewayProxy::new(
-            shared.clone(),
-            lifecycle.draining(),
-            access_log.clone(),
-            server.client_idle_timeout_seconds,
-        ),
+        GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
     );
     // An HTTP/2 connection with no open stream closes after the idle time
-    // (HTTP/1.1: `connection::bound_keepalive`).
+    // (HTTP/1.1: `connection::GuardedStream`).
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(Duration::from_secs(server.client_idle_timeout_seconds));
     proxy.server_options = Some(options);

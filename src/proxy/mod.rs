@@ -56,9 +56,6 @@ pub struct GatewayProxy {
     /// close their connection, so clients move to the successor.
     draining: Arc<AtomicBool>,
     access_log: Arc<AccessLog>,
-    /// `server.client_idle_timeout_seconds` (read at start, like the
-    /// HTTP/2 one Pingora holds).
-    client_idle_seconds: u64,
 }
 
 impl GatewayProxy {
@@ -66,13 +63,11 @@ impl GatewayProxy {
         gateway: SharedGateway,
         draining: Arc<AtomicBool>,
         access_log: Arc<AccessLog>,
-        client_idle_seconds: u64,
     ) -> Self {
         Self {
             gateway,
             draining,
             access_log,
-            client_idle_seconds,
         }
     }
 
@@ -129,7 +124,6 @@ impl ProxyHttp for GatewayProxy {
         // default drops every request after the first.
         session.as_downstream_mut().set_pipelining_enabled(true);
         connection::header_complete(session);
-        connection::bound_keepalive(session, self.client_idle_seconds);
         ctx.compression
             .on_request(session, &ctx.gateway.compression)
     }

@@ -50,7 +50,10 @@ impl PathError {
 /// Spring strip them (`/admin;x/y` serves `/admin/y`), so the route decided
 /// on the segment `admin;x` and the upstream's would differ.
 pub fn has_path_parameters(normalized: &str) -> bool {
-    normalized.contains(';') || normalized.contains("%3B")
+    // Byte scans first: most paths hold neither byte, and a substring
+    // search sets up a searcher on every call.
+    let bytes = normalized.as_bytes();
+    bytes.contains(&b';') || (bytes.contains(&b'%') && normalized.contains("%3B"))
 }
 
 /// Normalizes `raw` (the path part of the request target, without query).

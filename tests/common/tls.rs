@@ -19,6 +19,11 @@ use tokio_rustls::TlsConnector;
 
 /// A self-signed certificate for localhost and 127.0.0.1 in `dir`.
 pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    make_cert_for(dir, name, "DNS:localhost,IP:127.0.0.1")
+}
+
+/// A self-signed certificate for `names` (subjectAltName entries) in `dir`.
+pub fn make_cert_for(dir: &Path, name: &str, names: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -27,7 +32,7 @@ pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .args(["req", "-x509", "-newkey", "ec"])
         .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
         .args(["-days", "2", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", &format!("subjectAltName={names}")])
         // Its own trust anchor, but not a CA: webpki (rustls) refuses a CA
         // certificate used as a server's.
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
