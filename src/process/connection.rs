@@ -316,10 +316,8 @@ impl AsyncRead for GuardedStream {
         match (&read, deadline) {
             // Idle between requests (HTTP/1.1): past the bound, the read
             // ends as if the client had closed, and Pingora closes quietly.
-            (Poll::Pending, None) if awaiting && this.h2.is_none() => {
-                if this.idle_expired(cx) {
-                    return Poll::Ready(Ok(()));
-                }
+            (Poll::Pending, None) if awaiting && this.h2.is_none() && this.idle_expired(cx) => {
+                return Poll::Ready(Ok(()));
             }
             (Poll::Pending, Some(deadline)) => {
                 // The header spans reads: wake at its deadline even if no
