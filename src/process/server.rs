@@ -97,19 +97,32 @@ fn add_client_listeners<A>(
     Ok(())
 }
 
-/// Starts the server and serves until it is told to stop.
-pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
-    let server = loaded.config.server.clone();
-    let admin = loaded.config.admin.clone();
-    let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
-    let limits = ConnectionLimits {
+/// The guards below HTTP (`process::connection`), from `[server]`.
+fn connection_limits(server: &ServerConfig, gateway: &Gateway) -> ConnectionLimits {
+    ConnectionLimits {
         header_timeout: Duration::from_millis(server.header_timeout_ms),
         idle_timeout: Duration::from_secs(server.client_idle_timeout_seconds),
         max_per_ip: server.max_connections_per_ip,
         pressure_threshold: server.connection_pressure_threshold,
         uncapped: gateway.trusted_proxies.clone(),
         ipv6_prefix_length: gateway.ipv6_prefix_length,
-    };
+    }
+}
+
+/// Pingora's HTTP server options: an HTTP/2 connection with no open stream
+/// closes after the idle time (HTTP/1.1's is kept by `GuardedStream`).
+fn server_options(server: &ServerConfig) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(Duration::from_secs(server.client_idle_timeout_seconds));
+    options
+}
+
+/// Starts the server and serves until it is told to stop.
+pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Result<(), ConfigError> {
+    let server = loaded.config.server.clone();
+    let admin = loaded.config.admin.clone();
+    let access_log = Arc::new(AccessLog::new(&loaded.config.log)?);
+    let limits = connection_limits(&server, &gateway);
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
     let source = std::mem::take(&mut loaded.source);
     let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone()));
@@ -137,11 +150,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         &pingora.configuration,
         GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
     );
-    // An HTTP/2 connection with no open stream closes after the idle time
-    // (HTTP/1.1: `connection::GuardedStream`).
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(Duration::from_secs(server.client_idle_timeout_seconds));
-    proxy.server_options = Some(options);
+    proxy.server_options = Some(server_options(&server));
     let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
     add_client_listeners(&mut proxy, &server, &shared)?;
     pingora.add_service(proxy);

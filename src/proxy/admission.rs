@@ -15,7 +15,7 @@ use crate::auth::token::{bearer_token, BearerToken};
 use crate::config::plan::Gateway;
 use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
 use crate::edge::shared_limits::StoreFallback;
-use crate::edge::slack::{HeldBytes, SlackGate};
+use crate::edge::slack::{HeldBytes, SlackGate, SlackVerifier};
 use crate::errors::GatewayError;
 use crate::observe::metrics::metrics;
 use crate::proxy::context::RequestCtx;
@@ -45,19 +45,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     ctx.upstream_uri = upstream_target(req.raw_path(), &req.uri, &path)?;
     check_declared_body(req, route.max_body_bytes)?;
     if let Some(verifier) = &route.slack {
-        // Stale or missing: refused before the upstream is contacted.
-        let pending = verifier
-            .check_headers(&req.headers, SystemTime::now())
-            .ok_or(GatewayError::InvalidSignature)?;
-        check_declared_body(req, verifier.max_body_bytes)?;
-        // Held until verified: reserved from the process's budget first.
-        let reserve = declared_length(req).unwrap_or(verifier.max_body_bytes);
-        let reserved =
-            HeldBytes::reserve(reserve, gateway.max_buffered_body_bytes).ok_or_else(|| {
-                metrics().buffered_body_refused.inc();
-                GatewayError::ServiceUnavailable
-            })?;
-        ctx.slack = Some(SlackGate::new(pending, reserved));
+        ctx.slack = Some(slack_gate(req, verifier, gateway.max_buffered_body_bytes)?);
     }
     strip_identity_headers(session.req_header_mut());
     // Set before authentication, so refusals are counted on their route.
@@ -77,9 +65,6 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         limits::client_key(ip, gateway.ipv6_prefix_length)
     };
-    // On a public route a valid token still gets identity;
-    // a missing or bad one, or a user the directory cannot vouch for,
-    // goes on anonymously.
     // A token seen for the first time spends its client's first-sight
     // budget before its signature is checked (refused: 429 unverified).
     let mut first_sight = None;
@@ -92,6 +77,9 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         ctx.rate_limit = Some(decision);
         return Err(GatewayError::RateLimitExceeded);
     }
+    // On a public route a valid token still gets identity;
+    // a missing or bad one, or a user the directory cannot vouch for,
+    // goes on anonymously.
     let identity = match verified {
         Ok(username) => match gateway.identity.resolve(&username).await {
             Ok(identity) => Some(identity),
@@ -114,6 +102,27 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     check_limit(&gateway, &route, subject, ctx).await?;
     ctx.identity = identity;
     Ok(())
+}
+
+/// A Slack-signed request's gate: a fresh timestamp and a well-formed
+/// signature in the headers (else 401 before the upstream is contacted), a
+/// declared body within the limit, and its body's room reserved from the
+/// process-wide budget (else 503 at once).
+fn slack_gate(
+    req: &RequestHeader,
+    verifier: &SlackVerifier,
+    budget: u64,
+) -> Result<SlackGate, GatewayError> {
+    let pending = verifier
+        .check_headers(&req.headers, SystemTime::now())
+        .ok_or(GatewayError::InvalidSignature)?;
+    check_declared_body(req, verifier.max_body_bytes)?;
+    let reserve = declared_length(req).unwrap_or(verifier.max_body_bytes);
+    let reserved = HeldBytes::reserve(reserve, budget).ok_or_else(|| {
+        metrics().buffered_body_refused.inc();
+        GatewayError::ServiceUnavailable
+    })?;
+    Ok(SlackGate::new(pending, reserved))
 }
 
 /// The origin-form URI to send upstream, if the request's differs from it.
