@@ -42,13 +42,33 @@ impl PostgresTls {
         ));
         psql("ALTER SYSTEM SET ssl = on");
         psql("SELECT pg_reload_conf()");
-        std::thread::sleep(Duration::from_millis(300));
+        // The reload is asynchronous: wait until new connections get it.
+        let cn = cert.file_stem().unwrap().to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served_certificate_cn().as_deref() != Some(cn.as_str()) {
+            assert!(Instant::now() < deadline, "PostgreSQL does not serve {cn}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn start(cert: &Path, key: &Path) -> Self {
         Self::serve(cert, key);
         Self
     }
+}
+
+/// The CN of the certificate PostgreSQL serves to a new connection.
+fn served_certificate_cn() -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-starttls", "postgres", "-connect"])
+        .arg(format!("localhost:{}", pg_port()))
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let subject = text.lines().find(|l| l.starts_with("subject="))?;
+    let cn = subject.split("CN").nth(1)?;
+    Some(cn.trim_start_matches([' ', '=']).trim().to_owned())
 }
 
 impl Drop for PostgresTls {
