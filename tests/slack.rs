@@ -274,6 +274,7 @@ async fn bodies_held_for_signatures_are_bounded_in_total() {
     assert!(held <= 64 * MIB as u64, "held {held}");
     assert!(refused >= 300 - 64, "refused {refused}");
     let grown_mib = (rss_kib(gw.pid()).saturating_sub(before)) / 1024;
+    eprintln!("held {held} bytes, refused {refused}, RSS grew by {grown_mib} MiB");
     assert!(grown_mib < 64 + 32, "RSS grew by {grown_mib} MiB");
 
     // A signed request now: answered at once, with the envelope.
