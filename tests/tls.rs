@@ -182,7 +182,8 @@ async fn an_unknown_server_name_gets_the_listener_certificate() {
     assert!(ok, "its own name is accepted");
 }
 
-// Missing files and a key that does not fit: errors name the listener.
+// Missing or unusable files and a key that does not fit: each error names
+// the listener and the file's own key (`cert_file` or `key_file`).
 #[test]
 fn bad_certificates_name_the_listener() {
     let dir = cert_dir();
@@ -196,8 +197,19 @@ fn bad_certificates_name_the_listener() {
         ),
         (
             cert.clone(),
+            dir.join("absent.key"),
+            "server.tls[0].key_file: cannot read",
+        ),
+        (cert.clone(), cert.clone(), "server.tls[0].key_file:"),
+        (
             other_key.clone(),
-            "does not fit the certificate",
+            other_key.clone(),
+            "server.tls[0].cert_file:",
+        ),
+        (
+            cert.clone(),
+            other_key.clone(),
+            "server.tls[0].key_file: the key in",
         ),
     ] {
         let conf = dir.join(unique("conf"));

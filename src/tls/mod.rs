@@ -129,23 +129,39 @@ pub fn read_root_store(path: &Path) -> Result<pingora::tls::RootCertStore, Strin
     Ok(store)
 }
 
-pub fn load_certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+/// A listener's certificate chain and key, each file read and parsed on
+/// its own so that a problem names the key it comes from (`cert_file` or
+/// `key_file`), then matched.
+pub fn load_certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<CertifiedKey, (&'static str, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     pingora::tls::install_default_crypto_provider();
-    let (cert, key) = (
-        cert_file.display().to_string(),
-        key_file.display().to_string(),
-    );
-    let read = pingora::tls::load_certs_and_key_files(&cert, &key)
-        .map_err(|e| format!("cannot read {cert} or {key}: {e}"))?;
-    let Some((chain, private_key)) = read else {
-        return Err(format!(
-            "{cert} holds no certificate or {key} no private key (PEM expected)"
-        ));
-    };
-    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider")?;
-    let chain = chain.into_iter().map(|c| c.into_owned()).collect();
-    CertifiedKey::from_der(chain, private_key.clone_key(), provider)
-        .map_err(|e| format!("the key in {key} does not fit the certificate in {cert}: {e}"))
+    let (cert, key) = (cert_file.display(), key_file.display());
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| ("cert_file", format!("cannot read {cert}: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ("cert_file", format!("{cert}: {e}")))?;
+    if chain.is_empty() {
+        return Err(("cert_file", format!("{cert} holds no PEM certificate")));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| match e {
+        rustls::pki_types::pem::Error::Io(e) => ("key_file", format!("cannot read {key}: {e}")),
+        e => (
+            "key_file",
+            format!("{key} holds no usable PEM private key: {e}"),
+        ),
+    })?;
+    let provider =
+        CryptoProvider::get_default().ok_or(("cert_file", "no TLS crypto provider".into()))?;
+    CertifiedKey::from_der(chain, private_key, provider).map_err(|e| {
+        (
+            "key_file",
+            format!("the key in {key} does not fit the certificate in {cert}: {e}"),
+        )
+    })
 }
 
 /// Pingora's settings for one listener: the running configuration's
@@ -182,7 +198,7 @@ pub fn listeners(
                     .hsts_max_age_seconds
                     .and_then(|age| HeaderValue::try_from(format!("max-age={age}")).ok()),
             }),
-            Err(m) => problems.push((format!("server.tls[{i}].cert_file"), m)),
+            Err((file_key, m)) => problems.push((format!("server.tls[{i}].{file_key}"), m)),
         }
     }
     for old in previous {
