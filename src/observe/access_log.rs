@@ -9,6 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -46,6 +47,10 @@ pub struct AccessLog {
     sender: Option<SyncSender<AccessEntry>>,
     /// Taken by the writer thread when the server starts (after any fork).
     writer: Mutex<Option<(Receiver<AccessEntry>, Sink, LogFormat)>>,
+    /// A file destination, opened anew when [`Self::reopen`] asks (SIGUSR1:
+    /// logrotate renamed it).
+    file: Option<String>,
+    reopen_requested: Arc<AtomicBool>,
 }
 
 fn open_file(path: &str) -> Result<std::fs::File, ConfigError> {
@@ -73,6 +78,8 @@ impl AccessLog {
                 return Ok(Self {
                     sender: None,
                     writer: Mutex::new(None),
+                    file: None,
+                    reopen_requested: Arc::default(),
                 })
             }
             "stdout" => Box::new(std::io::stdout()),
@@ -80,10 +87,25 @@ impl AccessLog {
             path => Box::new(open_file(path)?),
         };
         let (sender, receiver) = sync_channel(config.queue_capacity);
+        let file = match config.destination.as_str() {
+            "stdout" | "stderr" => None,
+            path => Some(path.to_owned()),
+        };
         Ok(Self {
             sender: Some(sender),
             writer: Mutex::new(Some((receiver, sink, config.format))),
+            file,
+            reopen_requested: Arc::default(),
         })
+    }
+
+    /// SIGUSR1: a file destination is opened anew by its path at the
+    /// writer's next drain (within 50 ms). Lines written before stay in
+    /// the file that was renamed; nothing queued is lost.
+    pub fn reopen(&self) {
+        if self.file.is_some() {
+            self.reopen_requested.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether lines are written at all (`destination = "off"`: no).
@@ -110,9 +132,13 @@ impl AccessLog {
         let Some((receiver, sink, format)) = taken else {
             return;
         };
+        let reopen = Reopen {
+            file: self.file.clone(),
+            requested: self.reopen_requested.clone(),
+        };
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(receiver, sink, format))
+            .spawn(move || write_lines(receiver, sink, format, reopen))
             .map(|_| ())
             .unwrap_or_else(|e| log::error!("cannot start the access-log writer: {e}"));
     }
@@ -127,32 +153,61 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// full and at the end of every drain.
 const BATCH_BYTES: usize = 64 * 1024;
 
-fn write_lines(receiver: Receiver<AccessEntry>, mut sink: Sink, format: LogFormat) {
+/// The writer's side of [`AccessLog::reopen`].
+struct Reopen {
+    file: Option<String>,
+    requested: Arc<AtomicBool>,
+}
+
+impl Reopen {
+    /// The file opened anew, when asked; on failure the old one is kept
+    /// (lines go on to the renamed file) and the operator is told.
+    fn take(&self) -> Option<Sink> {
+        if !self.requested.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        let path = self.file.as_deref()?;
+        match open_file(path) {
+            Ok(file) => Some(Box::new(file)),
+            Err(e) => {
+                log::error!(
+                    "SIGUSR1: cannot reopen the access log, still writing to the old file: {e}"
+                );
+                None
+            }
+        }
+    }
+}
+
+fn write_lines(receiver: Receiver<AccessEntry>, mut sink: Sink, format: LogFormat, reopen: Reopen) {
     let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
     let mut lines = LineFormatter::new(format);
-    let mut write_out = |batch: &mut Vec<u8>| {
+    let write_out = |sink: &mut Sink, batch: &mut Vec<u8>| {
         let _ = sink.write_all(batch).and_then(|()| sink.flush());
         batch.clear();
     };
     loop {
         std::thread::sleep(DRAIN_INTERVAL);
+        if let Some(reopened) = reopen.take() {
+            sink = reopened;
+        }
         loop {
             match receiver.try_recv() {
                 Ok(entry) => {
                     lines.append(&entry, &mut batch);
                     if batch.len() >= BATCH_BYTES {
-                        write_out(&mut batch);
+                        write_out(&mut sink, &mut batch);
                     }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    write_out(&mut batch);
+                    write_out(&mut sink, &mut batch);
                     return;
                 }
             }
         }
         if !batch.is_empty() {
-            write_out(&mut batch);
+            write_out(&mut sink, &mut batch);
         }
     }
 }

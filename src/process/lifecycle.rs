@@ -14,6 +14,7 @@
 //!   atomically; listeners and connections are untouched, and a bad file
 //!   is logged and ignored. (Pingora itself does not handle SIGHUP, whose
 //!   default action would kill the process.)
+//! - SIGUSR1 (logrotate): a file access log is opened anew by its path.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use tokio::sync::broadcast;
 
 use crate::config::plan::{plan_loaded, SharedGateway};
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
+use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::handoff::{self, HandoffFile, OfferedConfig};
 
@@ -69,6 +71,8 @@ pub struct Lifecycle {
     draining: Arc<AtomicBool>,
     /// Set on SIGQUIT: the successor awaits this process's final counters.
     handed_over: AtomicBool,
+    /// Reopened on SIGUSR1 (logrotate).
+    access_log: Arc<AccessLog>,
 }
 
 /// The pid recorded in `pid_file`, if any.
@@ -77,7 +81,7 @@ pub fn read_pid_file(pid_file: &str) -> Option<i32> {
 }
 
 impl Lifecycle {
-    pub fn new(loaded: LoadedConfig, gateway: SharedGateway) -> Self {
+    pub fn new(loaded: LoadedConfig, gateway: SharedGateway, access_log: Arc<AccessLog>) -> Self {
         Self {
             conf_path: loaded.path,
             server: loaded.config.server.clone(),
@@ -85,6 +89,7 @@ impl Lifecycle {
             gateway,
             draining: Arc::new(AtomicBool::new(false)),
             handed_over: AtomicBool::new(false),
+            access_log,
         }
     }
 
@@ -268,8 +273,9 @@ impl ShutdownSignalWatch for SignalWatch {
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
         );
-        let (Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut hup)) = signals else {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = signals else {
             log::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
@@ -291,6 +297,10 @@ impl ShutdownSignalWatch for SignalWatch {
                     return ShutdownSignal::GracefulTerminate;
                 }
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = usr1.recv() => {
+                    log::info!("SIGUSR1: reopening the access log");
+                    lifecycle.access_log.reopen();
+                }
                 _ = hup.recv() => match lifecycle.reload_in_place() {
                     Ok(routes) => {
                         metrics().config_reloads.with_label_values(&["ok"]).inc();

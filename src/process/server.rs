@@ -125,7 +125,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     let limits = connection_limits(&server, &gateway);
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
     let source = std::mem::take(&mut loaded.source);
-    let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone()));
+    let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone(), access_log.clone()));
     if flags.upgrade {
         // Before the upgrade socket exists: whoever sends the SIGQUIT finds
         // the offer there.
