@@ -21,7 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 use super::database::Database;
 use crate::config::plan::SharedGateway;
@@ -54,30 +55,10 @@ impl UserNotifications {
     /// on every notification until the connection fails.
     async fn listen(&self, source: &NotifySource, backoff: &mut Duration) -> Result<(), String> {
         let (sender, mut usernames) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let database = &source.database;
-        let (client, driver) = match &database.tls {
-            Some(tls) => {
-                let (client, connection) = database
-                    .config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
-                (
-                    client,
-                    tokio::spawn(forward_notifications(connection, sender)),
-                )
-            }
-            None => {
-                let (client, connection) = database
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
-                (
-                    client,
-                    tokio::spawn(forward_notifications(connection, sender)),
-                )
-            }
+        let config = &source.database.config;
+        let (client, driver) = match &source.database.tls {
+            Some(tls) => connect(config, tls.clone(), sender).await?,
+            None => connect(config, NoTls, sender).await?,
         };
         let listening = client
             .batch_execute(&format!("LISTEN {}", source.channel))
@@ -112,6 +93,26 @@ impl UserNotifications {
         driver.abort();
         Err("connection lost".to_owned())
     }
+}
+
+/// Opens the LISTEN connection (plain or TLS) and spawns its driver.
+async fn connect<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<String>), String>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| format!("cannot connect: {}", with_causes(&e)))?;
+    Ok((
+        client,
+        tokio::spawn(forward_notifications(connection, sender)),
+    ))
 }
 
 /// Drives the connection (plain or TLS), sending each notification's

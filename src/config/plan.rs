@@ -268,8 +268,12 @@ fn shared_limiter(
                     format!("needs a rediss:// URL in {var} (TLS)"),
                 ));
             }
-            crate::tls::read_root_store(path).map_err(|m| ConfigError::invalid(ca_key, m))?;
-            Some(std::fs::read(path).map_err(|e| ConfigError::invalid(ca_key, e.to_string()))?)
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::invalid(ca_key, format!("{}: cannot read: {e}", path.display()))
+            })?;
+            crate::tls::root_store_from_pem(&pem, path)
+                .map_err(|m| ConfigError::invalid(ca_key, m))?;
+            Some(pem)
         }
     };
     SharedLimiter::new(

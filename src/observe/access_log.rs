@@ -48,9 +48,8 @@ pub struct AccessLog {
     /// Taken by the writer thread when the server starts (after any fork).
     writer: Mutex<Option<(Receiver<AccessEntry>, Sink, LogFormat)>>,
     /// A file destination, opened anew when [`Self::reopen`] asks (SIGUSR1:
-    /// logrotate renamed it).
-    file: Option<String>,
-    reopen_requested: Arc<AtomicBool>,
+    /// logrotate renamed it); shared with the writer thread.
+    reopen: Arc<Reopen>,
 }
 
 fn open_file(path: &str) -> Result<std::fs::File, ConfigError> {
@@ -78,8 +77,7 @@ impl AccessLog {
                 return Ok(Self {
                     sender: None,
                     writer: Mutex::new(None),
-                    file: None,
-                    reopen_requested: Arc::default(),
+                    reopen: Arc::new(Reopen::new(None)),
                 })
             }
             "stdout" => Box::new(std::io::stdout()),
@@ -94,8 +92,7 @@ impl AccessLog {
         Ok(Self {
             sender: Some(sender),
             writer: Mutex::new(Some((receiver, sink, config.format))),
-            file,
-            reopen_requested: Arc::default(),
+            reopen: Arc::new(Reopen::new(file)),
         })
     }
 
@@ -103,8 +100,8 @@ impl AccessLog {
     /// writer's next drain (within 50 ms). Lines written before stay in
     /// the file that was renamed; nothing queued is lost.
     pub fn reopen(&self) {
-        if self.file.is_some() {
-            self.reopen_requested.store(true, Ordering::Relaxed);
+        if self.reopen.file.is_some() {
+            self.reopen.requested.store(true, Ordering::Relaxed);
         }
     }
 
@@ -132,10 +129,7 @@ impl AccessLog {
         let Some((receiver, sink, format)) = taken else {
             return;
         };
-        let reopen = Reopen {
-            file: self.file.clone(),
-            requested: self.reopen_requested.clone(),
-        };
+        let reopen = self.reopen.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(receiver, sink, format, reopen))
@@ -156,10 +150,17 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// The writer's side of [`AccessLog::reopen`].
 struct Reopen {
     file: Option<String>,
-    requested: Arc<AtomicBool>,
+    requested: AtomicBool,
 }
 
 impl Reopen {
+    fn new(file: Option<String>) -> Self {
+        Self {
+            file,
+            requested: AtomicBool::new(false),
+        }
+    }
+
     /// The file opened anew, when asked; on failure the old one is kept
     /// (lines go on to the renamed file) and the operator is told.
     fn take(&self) -> Option<Sink> {
@@ -179,7 +180,12 @@ impl Reopen {
     }
 }
 
-fn write_lines(receiver: Receiver<AccessEntry>, mut sink: Sink, format: LogFormat, reopen: Reopen) {
+fn write_lines(
+    receiver: Receiver<AccessEntry>,
+    mut sink: Sink,
+    format: LogFormat,
+    reopen: Arc<Reopen>,
+) {
     let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
     let mut lines = LineFormatter::new(format);
     let write_out = |sink: &mut Sink, batch: &mut Vec<u8>| {

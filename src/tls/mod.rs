@@ -108,13 +108,18 @@ fn offers_tls13(hello: &ClientHello<'_>) -> bool {
 /// The certificate chain and key of a listener, read and matched now.
 /// Errors name the file.
 /// Trust anchors from a PEM file (`sslrootcert` of the directory's
-/// connection string, `rate_limit.redis_ca_file`): each certificate must be
-/// one rustls can use, and there must be one.
+/// connection string, `rate_limit.redis_ca_file`).
 pub fn read_root_store(path: &Path) -> Result<pingora::tls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    root_store_from_pem(&pem, path)
+}
+
+/// Trust anchors from PEM text read from `path`: each certificate must be
+/// one rustls can use, and there must be one.
+pub fn root_store_from_pem(pem: &[u8], path: &Path) -> Result<pingora::tls::RootCertStore, String> {
     use rustls::pki_types::pem::PemObject;
     let shown = path.display();
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{shown}: cannot read: {e}"))?
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{shown}: {e}"))?;
     let mut store = pingora::tls::RootCertStore::empty();
