@@ -382,3 +382,53 @@ async fn draining_waits_for_in_flight_requests_and_no_longer() {
     assert!(handed_over.elapsed() > Duration::from_secs(8));
     assert_eq!(get(gw.port, "/api/slow/x", &[]).await.status, 200);
 }
+
+/// `reload` run with its output on /dev/null (a detached supervisor, a
+/// closed terminal): the successor's access log and process log go to the
+/// stdout and stderr the gateway was started with.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_successor_writes_where_the_predecessor_did() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        access_log_on_stdout: true,
+        ..options(&routes)
+    });
+    assert_eq!(get(gw.port, "/api/auth/before", &[]).await.status, 200);
+    let old_pid = gw.pid();
+
+    let status = gw.reload_detached();
+    assert!(status.success(), "reload: {status}");
+    let new_pid = gw.pid();
+    assert_ne!(new_pid, old_pid);
+    wait_for_exit(old_pid, Duration::from_secs(15)).await;
+
+    for i in 0..5 {
+        let r = get(gw.port, &format!("/api/auth/after-{i}"), &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    // The access-log writer drains its queue every few milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut stdout = gw.stdout_text();
+    while !stdout.contains("/api/auth/after-4") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stdout = gw.stdout_text();
+    }
+    assert!(stdout.contains("/api/auth/before"), "{stdout}");
+    for i in 0..5 {
+        assert!(
+            stdout.contains(&format!("/api/auth/after-{i}")),
+            "request {i} after the handoff is missing from the gateway's stdout:\n{stdout}"
+        );
+    }
+    let log = gw.log();
+    assert!(
+        log.contains(&format!("serving as pid {new_pid}")),
+        "the successor's process log is missing from the gateway's stderr:\n{log}"
+    );
+    assert!(
+        log.contains("took over the predecessor's stdout and stderr"),
+        "{log}"
+    );
+}

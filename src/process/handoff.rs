@@ -8,6 +8,7 @@
 //! | `<upgrade_sock>.limits.json` | predecessor → successor | rate-limit state |
 //! | `<upgrade_sock>.limits.final.json` | predecessor → successor | its rate-limit state when it exits |
 //! | `<upgrade_sock>.upstreams.json` | predecessor → successor | upstream peers' health and ejections |
+//! | `<upgrade_sock>.stdio` (a socket) | predecessor → successor | stdout and stderr ([`crate::process::stdio`]) |
 //!
 //! The successor offers its configuration before it listens on the upgrade
 //! socket, so whoever sends the SIGQUIT (`reload` or an operator) finds it

@@ -5,10 +5,11 @@
 //!   `robeing-gateway reload` becomes the service's main process.
 //! - SIGQUIT (handoff): mark the process draining (responses close their
 //!   connections), leave the identity cache and the rate limits for the
-//!   successor, switch to the configuration the successor offered (it
-//!   serves it too during Pingora's 5 s accept window), then let Pingora
-//!   pass the listening sockets and finish in-flight work. The files are
-//!   described in [`crate::process::handoff`].
+//!   successor, pass it stdout and stderr ([`crate::process::stdio`]),
+//!   switch to the configuration the successor offered (it serves it too
+//!   during Pingora's 5 s accept window), then let Pingora pass the
+//!   listening sockets and finish in-flight work. The files are described
+//!   in [`crate::process::handoff`].
 //! - SIGTERM: drain and stop gracefully. SIGINT: stop now.
 //! - SIGHUP: re-read the configuration and swap routes, auth and users
 //!   atomically; listeners and connections are untouched, and a bad file
@@ -31,6 +32,7 @@ use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::handoff::{self, HandoffFile, OfferedConfig};
+use crate::process::stdio;
 
 /// Pingora's fixed window (`CLOSE_TIMEOUT` in pingora-core's server) in
 /// which a predecessor keeps accepting after it sent its sockets.
@@ -288,6 +290,7 @@ impl ShutdownSignalWatch for SignalWatch {
                     lifecycle.begin_drain();
                     lifecycle.handed_over.store(true, Ordering::Relaxed);
                     handoff::leave_state(&lifecycle.server, &lifecycle.gateway.load());
+                    stdio::send_stdio(&lifecycle.server);
                     lifecycle.adopt_successor_config();
                     return ShutdownSignal::GracefulUpgrade;
                 }

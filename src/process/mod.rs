@@ -1,6 +1,7 @@
 //! The process around the proxy: the command line ([`cli`]), Pingora's
 //! server wiring ([`server`]), signals, draining and in-place reload
-//! ([`lifecycle`]), the files of a handoff ([`handoff`]) and the command
+//! ([`lifecycle`]), the files of a handoff ([`handoff`]), the stdout and
+//! stderr it passes on ([`stdio`]) and the command
 //! that drives one ([`reload`]), and the per-connection guards below HTTP
 //! ([`connection`], with [`h2_headers`] for HTTP/2 header blocks).
 
@@ -11,3 +12,4 @@ pub mod handoff;
 pub mod lifecycle;
 pub mod reload;
 pub mod server;
+pub mod stdio;

@@ -149,8 +149,10 @@ pub fn reload(conf_path: &Path) -> Result<u32, ReloadError> {
         .arg(conf_path)
         .arg("-u")
         .stdin(Stdio::null())
-        // Logs go to stderr, inherited. Nothing is printed on stdout while
-        // serving, and holding ours open would hang `reload | tee ...`.
+        // Until it takes over, its messages (a start-up error) go to this
+        // command's stderr; then it writes to the predecessor's stdout and
+        // stderr (`process::stdio`). Holding our stdout open would hang
+        // `reload | tee ...`.
         .stdout(Stdio::null())
         // Its own process group: a Ctrl-C meant for this command must not
         // reach the process that is about to serve.

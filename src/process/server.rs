@@ -22,9 +22,14 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminApp, AllowFrom};
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
+use crate::process::stdio::StdioReceiver;
 use crate::proxy::GatewayProxy;
 use crate::tls::{listener_settings, GatewayCerts};
 use crate::upstream::health::HealthChecks;
+
+/// How long a successor that has the listening sockets waits for the
+/// predecessor's stdout and stderr, sent just before them.
+const STDIO_WAIT: Duration = Duration::from_secs(2);
 
 /// Process-level flags from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,9 +131,13 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     let shared = Arc::new(ArcSwap::from_pointee(gateway));
     let source = std::mem::take(&mut loaded.source);
     let lifecycle = Arc::new(Lifecycle::new(loaded, shared.clone(), access_log.clone()));
+    // Before the upgrade socket exists: whoever sends the SIGQUIT finds
+    // the offer and the stdio socket there.
+    let stdio = flags
+        .upgrade
+        .then(|| StdioReceiver::listen(&server))
+        .flatten();
     if flags.upgrade {
-        // Before the upgrade socket exists: whoever sends the SIGQUIT finds
-        // the offer there.
         lifecycle.offer_config(&source);
     }
 
@@ -141,6 +150,9 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     // With -u this waits for the predecessor's sockets, which it sends only
     // after leaving its identity cache and rate limits for us.
     pingora.bootstrap();
+    if let Some(stdio) = stdio {
+        stdio.finish(STDIO_WAIT);
+    }
     if flags.upgrade {
         lifecycle.withdraw_config_offer();
         lifecycle.take_over_state();

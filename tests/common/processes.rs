@@ -266,6 +266,9 @@ pub struct GatewayOptions<'a> {
     pub admin_extra: &'a str,
     pub database_url: String,
     pub env: Vec<(String, String)>,
+    /// `[log] destination = "stdout"` (the gateway's stdout is `stdout.log`)
+    /// instead of the `access.log` file.
+    pub access_log_on_stdout: bool,
 }
 
 impl<'a> GatewayOptions<'a> {
@@ -278,8 +281,19 @@ impl<'a> GatewayOptions<'a> {
             admin_extra: "",
             database_url: database_url(),
             env: Vec::new(),
+            access_log_on_stdout: false,
         }
     }
+}
+
+/// A file opened for appending: successors share it and must not write
+/// over each other's lines.
+fn append_to(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("output file")
 }
 
 pub(crate) fn render_config(
@@ -312,10 +326,15 @@ listen = "127.0.0.1:{admin_port}"
 {admin_extra}
 
 [log]
-destination = "{dir}/access.log"
+destination = "{destination}"
 {routes}
 "#,
         dir = dir.display(),
+        destination = if o.access_log_on_stdout {
+            "stdout".to_owned()
+        } else {
+            format!("{}/access.log", dir.display())
+        },
         admin_port = admin_port,
         server_extra = o.server_extra,
         admin_extra = o.admin_extra,
@@ -376,7 +395,7 @@ impl Gateway {
             .env("DATABASE_URL", &options.database_url)
             .env("RUST_LOG", "info")
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
+            .stdout(append_to(&dir.join("stdout.log")))
             .stderr(log)
             .spawn()
             .expect("start gateway");
@@ -472,6 +491,28 @@ impl Gateway {
             .filter(|l| l.contains(" ERROR "))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Runs `reload` with its stdout and stderr on `/dev/null`, as a
+    /// detached supervisor might: the successor must still write where
+    /// the gateway was started with.
+    pub fn reload_detached(&self) -> std::process::ExitStatus {
+        Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("reload")
+            .arg("-c")
+            .arg(self.config_path())
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run reload")
+    }
+
+    /// What the gateway wrote on its stdout.
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
     }
 
     pub fn reload(&self) -> std::process::Output {
