@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use robeing_gateway::config::{self, UserSource};
 
+mod common;
+
 const SECRET: &str = "operations-test-secret-0123456789abcdef";
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -59,6 +61,13 @@ fn bad_configs_fail_with_the_key_named() {
         (
             base.replace("leeway_seconds = 30", "leeway_seconds = 30\nsecret = \"x\""),
             "unknown field `secret`",
+        ),
+        (
+            base.replace(
+                "secret_env = \"GATEWAY_JWT_SECRET\"",
+                "secret_file = \"/nonexistent/secret\"",
+            ),
+            "auth.secret_file: cannot read /nonexistent/secret",
         ),
         (
             base.replace(
@@ -599,4 +608,116 @@ fn signing_key_problems_name_the_key() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Each file key of a working configuration pointed at a missing file:
+/// `-t`, start-up and SIGHUP each name that key, not a neighbour.
+#[test]
+fn every_file_key_is_named_at_check_start_and_sighup() {
+    let dir = common::cert_dir();
+    let (cert, key) = common::make_cert(&dir, "listener");
+    let public = public_key_file("file-keys-rsa", &["-algorithm", "RSA"]);
+    let secret = dir.join("hs.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let users = format!("{ROOT}/conf/users.toml");
+    let good = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\npid_file = \"{d}/gw.pid\"\nupgrade_sock = \"{d}/up.sock\"\n\
+         [[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\
+         [auth]\naudience = \"robeing\"\n\
+         [[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret_file = \"{secret}\"\n\
+         [[auth.keys]]\nkid = \"rs\"\nalgorithm = \"RS256\"\npublic_key_file = \"{public}\"\n\
+         [users]\nsource = \"file\"\nusers = \"{users}\"\n\
+         [[routes]]\npath = \"/x/*\"\nservice = \"x\"\nhost = \"127.0.0.1\"\nport = 9\n\
+         protocol = \"h2\"\ntls_ca_file = \"{cert}\"\n",
+        port = common::free_port(),
+        tls_port = common::free_port(),
+        d = dir.display(),
+        cert = cert.display(),
+        key = key.display(),
+        secret = secret.display(),
+        public = public.display(),
+    );
+    let missing = |path: &Path, what: &str| {
+        good.replace(
+            &format!("\"{}\"", path.display()),
+            &format!("\"/nonexistent/{what}\""),
+        )
+    };
+    // cert_file and tls_ca_file share a file: replace the key's line only.
+    let bad_cert = good.replace(
+        &format!("cert_file = \"{}\"", cert.display()),
+        "cert_file = \"/nonexistent/cert.pem\"",
+    );
+    let bad_ca = good.replace(
+        &format!("tls_ca_file = \"{}\"", cert.display()),
+        "tls_ca_file = \"/nonexistent/ca.pem\"",
+    );
+    let cases = [
+        (bad_cert, "server.tls[0].cert_file: cannot read"),
+        (
+            missing(&key, "key.pem"),
+            "server.tls[0].key_file: cannot read",
+        ),
+        (bad_ca, "tls_ca_file: cannot read /nonexistent/ca.pem"),
+        (
+            missing(&public, "rs.pub"),
+            "auth.keys[1].public_key_file: key 'rs', /nonexistent/rs.pub: cannot read",
+        ),
+        (
+            missing(&secret, "hs.secret"),
+            "auth.keys[0].secret_file: key 'hs': cannot read /nonexistent/hs.secret",
+        ),
+        (
+            good.replace(&users, "/nonexistent/users.toml"),
+            "users.users: cannot read",
+        ),
+    ];
+    let conf = dir.join("gateway.toml");
+    std::fs::write(&conf, &good).unwrap();
+    let out = gateway(&["-t", "-c", conf.to_str().unwrap()], None);
+    assert!(out.status.success(), "the good file: {}", stderr(&out));
+    each_fails_naming("file-keys", &cases);
+
+    // SIGHUP: each bad file is rejected, naming its key; the good one is
+    // served throughout.
+    let log = dir.join("gateway.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start gateway");
+    let wait_for = |text: &str, times: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let now = std::fs::read_to_string(&log).unwrap_or_default();
+            if now.matches(text).count() >= times {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {text:?} (x{times}):\n{now}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_for("serving as pid", 1);
+    for (i, (text, want)) in cases.iter().enumerate() {
+        std::fs::write(&conf, text).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        let now = wait_for("SIGHUP: configuration rejected", i + 1);
+        let line = now
+            .lines()
+            .filter(|l| l.contains("SIGHUP: configuration rejected"))
+            .nth(i)
+            .unwrap();
+        assert!(line.contains(want), "case {i} on SIGHUP: {line}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
