@@ -205,7 +205,10 @@ async fn metrics_count_a_known_mix_exactly() {
         1.0
     );
     assert_eq!(m("gateway_directory_errors_total", &[]), 0.0);
-    assert_eq!(m("gateway_directory_pool_connections", &[]), 1.0);
+    // One for the lookup; the once-a-second dependency check may have
+    // needed a second while the lookup held the first.
+    let pool = m("gateway_directory_pool_connections", &[]);
+    assert!((1.0..=2.0).contains(&pool), "{pool} pooled connections");
     assert_eq!(m("gateway_access_log_dropped_total", &[]), 0.0);
 }
 
@@ -335,22 +338,51 @@ async fn health_and_readiness() {
         (r.status, r.json()["status"].as_str()),
         (503, Some("draining"))
     );
+}
 
-    // Directory down, nothing cached: not ready, but alive.
-    let no_db = format!(
-        "host=127.0.0.1 port={} user=x dbname=x connect_timeout=1",
-        closed_port()
-    );
-    let gw2 = Gateway::start_with(GatewayOptions {
-        database_url: no_db,
+// PostgreSQL down with an empty identity cache: the gateway stays ready (a
+// database blip must not make every instance unready at once), public
+// routes serve, authenticated ones fail closed, and the gauge and
+// `/readyz?verbose` tell the truth; the database back is seen within 2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dependency_down_never_makes_the_gateway_unready() {
+    let hop = FaultProxy::start(pg_port()).await;
+    hop.set(Fault::Down);
+    let setup_public = Upstream::start();
+    let setup_protected = Upstream::start();
+    let routes = standard_routes(&setup_public, &setup_protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        database_url: hop.database_url(),
         ..GatewayOptions::new(&routes)
     });
-    assert_eq!(get(gw2.admin_port, "/healthz", &[]).await.status, 200);
-    let r = get(gw2.admin_port, "/readyz", &[]).await;
+    const UP: &str = "gateway_dependency_up{dependency=\"postgres\"}";
+    wait_for_metric(gw.admin_port, UP, 0, Duration::from_secs(5)).await;
+
+    let ready = get(gw.admin_port, "/readyz", &[]).await;
     assert_eq!(
-        (r.status, r.json()["status"].as_str()),
-        (503, Some("user directory unavailable"))
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("ready"))
     );
+    let verbose = get(gw.admin_port, "/readyz?verbose", &[]).await;
+    let text = String::from_utf8_lossy(&verbose.body).into_owned();
+    assert_eq!(verbose.status, 200, "{text}");
+    assert!(text.starts_with("ready\npostgres down: "), "{text}");
+    assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
+    let alice = bearer(&token_for("alice"));
+    let r = get(gw.port, "/api/robeing/x", &[alice.clone()]).await;
+    // 503 in the envelope, with the directory's own code (DESIGN.md).
+    assert_envelope(&r, 503, "USER_DIRECTORY_UNAVAILABLE");
+
+    hop.set(Fault::Pass);
+    let took = wait_for_metric(gw.admin_port, UP, 1, Duration::from_secs(2)).await;
+    eprintln!("postgres seen back after {took:?}");
+    let verbose = get(gw.admin_port, "/readyz?verbose", &[]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&verbose.body),
+        "ready\npostgres up\n"
+    );
+    let r = get(gw.port, "/api/robeing/x", &[alice]).await;
+    assert_eq!(r.status, 200);
 }
 
 /// One keep-alive client: `n` requests, pausing past the upstream's idle
@@ -490,11 +522,10 @@ async fn the_admin_listener_serves_only_allow_from() {
     assert_eq!(get(gw.port, "/api/x", &[]).await.status, 200);
 }
 
-// However often /readyz is polled, it asks its dependencies at most once a
-// second (here: an empty identity cache, so each check is a PostgreSQL
-// round trip).
+// However often /readyz is polled, it asks no dependency: PostgreSQL is
+// checked once a second in the background, not per poll.
 #[tokio::test(flavor = "multi_thread")]
-async fn readiness_costs_at_most_one_check_a_second() {
+async fn readiness_polls_ask_no_dependency() {
     let up = Upstream::start();
     let routes = route("/api/*", up.port, false, "");
     let gw = Gateway::start_with(GatewayOptions::new(&routes));
@@ -515,7 +546,7 @@ async fn readiness_costs_at_most_one_check_a_second() {
         p.await.unwrap();
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let checks = metric_value(gw.admin_port, "gateway_readiness_dependency_checks_total").await;
+    let checks = metric_value(gw.admin_port, "gateway_dependency_checks_total").await;
     assert!(checks >= 1, "no check was made");
     assert!(
         checks as f64 <= elapsed.ceil() + 1.0,

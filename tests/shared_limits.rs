@@ -100,6 +100,8 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
         assert_eq!(status(n).await.0, 200);
     }
     assert_eq!(status(4).await.0, 429, "the shared budget is spent");
+    const REDIS_UP: &str = "gateway_dependency_up{dependency=\"redis\"}";
+    wait_for_metric(gw.admin_port, REDIS_UP, 1, Duration::from_secs(2)).await;
 
     redis.stop();
     // The local limiter has its own budget of 4: four pass, then 429.
@@ -126,8 +128,13 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
             >= 6
     );
 
+    // Checked in the background, traffic or not.
+    wait_for_metric(gw.admin_port, REDIS_UP, 0, Duration::from_secs(3)).await;
+    assert_eq!(get(gw.admin_port, "/readyz", &[]).await.status, 200);
+
     // Back: Redis (empty now) decides again, with no restart and no 503.
     redis.start_again();
+    wait_for_metric(gw.admin_port, REDIS_UP, 1, Duration::from_secs(3)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while metric_value(gw.admin_port, "gateway_rate_limit_store_up").await != 1 {
         assert!(Instant::now() < deadline, "the store never came back");

@@ -329,6 +329,8 @@ async fn jwks_refresh_and_outage() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(metric_value(gw.admin_port, "gateway_jwks_up").await, 0);
+    const JWKS_UP: &str = "gateway_dependency_up{dependency=\"jwks\"}";
+    wait_for_metric(gw.admin_port, JWKS_UP, 0, Duration::from_secs(2)).await;
     assert_eq!(status(&gw, &t1).await, 200, "the last good set is kept");
     assert_eq!(status(&gw, &t2).await, 200, "the last good set is kept");
 
@@ -337,6 +339,7 @@ async fn jwks_refresh_and_outage() {
     wait_for_status(&gw, &t1, 401, "k1, removed from the set, is refused").await;
     assert_eq!(status(&gw, &t2).await, 200);
     assert_eq!(metric_value(gw.admin_port, "gateway_jwks_up").await, 1);
+    wait_for_metric(gw.admin_port, JWKS_UP, 1, Duration::from_secs(2)).await;
 }
 
 async fn fetches_now(gw: &Gateway) -> u64 {

@@ -34,9 +34,15 @@ pub trait UserDirectory: Send + Sync {
     /// `Ok(None)` means the user does not exist.
     async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError>;
 
-    /// Whether the directory answers now (readiness).
+    /// Whether the directory answers now (the dependency probe).
     async fn ping(&self) -> Result<(), DirectoryError> {
         Ok(())
+    }
+
+    /// The service behind the directory, for `gateway_dependency_up`
+    /// (`None`: it is in this process).
+    fn dependency(&self) -> Option<&'static str> {
+        None
     }
 
     /// Connection-pool figures, for sources that have a pool.
@@ -147,6 +153,10 @@ impl UserDirectory for PostgresDirectory {
 
     fn pool_status(&self) -> Option<deadpool_postgres::Status> {
         Some(self.pool.status())
+    }
+
+    fn dependency(&self) -> Option<&'static str> {
+        Some("postgres")
     }
 }
 

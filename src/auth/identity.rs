@@ -225,9 +225,11 @@ impl IdentityCache {
         restored
     }
 
-    /// Readiness: the directory answers, or the cache can serve without it.
-    pub async fn is_ready(&self) -> bool {
-        !self.cache.is_empty() || self.directory.ping().await.is_ok()
+    /// The service the directory asks, and whether it answers now (`None`
+    /// for a directory in this process).
+    pub async fn probe_directory(&self) -> Option<(&'static str, Result<(), String>)> {
+        let name = self.directory.dependency()?;
+        Some((name, self.directory.ping().await.map_err(|e| e.to_string())))
     }
 
     /// Refreshes the cache and pool gauges (at scrape time).

@@ -101,6 +101,11 @@ impl Jwks {
         self.set.load_full()
     }
 
+    /// Whether the last fetch succeeded (the dependency probe).
+    pub fn is_up(&self) -> bool {
+        self.current().is_some() && !self.failing.load(Ordering::Acquire)
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 use super::limits::{Decision, LimitKey, Subject};
@@ -154,6 +154,9 @@ pub struct SharedLimiter {
     /// The driver's queue, set up (connection opened, driver spawned) on
     /// first use.
     queue: OnceCell<mpsc::Sender<Pending>>,
+    /// The dependency probe's own connection (not the decisions' one: a
+    /// probe must not queue behind them), opened again after a failure.
+    probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     timeout: Duration,
     pub fallback: StoreFallback,
     /// Milliseconds since `origin` until which the store is skipped.
@@ -189,12 +192,42 @@ impl SharedLimiter {
         Ok(Self {
             client,
             queue: OnceCell::new(),
+            probe: tokio::sync::Mutex::new(None),
             timeout,
             fallback,
             skip_until_ms: AtomicU64::new(0),
             timeouts_in_a_row: AtomicU32::new(0),
             origin: Instant::now(),
         })
+    }
+
+    /// Whether Redis answers a PING now (the dependency probe; once a
+    /// second at most, off the request path).
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut probe = self.probe.lock().await;
+        let connection = match probe.take() {
+            Some(connection) => connection,
+            None => tokio::time::timeout(
+                CONNECT_BUDGET,
+                self.client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_BUDGET:?}"))?
+            .map_err(|e| e.to_string())?,
+        };
+        let mut connection = connection;
+        let pong = tokio::time::timeout(
+            CONNECT_BUDGET,
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await
+        .map_err(|_| format!("no PONG within {CONNECT_BUDGET:?}"))?
+        .map_err(|e| e.to_string())?;
+        if pong != "PONG" {
+            return Err(format!("answered {pong:?} to PING"));
+        }
+        *probe = Some(connection);
+        Ok(())
     }
 
     fn now_ms(&self) -> u64 {

@@ -1,19 +1,19 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz`
-//! (the process is alive), `GET /readyz` (it should get traffic: not
-//! draining, and the user directory answers or the cache can serve) and
-//! `GET /upstreams` (each route's pool with its peers' health, JSON).
+//! (the process is alive), `GET /readyz` (it should get traffic: it serves
+//! and is not draining), `GET /readyz?verbose` (the same, then one line per
+//! dependency from [`crate::observe::dependencies`]) and `GET /upstreams`
+//! (each route's pool with its peers' health, JSON).
+//!
 //! Readiness is about the gateway itself: a route whose peers are all down
-//! answers 503 on that route, but the gateway stays ready for the others.
-//! Its dependency check runs at most once a second ([`READINESS_CHECK_EVERY`]);
-//! pollers in between get the last answer, so polling costs PostgreSQL
-//! nothing more.
+//! answers 503 on that route, and a dependency that is down fails the
+//! requests that need it, but the gateway stays ready for the others. A
+//! poll of `/readyz` asks nothing of PostgreSQL, Redis or the JWKS server.
 //!
 //! [`AllowFrom`] closes connections from outside `admin.allow_from` before
 //! a byte of HTTP is read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -24,57 +24,49 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
 use crate::config::plan::SharedGateway;
+use crate::observe::dependencies::DependencyStatus;
 use crate::observe::metrics::metrics;
 use crate::process::lifecycle::InFlight;
-
-/// The most often `/readyz` asks its dependencies.
-pub const READINESS_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 pub struct AdminApp {
     gateway: SharedGateway,
     draining: Arc<AtomicBool>,
-    /// When the dependencies were last asked, and their answer. An async
-    /// mutex: pollers arriving during a check wait for its answer instead
-    /// of starting their own.
-    last_check: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    dependencies: Arc<DependencyStatus>,
 }
 
 impl AdminApp {
-    pub fn new(gateway: SharedGateway, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        gateway: SharedGateway,
+        draining: Arc<AtomicBool>,
+        dependencies: Arc<DependencyStatus>,
+    ) -> Self {
         Self {
             gateway,
             draining,
-            last_check: tokio::sync::Mutex::new(None),
+            dependencies,
         }
     }
 
-    /// The directory can serve (cached users, or it answers), asked at
-    /// most once per [`READINESS_CHECK_EVERY`].
-    async fn directory_ready(&self) -> bool {
-        let mut last = self.last_check.lock().await;
-        if let Some((at, ready)) = *last {
-            if at.elapsed() < READINESS_CHECK_EVERY {
-                return ready;
+    fn readiness(&self) -> (StatusCode, &'static str) {
+        if self.draining.load(Ordering::Relaxed) {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining")
+        } else {
+            (StatusCode::OK, "ready")
+        }
+    }
+
+    /// `/readyz?verbose`: the verdict, then `NAME up` or `NAME down: WHY`
+    /// per dependency (text, for people and `grep`).
+    fn verbose_readiness(&self) -> Response<Vec<u8>> {
+        let (status, text) = self.readiness();
+        let mut body = format!("{text}\n");
+        for report in self.dependencies.reports().iter() {
+            match &report.status {
+                Ok(()) => body += &format!("{} up\n", report.name),
+                Err(why) => body += &format!("{} down: {why}\n", report.name),
             }
         }
-        metrics().readiness_checks.inc();
-        let ready = self.gateway.load_full().identity.is_ready().await;
-        *last = Some((Instant::now(), ready));
-        ready
-    }
-
-    async fn readiness(&self) -> (StatusCode, &'static str) {
-        if self.draining.load(Ordering::Relaxed) {
-            return (StatusCode::SERVICE_UNAVAILABLE, "draining");
-        }
-        if self.directory_ready().await {
-            (StatusCode::OK, "ready")
-        } else {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "user directory unavailable",
-            )
-        }
+        respond(status, "text/plain; charset=utf-8", body.into_bytes())
     }
 }
 
@@ -93,6 +85,14 @@ fn status_json(status: StatusCode, text: &str) -> Response<Vec<u8>> {
         .to_string()
         .into_bytes();
     respond(status, "application/json", body)
+}
+
+/// `verbose` among the query's parameters (`?verbose`, `?verbose=1`).
+fn wants_verbose(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    })
 }
 
 #[async_trait]
@@ -120,8 +120,9 @@ impl ServeHttp for AdminApp {
                 let body = self.gateway.load().upstreams.to_json().to_string();
                 respond(StatusCode::OK, "application/json", body.into_bytes())
             }
+            "/readyz" if wants_verbose(req.uri.query()) => self.verbose_readiness(),
             "/readyz" => {
-                let (status, text) = self.readiness().await;
+                let (status, text) = self.readiness();
                 status_json(status, text)
             }
             _ => status_json(StatusCode::NOT_FOUND, "not found"),

@@ -50,7 +50,8 @@ pub struct Metrics {
     pub jwks_keys: IntGauge,
     pub user_notify_up: IntGauge,
     pub user_notify_evictions: IntCounter,
-    pub readiness_checks: IntCounter,
+    pub dependency_checks: IntCounter,
+    pub dependency_up: IntGaugeVec,
     pub buffered_body_bytes: IntGauge,
     pub buffered_body_refused: IntCounter,
 }
@@ -188,9 +189,13 @@ const USER_NOTIFY_EVICTIONS: Family = (
     "Users evicted from the identity cache by a change notification",
 );
 
-const READINESS_CHECKS: Family = (
-    "gateway_readiness_dependency_checks_total",
-    "Dependency checks made for /readyz (at most one a second, however often it is polled)",
+const DEPENDENCY_CHECKS: Family = (
+    "gateway_dependency_checks_total",
+    "Rounds of dependency checks (one a second, off the request path; /readyz asks none)",
+);
+const DEPENDENCY_UP: Family = (
+    "gateway_dependency_up",
+    "1 while a dependency answers its check (postgres, redis, jwks), 0 while it does not",
 );
 const BUFFERED_BODY_BYTES: Family = (
     "gateway_buffered_body_bytes",
@@ -277,7 +282,8 @@ impl Metrics {
             jwks_keys: r.gauge(JWKS_KEYS),
             user_notify_up: r.gauge(USER_NOTIFY_UP),
             user_notify_evictions: r.counter(USER_NOTIFY_EVICTIONS),
-            readiness_checks: r.counter(READINESS_CHECKS),
+            dependency_checks: r.counter(DEPENDENCY_CHECKS),
+            dependency_up: r.gauge_vec(DEPENDENCY_UP, &["dependency"]),
             buffered_body_bytes: r.gauge(BUFFERED_BODY_BYTES),
             buffered_body_refused: r.counter(BUFFERED_BODY_REFUSED),
             registry: r.0,

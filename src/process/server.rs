@@ -20,6 +20,7 @@ use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminApp, AllowFrom};
+use crate::observe::dependencies::{DependencyChecks, DependencyStatus};
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::process::stdio::StdioReceiver;
@@ -178,11 +179,16 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         "JWKS refresh",
         JwksRefresh::new(shared.clone()),
     ));
+    let dependencies = Arc::new(DependencyStatus::default());
+    pingora.add_service(background_service(
+        "dependency checks",
+        DependencyChecks::new(shared.clone(), dependencies.clone()),
+    ));
     if let Some(admin) = admin {
         let mut service = Service::new(
             "robeing-gateway admin".into(),
             AllowFrom::new(
-                AdminApp::new(shared, lifecycle.draining()),
+                AdminApp::new(shared, lifecycle.draining(), dependencies),
                 admin.allow_from.clone(),
             ),
         );

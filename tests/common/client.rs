@@ -266,6 +266,31 @@ pub async fn metric_value(admin_port: u16, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The value of one series, `None` while it is not exported.
+pub async fn metric_series(admin_port: u16, name: &str) -> Option<u64> {
+    let metrics =
+        String::from_utf8_lossy(&get(admin_port, "/metrics", &[]).await.body).into_owned();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until series `name` is `want`, at most `limit`; the time it took.
+pub async fn wait_for_metric(admin_port: u16, name: &str, want: u64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if metric_series(admin_port, name).await == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{name} is {:?}, not {want}, after {limit:?}",
+            metric_series(admin_port, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `body` in HTTP/1.1 chunked framing, `piece` bytes a chunk.
 pub fn chunked(body: &[u8], piece: usize) -> Vec<u8> {
     let mut framed = Vec::with_capacity(body.len() + body.len() / piece * 8 + 8);
