@@ -369,7 +369,7 @@ async fn a_dependency_down_never_makes_the_gateway_unready() {
     assert!(text.starts_with("ready\npostgres down: "), "{text}");
     assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
     let alice = bearer(&token_for("alice"));
-    let r = get(gw.port, "/api/robeing/x", &[alice.clone()]).await;
+    let r = get(gw.port, "/api/robeing/x", std::slice::from_ref(&alice)).await;
     // 503 in the envelope, with the directory's own code (DESIGN.md).
     assert_envelope(&r, 503, "USER_DIRECTORY_UNAVAILABLE");
 
