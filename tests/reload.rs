@@ -432,3 +432,58 @@ async fn the_successor_writes_where_the_predecessor_did() {
         "{log}"
     );
 }
+
+/// `shutdown_delay_seconds`: on SIGTERM `/readyz` turns 503 at once, new
+/// connections are still served for the delay (an orchestrator removes the
+/// endpoint some time after SIGTERM), then the drain runs and the process
+/// exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_serves_through_the_shutdown_delay_then_drains() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "shutdown_delay_seconds = 3\ngrace_period_seconds = 1\ngraceful_shutdown_timeout_seconds = 5",
+        ..GatewayOptions::new(&routes)
+    });
+    let pid = gw.pid();
+    assert_eq!(get(gw.admin_port, "/readyz", &[]).await.status, 200);
+
+    gw.signal("TERM");
+    let sent = Instant::now();
+    loop {
+        let r = get(gw.admin_port, "/readyz", &[]).await;
+        if r.status == 503 {
+            assert_eq!(r.json()["status"], "stopping");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unready_after = sent.elapsed();
+    assert!(
+        unready_after < Duration::from_millis(300),
+        "/readyz turned 503 after {unready_after:?}"
+    );
+
+    // New connections, each served, for the next 2 s.
+    let mut served = 0;
+    while sent.elapsed() < Duration::from_secs(2) {
+        let r = get(gw.port, "/api/auth/during-delay", &[]).await;
+        assert_eq!(r.status, 200, "at {:?} after SIGTERM", sent.elapsed());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 10, "{served} requests in the delay");
+
+    wait_for_exit(pid, Duration::from_secs(10)).await;
+    let exited_after = sent.elapsed();
+    // The delay (3 s) plus Pingora's minimum grace (1 s), and not the
+    // whole drain bound (5 s) on top: nothing was in flight.
+    assert!(
+        exited_after >= Duration::from_secs(4) && exited_after < Duration::from_secs(8),
+        "exited {exited_after:?} after SIGTERM"
+    );
+    assert!(gw
+        .log()
+        .contains("SIGTERM: /readyz answers 503; serving 3s more"));
+}

@@ -164,6 +164,11 @@ pub struct ServerConfig {
     /// ...and at most this long while requests are in flight.
     #[serde(default = "defaults::graceful_shutdown_timeout_seconds")]
     pub graceful_shutdown_timeout_seconds: u64,
+    /// On SIGTERM, `/readyz` answers 503 at once but the listeners keep
+    /// serving this long before the drain (an orchestrator removes the
+    /// instance from its endpoints some time after it sent SIGTERM).
+    #[serde(default)]
+    pub shutdown_delay_seconds: u64,
     /// Idle upstream connections kept per process, across all upstreams.
     #[serde(default = "defaults::upstream_keepalive_pool_size")]
     pub upstream_keepalive_pool_size: usize,

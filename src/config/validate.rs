@@ -139,6 +139,11 @@ fn server(server: &ServerConfig, problems: &mut Problems) {
     );
     problems.positive("server.max_header_bytes", server.max_header_bytes as u64);
     problems.check(
+        server.shutdown_delay_seconds <= 300,
+        "server.shutdown_delay_seconds",
+        "must be at most 300 (an orchestrator kills the process long before)",
+    );
+    problems.check(
         server.grace_period_seconds <= server.graceful_shutdown_timeout_seconds,
         "server.grace_period_seconds",
         "must not exceed server.graceful_shutdown_timeout_seconds",

@@ -1,6 +1,6 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz`
-//! (the process is alive), `GET /readyz` (it should get traffic: it serves
-//! and is not draining), `GET /readyz?verbose` (the same, then one line per
+//! (the process is alive), `GET /readyz` (it should get traffic: it serves,
+//! is not draining and got no SIGTERM), `GET /readyz?verbose` (the same, then one line per
 //! dependency from [`crate::observe::dependencies`]) and `GET /upstreams`
 //! (each route's pool with its peers' health, JSON).
 //!
@@ -12,7 +12,6 @@
 //! [`AllowFrom`] closes connections from outside `admin.allow_from` before
 //! a byte of HTTP is read.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,32 +25,31 @@ use pingora::server::ShutdownWatch;
 use crate::config::plan::SharedGateway;
 use crate::observe::dependencies::DependencyStatus;
 use crate::observe::metrics::metrics;
-use crate::process::lifecycle::InFlight;
+use crate::process::lifecycle::{InFlight, Readiness};
 
 pub struct AdminApp {
     gateway: SharedGateway,
-    draining: Arc<AtomicBool>,
+    readiness: Readiness,
     dependencies: Arc<DependencyStatus>,
 }
 
 impl AdminApp {
     pub fn new(
         gateway: SharedGateway,
-        draining: Arc<AtomicBool>,
+        readiness: Readiness,
         dependencies: Arc<DependencyStatus>,
     ) -> Self {
         Self {
             gateway,
-            draining,
+            readiness,
             dependencies,
         }
     }
 
     fn readiness(&self) -> (StatusCode, &'static str) {
-        if self.draining.load(Ordering::Relaxed) {
-            (StatusCode::SERVICE_UNAVAILABLE, "draining")
-        } else {
-            (StatusCode::OK, "ready")
+        match self.readiness.unready_because() {
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+            None => (StatusCode::OK, "ready"),
         }
     }
 

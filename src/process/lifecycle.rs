@@ -10,7 +10,10 @@
 //!   during Pingora's 5 s accept window), then let Pingora pass the
 //!   listening sockets and finish in-flight work. The files are described
 //!   in [`crate::process::handoff`].
-//! - SIGTERM: drain and stop gracefully. SIGINT: stop now.
+//! - SIGTERM: `/readyz` answers 503 at once; after
+//!   `shutdown_delay_seconds` of serving on (orchestrators remove an
+//!   endpoint some time after SIGTERM), drain and stop gracefully. SIGINT:
+//!   stop now.
 //! - SIGHUP: re-read the configuration and swap routes, auth and users
 //!   atomically; listeners and connections are untouched, and a bad file
 //!   is logged and ignored. (Pingora itself does not handle SIGHUP, whose
@@ -71,10 +74,34 @@ pub struct Lifecycle {
     server: ServerConfig,
     gateway: SharedGateway,
     draining: Arc<AtomicBool>,
+    readiness: Readiness,
     /// Set on SIGQUIT: the successor awaits this process's final counters.
     handed_over: AtomicBool,
     /// Reopened on SIGUSR1 (logrotate).
     access_log: Arc<AccessLog>,
+}
+
+/// Whether the process should get traffic, as `/readyz` tells it.
+#[derive(Clone)]
+pub struct Readiness {
+    /// Handing over or draining: responses close their connections.
+    draining: Arc<AtomicBool>,
+    /// SIGTERM arrived: still serving for `shutdown_delay_seconds`, but an
+    /// orchestrator must stop sending new requests.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// `None` when ready, else why not.
+    pub fn unready_because(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some("draining")
+        } else if self.stopping.load(Ordering::Relaxed) {
+            Some("stopping")
+        } else {
+            None
+        }
+    }
 }
 
 /// The pid recorded in `pid_file`, if any.
@@ -84,12 +111,17 @@ pub fn read_pid_file(pid_file: &str) -> Option<i32> {
 
 impl Lifecycle {
     pub fn new(loaded: LoadedConfig, gateway: SharedGateway, access_log: Arc<AccessLog>) -> Self {
+        let draining = Arc::new(AtomicBool::new(false));
         Self {
             conf_path: loaded.path,
             server: loaded.config.server.clone(),
             started_with: loaded.config,
             gateway,
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: draining.clone(),
+            readiness: Readiness {
+                draining,
+                stopping: Arc::new(AtomicBool::new(false)),
+            },
             handed_over: AtomicBool::new(false),
             access_log,
         }
@@ -98,6 +130,11 @@ impl Lifecycle {
     /// The flag the proxy reads to close connections while draining.
     pub fn draining(&self) -> Arc<AtomicBool> {
         self.draining.clone()
+    }
+
+    /// What `/readyz` reads.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// Records this process as the one serving (pid file, systemd).
@@ -124,6 +161,31 @@ impl Lifecycle {
     pub fn release_pid_file(&self) {
         if read_pid_file(&self.server.pid_file) == Some(std::process::id() as i32) {
             let _ = std::fs::remove_file(&self.server.pid_file);
+        }
+    }
+
+    /// SIGTERM: unready at once, then serving on for
+    /// `shutdown_delay_seconds` (a second SIGTERM ends the wait). `false`
+    /// when SIGINT came meanwhile: stop now.
+    async fn delay_shutdown(
+        &self,
+        term: &mut tokio::signal::unix::Signal,
+        int: &mut tokio::signal::unix::Signal,
+    ) -> bool {
+        self.readiness.stopping.store(true, Ordering::Relaxed);
+        let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
+        if delay.is_zero() {
+            return true;
+        }
+        log::info!(
+            "SIGTERM: /readyz answers 503; serving {}s more before draining \
+             (server.shutdown_delay_seconds)",
+            delay.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = term.recv() => true,
+            _ = int.recv() => false,
         }
     }
 
@@ -295,6 +357,9 @@ impl ShutdownSignalWatch for SignalWatch {
                     return ShutdownSignal::GracefulUpgrade;
                 }
                 _ = term.recv() => {
+                    if !lifecycle.delay_shutdown(&mut term, &mut int).await {
+                        return ShutdownSignal::FastShutdown;
+                    }
                     log::info!("SIGTERM: draining and stopping");
                     lifecycle.begin_drain();
                     return ShutdownSignal::GracefulTerminate;

@@ -188,7 +188,7 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         let mut service = Service::new(
             "robeing-gateway admin".into(),
             AllowFrom::new(
-                AdminApp::new(shared, lifecycle.draining(), dependencies),
+                AdminApp::new(shared, lifecycle.readiness(), dependencies),
                 admin.allow_from.clone(),
             ),
         );
