@@ -614,3 +614,94 @@ async fn sigusr1_reopens_the_access_log_and_loses_nothing() {
     assert_eq!(all.len(), 2000, "lines lost across the rotation");
     assert!(gw.log().contains("SIGUSR1: reopening the access log"));
 }
+
+// The access line an operator works from: the client as resolved through
+// trusted proxies, its user agent (cut) and host, body sizes both ways,
+// the upstream's time, and 499 for a client that left first.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_access_line_has_client_sizes_timing_and_499() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]",
+        ..GatewayOptions::new(&routes)
+    });
+    let rid = |id: &str| ("X-Request-Id".to_owned(), id.to_owned());
+    let header = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    let mut c = Conn::connect(gw.port).await;
+    let body = vec![b'x'; 1000];
+    let posted = c
+        .request(
+            "POST",
+            "/api/auth/upload",
+            &[rid("log-post"), header("User-Agent", "robeing-test/1.0")],
+            &body,
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    let forwarded = c
+        .request(
+            "GET",
+            "/api/auth/x",
+            &[rid("log-xff"), header("X-Forwarded-For", "203.0.113.9")],
+            b"",
+        )
+        .await;
+    assert_eq!(forwarded.status, 200);
+    let refused = c
+        .request(
+            "GET",
+            "/api/robeing/x",
+            &[rid("log-401"), header("User-Agent", &"a".repeat(10_000))],
+            b"",
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+
+    // A client that hangs up while the upstream is still working.
+    let mut leaving = Conn::connect(gw.port).await;
+    leaving
+        .send_raw(
+            b"GET /api/auth/delay/1000/x HTTP/1.1\r\nHost: t\r\nX-Request-Id: log-499\r\n\r\n",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(leaving);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let lines = gw.access_log();
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}: {lines:?}"))
+            .clone()
+    };
+    let post = by_id("log-post");
+    assert_eq!(post["client_ip"], "127.0.0.1");
+    assert_eq!(post["user_agent"], "robeing-test/1.0");
+    assert_eq!(post["host"], "gateway.test");
+    assert_eq!(post["request_bytes"], 1000);
+    assert_eq!(post["response_bytes"], posted.body.len() as u64);
+    let upstream_ms = post["upstream_time_ms"].as_f64().expect("upstream_time_ms");
+    assert!(upstream_ms > 0.0 && upstream_ms <= post["response_time_ms"].as_f64().unwrap());
+    let trace = post["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32, "{trace}");
+
+    assert_eq!(by_id("log-xff")["client_ip"], "203.0.113.9");
+
+    let unauthorized = by_id("log-401");
+    assert!(unauthorized["upstream_time_ms"].is_null());
+    assert_eq!(unauthorized["request_bytes"], 0);
+    assert_eq!(unauthorized["response_bytes"], refused.body.len() as u64);
+    assert_eq!(
+        unauthorized["user_agent"].as_str().unwrap(),
+        "a".repeat(512)
+    );
+
+    let left = by_id("log-499");
+    assert_eq!(left["status_code"], 499, "{left}");
+    assert!(left["upstream_status"].is_null(), "{left}");
+    assert_eq!(left["response_bytes"], 0);
+}

@@ -50,19 +50,12 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     strip_identity_headers(session.req_header_mut());
     // Set before authentication, so refusals are counted on their route.
     ctx.route = Some(route.clone());
-    // The client as limits see it: resolved through trusted proxies, an
-    // IPv6 address by its prefix.
+    // The client resolved through trusted proxies (kept for the access
+    // log); limits key an IPv6 address by its prefix.
+    let resolved = resolve_client(session, &gateway.trusted_proxies);
+    ctx.client_ip = resolved;
     let client_ip = || {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let ip = limits::client_ip(
-            peer,
-            &session.req_header().headers,
-            &gateway.trusted_proxies,
-        )
-        .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        let ip = resolved.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         limits::client_key(ip, gateway.ipv6_prefix_length)
     };
     // A token seen for the first time spends its client's first-sight
@@ -279,6 +272,15 @@ async fn check_limit(
 /// `request_body_filter`: counts body bytes against the route's limit
 /// (catches chunked bodies that declared no length); the bytes pass as
 /// they are.
+/// The client: the peer, or what a trusted proxy says it forwarded for.
+pub fn resolve_client(session: &Session, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    limits::client_ip(peer, &session.req_header().headers, trusted)
+}
+
 pub fn count_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>) -> pingora::Result<()> {
     if let (Some(chunk), Some(route)) = (chunk, ctx.route.as_ref()) {
         ctx.body_bytes += chunk.len() as u64;

@@ -1,8 +1,9 @@
 //! The per-request context: a fresh one per request, so nothing (identity
 //! above all) carries over between requests of a keep-alive connection.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Uri};
 
@@ -41,6 +42,13 @@ pub struct RequestCtx {
     pub slack: Option<SlackGate>,
     pub compression: Compression,
     pub body_bytes: u64,
+    /// The client as resolved through `trusted_proxies` (limits and the
+    /// access log), once admission has looked.
+    pub client_ip: Option<IpAddr>,
+    /// When the current try's request went upstream, and how long its
+    /// response header took (the access log's `upstream_time_ms`).
+    pub upstream_sent: Option<Instant>,
+    pub upstream_time: Option<Duration>,
     pub upstream_status: Option<u16>,
     /// The tries at the route's pool.
     pub attempts: Attempts,
@@ -61,6 +69,9 @@ impl RequestCtx {
             slack: None,
             compression: Compression::default(),
             body_bytes: 0,
+            client_ip: None,
+            upstream_sent: None,
+            upstream_time: None,
             upstream_status: None,
             attempts: Attempts::default(),
         }

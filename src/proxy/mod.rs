@@ -245,6 +245,7 @@ impl ProxyHttp for GatewayProxy {
             .map(|a| a.ip());
         let request_id = ctx.request_id().clone();
         let https = crate::tls::is_tls(session);
+        ctx.upstream_sent = Some(std::time::Instant::now());
         forwarding::set_upstream_headers(
             upstream,
             ctx.identity.as_ref(),
@@ -261,6 +262,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
+        ctx.upstream_time = ctx.upstream_sent.map(|sent| sent.elapsed());
         ctx.attempts.answered();
         Ok(())
     }
@@ -296,9 +298,9 @@ impl ProxyHttp for GatewayProxy {
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         connection::awaiting_next_header(session);
-        outcome::record(session, ctx, &self.access_log);
+        outcome::record(session, e, ctx, &self.access_log);
     }
 
     /// Pingora's own failure lines ("Fail to proxy: ...") name the route

@@ -3,17 +3,53 @@
 
 use std::time::SystemTime;
 
+use http::HeaderValue;
 use pingora::prelude::Session;
+use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
 use crate::proxy::context::RequestCtx;
 use crate::proxy::forwarding::generate_request_id;
 
+/// nginx's status for a request whose client closed the connection before
+/// the response was complete.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The status the request ended with: what was sent, or 499 when the
+/// client went away first (0: nothing was sent and the client did not
+/// leave, which a finished request never shows).
+fn final_status(session: &Session, e: Option<&Error>) -> u16 {
+    let client_left = e.is_some_and(|e| {
+        *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::H2Error
+            )
+    });
+    if client_left {
+        return CLIENT_CLOSED;
+    }
+    session.response_written().map_or(0, |r| r.status.as_u16())
+}
+
+/// `Host`, or HTTP/2's `:authority`.
+fn host(session: &Session) -> Option<HeaderValue> {
+    let req = session.req_header();
+    req.headers.get(http::header::HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
 /// Counts the request and queues its access-log entry.
-pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
+pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access_log: &AccessLog) {
     let elapsed = ctx.started.elapsed();
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let status = final_status(session, e);
     let req = session.req_header();
     let (mut status_buf, mut upstream_buf) = (itoa::Buffer::new(), itoa::Buffer::new());
     let upstream_status = ctx
@@ -39,19 +75,29 @@ pub fn record(session: &Session, ctx: &mut RequestCtx, access_log: &AccessLog) {
     // Logging is the request's last phase: the entry takes what the
     // context holds instead of cloning it.
     let identity = ctx.identity.take();
+    let client_ip = ctx
+        .client_ip
+        .or_else(|| crate::proxy::admission::resolve_client(session, &ctx.gateway.trusted_proxies));
     access_log.record(AccessEntry {
         timestamp: SystemTime::now(),
         request_id: ctx.request_id.take().unwrap_or_else(generate_request_id),
+        trace_id: None,
         method: req.method.clone(),
         path: req.uri.path().to_owned(),
         protocol: req.version,
+        host: host(session),
+        client_ip,
+        user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
         username: identity.as_ref().map(|i| i.username.clone()),
         user_id: identity.map(|i| i.user_id),
         route: ctx.route.take(),
         upstream_status: ctx.upstream_status,
         upstream_peer,
         tries,
+        upstream_time: ctx.upstream_time,
         status_code: status,
         response_time: elapsed,
+        request_bytes: session.body_bytes_read() as u64,
+        response_bytes: session.body_bytes_sent() as u64,
     });
 }

@@ -54,7 +54,7 @@ impl LineFormatter {
             prefix.push('.');
             self.second_prefix = prefix;
         }
-        let warn = e.status_code >= 500 || e.status_code == 0;
+        let warn = e.status_code >= 500 || e.status_code == 0 || e.status_code == 499;
         let json = self.format == LogFormat::Json;
         let mut fields = Fields {
             out,
@@ -73,9 +73,28 @@ impl LineFormatter {
             (false, true) => br#" level="WARN" service="gateway""#,
         });
         fields.string(e.request_id.as_bytes());
+        let trace_id = e
+            .trace_id
+            .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
+        fields.key();
+        push_hex_string(fields.out, &trace_id);
         fields.string(e.method.as_str().as_bytes());
         fields.string(e.path.as_bytes());
         fields.string(protocol_name(e.protocol));
+        fields.optional_string(e.host.as_ref().map(|h| cut(h.as_bytes(), MAX_HOST_BYTES)));
+        fields.key();
+        match e.client_ip {
+            Some(ip) => {
+                use std::io::Write;
+                let _ = write!(fields.out, "\"{ip}\"");
+            }
+            None => fields.out.extend_from_slice(b"null"),
+        }
+        fields.optional_string(
+            e.user_agent
+                .as_ref()
+                .map(|ua| cut(ua.as_bytes(), MAX_USER_AGENT_BYTES)),
+        );
         fields.optional_string(e.username.as_ref().map(HeaderValue::as_bytes));
         fields.optional_string(e.user_id.as_ref().map(HeaderValue::as_bytes));
         let route = e.route.as_deref();
@@ -89,14 +108,19 @@ impl LineFormatter {
         fields.optional_string(e.upstream_peer.as_ref().map(|p| p.label.as_bytes()));
         fields.key();
         fields.integer(e.tries.into());
-        // Milliseconds with three decimals: microsecond resolution.
-        let micros = e.response_time.as_micros();
         fields.key();
-        fields.integer((micros / 1000) as u64);
-        fields.out.push(b'.');
-        push_padded3(fields.out, (micros % 1000) as u32);
+        match e.upstream_time {
+            Some(time) => push_millis(fields.out, time),
+            None => fields.out.extend_from_slice(b"null"),
+        }
+        fields.key();
+        push_millis(fields.out, e.response_time);
         fields.key();
         fields.integer(e.status_code.into());
+        fields.key();
+        fields.integer(e.request_bytes);
+        fields.key();
+        fields.integer(e.response_bytes);
         if json {
             fields.out.push(b'}');
         }
@@ -135,9 +159,13 @@ macro_rules! field_prefixes {
 field_prefixes!(
     "timestamp",
     "request_id",
+    "trace_id",
     "method",
     "path",
     "protocol",
+    "host",
+    "client_ip",
+    "user_agent",
     "username",
     "user_id",
     "backend_service",
@@ -145,9 +173,52 @@ field_prefixes!(
     "upstream_status",
     "upstream_peer",
     "tries",
+    "upstream_time_ms",
     "response_time_ms",
-    "status_code"
+    "status_code",
+    "request_bytes",
+    "response_bytes"
 );
+
+/// The longest `user_agent` and `host` logged (README, "Access log"): a
+/// client's 10 KB header must not make a 10 KB line.
+pub const MAX_USER_AGENT_BYTES: usize = 512;
+pub const MAX_HOST_BYTES: usize = 256;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `value` cut to `max` bytes, back to a UTF-8 character boundary.
+fn cut(value: &[u8], max: usize) -> &[u8] {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while end > 0 && (value[end] & 0xc0) == 0x80 {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Milliseconds with three decimals: microsecond resolution.
+fn push_millis(out: &mut Vec<u8>, time: Duration) {
+    let micros = time.as_micros();
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format((micros / 1000) as u64)
+            .as_bytes(),
+    );
+    out.push(b'.');
+    push_padded3(out, (micros % 1000) as u32);
+}
+
+/// `"0af7..."`: lower-case hex, as W3C trace context writes ids.
+fn push_hex_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for b in bytes {
+        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+    }
+    out.push(b'"');
+}
 
 /// The fields of one line, each written after the next key prefix.
 struct Fields<'a> {
@@ -213,7 +284,6 @@ fn push_json_string(out: &mut Vec<u8>, value: &[u8]) {
 
 /// Writes UTF-8 `value` quoted, escaping `"`, `\\` and control characters.
 fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let mut clean_from = 0;
     for (i, &b) in value.iter().enumerate() {

@@ -6,9 +6,13 @@ fn entry() -> AccessEntry {
     AccessEntry {
         timestamp: SystemTime::UNIX_EPOCH + Duration::from_millis(1_755_772_200_123),
         request_id: HeaderValue::from_static("req_1"),
+        trace_id: Some([0x0a; 16]),
         method: http::Method::POST,
         protocol: http::Version::HTTP_2,
         path: "/api/robeing/chat".into(),
+        host: Some(HeaderValue::from_static("api.example.test")),
+        client_ip: Some("2001:db8::7".parse().unwrap()),
+        user_agent: Some(HeaderValue::from_static("curl/8.5.0")),
         username: Some(HeaderValue::from_static("o\"neil")),
         user_id: Some(HeaderValue::from_static(
             "6f1c1d0e-4a7b-4c43-9a0e-2b8f1c9d7e01",
@@ -17,8 +21,11 @@ fn entry() -> AccessEntry {
         upstream_status: Some(200),
         upstream_peer: None,
         tries: 1,
+        upstream_time: Some(Duration::from_micros(1234)),
         status_code: 200,
         response_time: Duration::from_micros(1500),
+        request_bytes: 17,
+        response_bytes: 4096,
     }
 }
 
@@ -46,6 +53,13 @@ fn json_line_has_the_design_fields() {
     assert_eq!(v["upstream_status"], 200);
     assert_eq!(v["upstream_peer"], serde_json::Value::Null);
     assert_eq!(v["tries"], 1);
+    assert_eq!(v["trace_id"], "0a".repeat(16));
+    assert_eq!(v["host"], "api.example.test");
+    assert_eq!(v["client_ip"], "2001:db8::7");
+    assert_eq!(v["user_agent"], "curl/8.5.0");
+    assert_eq!(v["upstream_time_ms"], 1.234);
+    assert_eq!(v["request_bytes"], 17);
+    assert_eq!(v["response_bytes"], 4096);
     for key in ["request_id", "path", "user_id"] {
         assert!(v[key].is_string(), "{key}");
     }
@@ -102,6 +116,51 @@ fn text_line_escapes_values() {
     assert!(line.contains(" username=\"o\\\"neil\""), "{line}");
     assert!(line.contains(" path=\"/a b\\n\""), "{line}");
     assert!(line.contains(" route=null "), "{line}");
-    assert!(line.ends_with(" status_code=200\n"), "{line}");
+    assert!(
+        line.ends_with(" status_code=200 request_bytes=17 response_bytes=4096\n"),
+        "{line}"
+    );
+    assert!(line.contains(" client_ip=\"2001:db8::7\" "), "{line}");
     assert_eq!(line.matches('\n').count(), 1);
+}
+
+#[test]
+fn absent_values_are_null_and_a_trace_id_is_generated() {
+    let mut e = entry();
+    e.trace_id = None;
+    e.host = None;
+    e.client_ip = None;
+    e.user_agent = None;
+    e.upstream_time = None;
+    e.status_code = 499;
+    let v = json(&e);
+    for key in ["host", "client_ip", "user_agent", "upstream_time_ms"] {
+        assert!(v[key].is_null(), "{key}: {}", v[key]);
+    }
+    let trace = v["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32);
+    assert!(trace
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_ne!(json(&e)["trace_id"], v["trace_id"], "one per request");
+    assert_eq!(v["status_code"], 499);
+    assert_eq!(v["level"], "WARN");
+}
+
+#[test]
+fn long_client_fields_are_cut_and_escaped() {
+    let mut e = entry();
+    // 10 KB of a two-byte character: cut on a character boundary.
+    let agent = "\u{00e9}".repeat(5 * 1024);
+    e.user_agent = Some(HeaderValue::from_str(&agent).unwrap());
+    e.host = Some(HeaderValue::from_str(&"h".repeat(1000)).unwrap());
+    let v = json(&e);
+    let logged = v["user_agent"].as_str().unwrap();
+    assert_eq!(logged.len(), MAX_USER_AGENT_BYTES);
+    assert!(logged.chars().all(|c| c == '\u{00e9}'));
+    assert_eq!(v["host"].as_str().unwrap().len(), MAX_HOST_BYTES);
+    // Quotes and control characters cannot end the value or the line.
+    // (A header value holds no control character but tab.)
+    e.user_agent = Some(HeaderValue::from_bytes(b"a\"b\tc\\").unwrap());
+    assert_eq!(json(&e)["user_agent"], "a\"b\tc\\");
 }
