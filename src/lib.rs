@@ -15,6 +15,17 @@
 //!   file to the running plan;
 //! - [`errors`]: the gateway's error type and its one JSON envelope.
 
+/// The release and the commit it is built from (`build.rs`), as
+/// `--version` prints them and `gateway_build_info` exports them.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_SHA: &str = env!("GATEWAY_GIT_SHA");
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("GATEWAY_GIT_SHA"),
+    ")"
+);
+
 pub mod auth;
 pub mod config;
 pub mod edge;

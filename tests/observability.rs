@@ -197,6 +197,56 @@ async fn metrics_count_a_known_mix_exactly() {
         ),
         3.0
     );
+    // Upstream time: only requests an upstream answered.
+    for (route, want) in [
+        ("/api/robeing/*", 3.0),
+        ("/api/auth/*", 2.0),
+        ("/gateway/slack/*", 3.0),
+    ] {
+        assert_eq!(
+            m(
+                "gateway_upstream_response_seconds_count",
+                &[("route", route)]
+            ),
+            want,
+            "{route}"
+        );
+    }
+    assert_eq!(
+        m(
+            "gateway_upstream_response_seconds_count",
+            &[("route", "/api/down/*")]
+        ),
+        0.0
+    );
+    // Body sizes: two signed bodies and the tampered one.
+    assert_eq!(
+        m(
+            "gateway_request_body_bytes_sum",
+            &[("route", "/gateway/slack/*")]
+        ),
+        (2 * body.len() + b"tampered".len()) as f64
+    );
+    assert_eq!(
+        m(
+            "gateway_request_body_bytes_count",
+            &[("route", "/gateway/slack/*")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        m(
+            "gateway_response_body_bytes_count",
+            &[("route", "/api/robeing/*")]
+        ),
+        6.0
+    );
+    assert!(
+        m(
+            "gateway_response_body_bytes_sum",
+            &[("route", "/api/robeing/*")]
+        ) > 0.0
+    );
     assert_eq!(m("gateway_identity_cache_misses_total", &[]), 1.0);
     assert_eq!(m("gateway_identity_cache_hits_total", &[]), 2.0);
     assert_eq!(m("gateway_identity_cache_entries", &[]), 1.0);
@@ -704,4 +754,71 @@ async fn the_access_line_has_client_sizes_timing_and_499() {
     assert_eq!(left["status_code"], 499, "{left}");
     assert!(left["upstream_status"].is_null(), "{left}");
     assert_eq!(left["response_bytes"], 0);
+}
+
+// What any Prometheus user expects: the process collector, the build (the
+// same one `--version` prints), and every exported series documented in
+// the README's table.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_build_and_every_series_is_documented() {
+    let public = Upstream::start();
+    let protected = Upstream::start();
+    let routes = standard_routes(&public, &protected);
+    let gw = Gateway::start_with(GatewayOptions::new(&routes));
+    assert_eq!(get(gw.port, "/api/auth/x", &[]).await.status, 200);
+    let text = String::from_utf8(get(gw.admin_port, "/metrics", &[]).await.body).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_virtual_memory_bytes") > value("process_resident_memory_bytes"));
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && started > now - 600.0, "{started}");
+
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("gateway_build_info{"))
+        .expect("gateway_build_info");
+    assert!(build.ends_with("} 1"), "{build}");
+    let label = |key: &str| {
+        let start = build.find(&format!("{key}=\"")).unwrap() + key.len() + 2;
+        build[start..].split('"').next().unwrap().to_owned()
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        version.trim(),
+        format!(
+            "robeing-gateway {} (git {})",
+            label("version"),
+            label("git_sha")
+        )
+    );
+    assert_eq!(label("version"), env!("CARGO_PKG_VERSION"));
+    assert!(!label("git_sha").is_empty());
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let undocumented: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|name| !readme.contains(&format!("`{name}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README's metrics table: {undocumented:?}"
+    );
 }

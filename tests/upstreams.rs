@@ -344,7 +344,7 @@ async fn all_peers_down_is_an_immediate_503() {
         let text = String::from_utf8(get(gw.admin_port, "/metrics", &[]).await.body).unwrap();
         let all_out = ports.iter().all(|port| {
             text.contains(&format!(
-                "gateway_upstream_peer_healthy{{peer=\"127.0.0.1:{port}\",route_service=\"pool\"}} 0"
+                "gateway_upstream_peer_healthy{{peer=\"127.0.0.1:{port}\",route=\"/api/pool/*\"}} 0"
             ))
         });
         if all_out {

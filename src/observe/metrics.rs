@@ -11,6 +11,22 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Body-size buckets: empty to 64 MiB, by powers of 4 from 64 B.
+const SIZE_BUCKETS: &[f64] = &[
+    0.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
 /// Request latency buckets: sub-millisecond to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -20,6 +36,9 @@ pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    pub upstream_response: HistogramVec,
+    pub request_body_bytes: HistogramVec,
+    pub response_body_bytes: HistogramVec,
     pub auth_failures: IntCounterVec,
     pub proxy_errors: IntCounterVec,
     pub identity_cache_hits: IntCounter,
@@ -189,6 +208,22 @@ const USER_NOTIFY_EVICTIONS: Family = (
     "Users evicted from the identity cache by a change notification",
 );
 
+const UPSTREAM_RESPONSE: Family = (
+    "gateway_upstream_response_seconds",
+    "From sending a request upstream to its response header (the last try), by route",
+);
+const REQUEST_BODY_BYTES: Family = (
+    "gateway_request_body_bytes",
+    "Request body bytes received from clients, by route",
+);
+const RESPONSE_BODY_BYTES: Family = (
+    "gateway_response_body_bytes",
+    "Response body bytes sent to clients (after compression), by route",
+);
+const BUILD_INFO: Family = (
+    "gateway_build_info",
+    "1, labelled with the release and the commit the binary was built from",
+);
 const DEPENDENCY_CHECKS: Family = (
     "gateway_dependency_checks_total",
     "Rounds of dependency checks (one a second, off the request path; /readyz asks none)",
@@ -240,6 +275,29 @@ impl Register {
         self.add(Histogram::with_opts(opts).expect("valid metric"))
     }
 
+    fn size_vec(&self, (name, help): Family, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(SIZE_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+
+    /// `process_*` (Linux `/proc`) and `gateway_build_info`.
+    fn process_and_build(&self) {
+        self.0
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO.0, BUILD_INFO.1),
+            &["version", "git_sha"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[crate::VERSION, crate::GIT_SHA])
+            .set(1);
+        self.add(build);
+    }
+
     fn latency_vec(&self, (name, help): Family, labels: &[&str]) -> HistogramVec {
         let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         self.add(HistogramVec::new(opts, labels).expect("valid metric"))
@@ -249,9 +307,13 @@ impl Register {
 impl Metrics {
     fn new() -> Self {
         let r = Register(Registry::new());
+        r.process_and_build();
         Self {
             requests: r.counter_vec(REQUESTS, &["route", "method", "status", "upstream_status"]),
             request_duration: r.latency_vec(REQUEST_DURATION, &["route"]),
+            upstream_response: r.latency_vec(UPSTREAM_RESPONSE, &["route"]),
+            request_body_bytes: r.size_vec(REQUEST_BODY_BYTES, &["route"]),
+            response_body_bytes: r.size_vec(RESPONSE_BODY_BYTES, &["route"]),
             auth_failures: r.counter_vec(AUTH_FAILURES, &["reason"]),
             proxy_errors: r.counter_vec(PROXY_ERRORS, &["route", "kind"]),
             identity_cache_hits: r.counter(IDENTITY_CACHE_HITS),

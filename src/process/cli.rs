@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "robeing-gateway",
-    version,
+    version = crate::VERSION_LINE,
     about = "Edge API gateway of the robeing services"
 )]
 pub struct Cli {

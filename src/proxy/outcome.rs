@@ -68,6 +68,21 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     m.request_duration
         .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
+    let (request_bytes, response_bytes) = (
+        session.body_bytes_read() as u64,
+        session.body_bytes_sent() as u64,
+    );
+    m.request_body_bytes
+        .with_label_values(&[route])
+        .observe(request_bytes as f64);
+    m.response_body_bytes
+        .with_label_values(&[route])
+        .observe(response_bytes as f64);
+    if let Some(time) = ctx.upstream_time {
+        m.upstream_response
+            .with_label_values(&[route])
+            .observe(time.as_secs_f64());
+    }
     let (upstream_peer, tries) = ctx.attempts.finish();
     if !access_log.is_enabled() {
         return;
@@ -97,7 +112,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
         upstream_time: ctx.upstream_time,
         status_code: status,
         response_time: elapsed,
-        request_bytes: session.body_bytes_read() as u64,
-        response_bytes: session.body_bytes_sent() as u64,
+        request_bytes,
+        response_bytes,
     });
 }

@@ -169,7 +169,7 @@ impl HealthChecks {
         }
     }
 
-    /// `gateway_upstream_peer_healthy{route_service, peer}` for every pool.
+    /// `gateway_upstream_peer_healthy{route, peer}` for every pool.
     fn publish_gauges(&self) {
         let gateway = self.gateway.load();
         let gauge = &metrics().upstream_peer_healthy;
@@ -177,14 +177,14 @@ impl HealthChecks {
         for pool in gateway.upstreams.pools() {
             for m in pool.members.iter() {
                 gauge
-                    .with_label_values(&[&pool.service, &m.state.label])
+                    .with_label_values(&[&pool.pattern, &m.state.label])
                     .set(i64::from(m.state.is_eligible()));
-                now.insert((pool.service.clone(), m.state.label.clone()));
+                now.insert((pool.pattern.clone(), m.state.label.clone()));
             }
         }
         let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        for (service, peer) in published.difference(&now) {
-            let _ = gauge.remove_label_values(&[service, peer]);
+        for (route, peer) in published.difference(&now) {
+            let _ = gauge.remove_label_values(&[route, peer]);
         }
         *published = now;
     }
