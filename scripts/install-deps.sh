@@ -24,6 +24,8 @@ if [ "$want" = test ]; then
     # The IPv6 test gives the loopback of its own network namespace
     # addresses with ip(8).
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    # The DNS test answers the gateway's lookups with its own dnsmasq.
+    command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -4,7 +4,6 @@
 //! never per request), the token verifier, the identity cache and the rate
 //! limiter.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +32,7 @@ use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 use crate::tls::TlsListener;
 use crate::upstream::{
-    protocol, Balancing, Member, PeerKey, Pool, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
+    names, protocol, Balancing, Pool, PoolEntry, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
 };
 use jsonwebtoken::Validation;
 
@@ -134,7 +133,9 @@ impl Gateway {
             .map(CorsPolicy::new)
             .transpose()
             .map_err(|e| problems.push(e));
-        let mut upstreams = UpstreamRegistry::default();
+        let mut upstreams = UpstreamRegistry::new(Duration::from_secs(
+            config.upstream.resolve_interval_seconds.max(1),
+        ));
         let routes = route_table(
             loaded,
             &mut upstreams,
@@ -320,7 +321,7 @@ fn route_table(
         let (Ok(pool), Ok(slack)) = (pool, slack) else {
             continue;
         };
-        upstreams.add_pool(pool.clone());
+        let pool = upstreams.add_pool(pool);
         routes.insert(Route {
             pattern: route.path.clone(),
             service: route.service.clone(),
@@ -375,45 +376,57 @@ fn route_pool(
         route.tls_server_name.as_deref(),
     )
     .map_err(|m| ("tls_ca_file".to_owned(), m))?;
-    let mut members = Vec::with_capacity(entries.len());
+    if entries.len() > MAX_PEERS {
+        return Err((
+            "upstreams".into(),
+            format!("at most {MAX_PEERS} peers per route"),
+        ));
+    }
+    let mut pool_entries = Vec::with_capacity(entries.len());
     for (field, entry) in entries {
-        let addr = resolve(&entry.host, entry.port).map_err(|m| (field, m))?;
-        let state = upstreams.peer(
-            PeerKey {
-                addr,
-                check: route.health_check.clone(),
-            },
-            previous,
-        );
-        members.push(Member {
-            state,
-            peer: upstream_peer(addr, &entry.host, route, defaults, (protocol, &tls)),
+        let is_name = entry.host.parse::<std::net::IpAddr>().is_err();
+        let addresses = match names::resolve_now(&entry.host, entry.port) {
+            Ok(addresses) => addresses,
+            Err(_) if is_name && !defaults.resolve_at_start => Vec::new(),
+            Err(m) => return Err((field, m)),
+        };
+        // Any address: each member gets its own (`names::members`).
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], entry.port));
+        let template = upstream_peer(any, &entry.host, route, defaults, (protocol, &tls));
+        pool_entries.push(PoolEntry {
+            host: entry.host,
+            port: entry.port,
             weight: entry.weight,
+            template,
+            check: route.health_check.clone(),
+            is_name,
+            addresses,
         });
     }
+    let mut members = names::members(&pool_entries, upstreams, previous);
+    // A request's tries are a bit set of at most 64 members.
+    members.truncate(MAX_PEERS);
     let balancing = Balancing::from_config(route.load_balancing.as_deref())
         .map_err(|m| ("load_balancing".to_owned(), m))?;
     let read_timeout = route.read_timeout_ms.unwrap_or(defaults.read_timeout_ms);
-    Ok(Arc::new(Pool::new(
-        route.service.clone(),
-        route.path.clone(),
-        members,
-        balancing,
-        route.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-        Duration::from_millis(read_timeout),
-    )))
+    Ok(Arc::new(
+        Pool::new(
+            route.service.clone(),
+            route.path.clone(),
+            members,
+            balancing,
+            route.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            Duration::from_millis(read_timeout),
+        )
+        .with_entries(pool_entries),
+    ))
 }
+
+/// The most peers (addresses) one route's pool holds.
+const MAX_PEERS: usize = 64;
 
 /// `max_retries` when a route does not say.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
-
-fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
-        .next()
-        .ok_or_else(|| format!("'{host}' resolves to no address"))
-}
 
 /// The route's own limit (0: none), else the `[rate_limit]` default.
 fn route_limit(route: &RouteConfig, default: Option<&RateLimitConfig>) -> Option<RouteLimit> {

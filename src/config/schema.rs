@@ -347,6 +347,13 @@ pub struct UpstreamDefaults {
     pub write_timeout_ms: u64,
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Upstream names are resolved again this often (off the request path).
+    #[serde(default = "defaults::resolve_interval_seconds")]
+    pub resolve_interval_seconds: u64,
+    /// A name that does not resolve at load is an error; `false`: its
+    /// route starts with no peer (503) until it resolves.
+    #[serde(default = "defaults::resolve_at_start")]
+    pub resolve_at_start: bool,
 }
 
 impl Default for UpstreamDefaults {
@@ -356,6 +363,8 @@ impl Default for UpstreamDefaults {
             read_timeout_ms: defaults::read_timeout_ms(),
             write_timeout_ms: defaults::write_timeout_ms(),
             idle_timeout_ms: defaults::idle_timeout_ms(),
+            resolve_interval_seconds: defaults::resolve_interval_seconds(),
+            resolve_at_start: defaults::resolve_at_start(),
         }
     }
 }

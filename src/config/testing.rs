@@ -149,7 +149,7 @@ pub fn test_route(pattern: &str) -> Route {
         service: pattern.into(),
         auth_required: true,
         max_body_bytes: 1 << 20,
-        pool: test_pool(pattern, &["127.0.0.1:1"]),
+        pool: std::sync::Arc::new(arc_swap::ArcSwap::new(test_pool(pattern, &["127.0.0.1:1"]))),
         rate_limit: None,
         raw: false,
         slack: None,

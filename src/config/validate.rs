@@ -388,6 +388,10 @@ fn is_identifier(name: &str) -> bool {
 
 fn upstream(up: &UpstreamDefaults, problems: &mut Problems) {
     problems.positive("upstream.connect_timeout_ms", up.connect_timeout_ms);
+    problems.positive(
+        "upstream.resolve_interval_seconds",
+        up.resolve_interval_seconds,
+    );
     problems.positive("upstream.read_timeout_ms", up.read_timeout_ms);
     problems.positive("upstream.write_timeout_ms", up.write_timeout_ms);
     problems.positive("upstream.idle_timeout_ms", up.idle_timeout_ms);

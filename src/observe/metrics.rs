@@ -60,6 +60,7 @@ pub struct Metrics {
     pub upstream_peer_requests: IntCounterVec,
     pub upstream_peer_failures: IntCounterVec,
     pub upstream_retries: IntCounterVec,
+    pub dns_failures: IntCounterVec,
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
     pub rate_limit_store_round_trips: IntCounter,
@@ -220,6 +221,10 @@ const RESPONSE_BODY_BYTES: Family = (
     "gateway_response_body_bytes",
     "Response body bytes sent to clients (after compression), by route",
 );
+const DNS_FAILURES: Family = (
+    "gateway_dns_failures_total",
+    "Re-resolutions of a route's upstream names that failed (its last addresses are kept)",
+);
 const BUILD_INFO: Family = (
     "gateway_build_info",
     "1, labelled with the release and the commit the binary was built from",
@@ -335,6 +340,7 @@ impl Metrics {
             upstream_peer_requests: r.counter_vec(UPSTREAM_PEER_REQUESTS, &["peer"]),
             upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
+            dns_failures: r.counter_vec(DNS_FAILURES, &["route"]),
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
             rate_limit_store_round_trips: r.counter(RATE_LIMIT_STORE_ROUND_TRIPS),

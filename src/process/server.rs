@@ -27,6 +27,7 @@ use crate::process::stdio::StdioReceiver;
 use crate::proxy::GatewayProxy;
 use crate::tls::{listener_settings, GatewayCerts};
 use crate::upstream::health::HealthChecks;
+use crate::upstream::names::NameRefresh;
 
 /// How long a successor that has the listening sockets waits for the
 /// predecessor's stdout and stderr, sent just before them.
@@ -170,6 +171,10 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     pingora.add_service(background_service(
         "upstream health checks",
         HealthChecks::new(shared.clone()),
+    ));
+    pingora.add_service(background_service(
+        "upstream name resolution",
+        NameRefresh::new(shared.clone()),
     ));
     pingora.add_service(background_service(
         "user change notifications",

@@ -50,6 +50,9 @@ pub struct RequestCtx {
     pub upstream_sent: Option<Instant>,
     pub upstream_time: Option<Duration>,
     pub upstream_status: Option<u16>,
+    /// The route's pool as this request found it: every try picks from
+    /// the same one, even if a name's re-resolution swaps it meanwhile.
+    pub pool: Option<Arc<crate::upstream::Pool>>,
     /// The tries at the route's pool.
     pub attempts: Attempts,
 }
@@ -73,6 +76,7 @@ impl RequestCtx {
             upstream_sent: None,
             upstream_time: None,
             upstream_status: None,
+            pool: None,
             attempts: Attempts::default(),
         }
     }

@@ -151,11 +151,12 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route.clone() else {
+        let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
-        if route.pool.members.len() == 1 {
-            return ctx.attempts.next_peer(&route.pool, b"");
+        let pool = ctx.pool.get_or_insert_with(|| route.pool.load_full());
+        if pool.members.len() == 1 {
+            return ctx.attempts.next_peer(pool, b"");
         }
         // `consistent` pools: one user, one peer; anonymous: one client address.
         let client = forwarding::IpBytes::of(
@@ -168,7 +169,10 @@ impl ProxyHttp for GatewayProxy {
             Some(identity) => identity.user_id.as_bytes(),
             None => client.as_slice(),
         };
-        ctx.attempts.next_peer(&route.pool, key)
+        let Some(pool) = &ctx.pool else {
+            return Error::e_explain(ErrorType::InternalError, "no pool");
+        };
+        ctx.attempts.next_peer(pool, key)
     }
 
     fn fail_to_connect(
@@ -178,9 +182,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(route) = &ctx.route {
+        if let Some(pool) = &ctx.pool {
             ctx.attempts
-                .after_connect_failure(&route.pool, ctx.started, &mut e);
+                .after_connect_failure(pool, ctx.started, &mut e);
         }
         e
     }
@@ -196,14 +200,9 @@ impl ProxyHttp for GatewayProxy {
         let mut e = e.more_context(format!("peer {}", peer._address));
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated();
-        if let Some(route) = &ctx.route {
-            ctx.attempts.after_proxy_error(
-                &route.pool,
-                ctx.started,
-                &mut e,
-                replayable,
-                client_reused,
-            );
+        if let Some(pool) = &ctx.pool {
+            ctx.attempts
+                .after_proxy_error(pool, ctx.started, &mut e, replayable, client_reused);
         }
         e
     }

@@ -18,8 +18,9 @@ pub struct Route {
     pub auth_required: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
-    /// The route's peers (one for `host` + `port`), timeouts set.
-    pub pool: Arc<crate::upstream::Pool>,
+    /// The route's peers (one for `host` + `port`), timeouts set; swapped
+    /// whole when a name resolves to other addresses.
+    pub pool: crate::upstream::PoolSlot,
     /// The limit requests on this route count against, if any.
     pub rate_limit: Option<RouteLimit>,
     /// Responses are never compressed (e.g. Slack webhooks).

@@ -123,7 +123,7 @@ impl HealthChecks {
         let gateway = self.gateway.load();
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
         let mut live = HashMap::new();
-        for state in gateway.upstreams.peers() {
+        for state in &gateway.upstreams.peers() {
             let Some(config) = &state.check else { continue };
             let id = Arc::as_ptr(state) as usize;
             let entry = match probes.remove(&id) {
@@ -174,7 +174,8 @@ impl HealthChecks {
         let gateway = self.gateway.load();
         let gauge = &metrics().upstream_peer_healthy;
         let mut now = HashSet::new();
-        for pool in gateway.upstreams.pools() {
+        for slot in gateway.upstreams.pools() {
+            let pool = slot.load();
             for m in pool.members.iter() {
                 gauge
                     .with_label_values(&[&pool.pattern, &m.state.label])

@@ -57,6 +57,26 @@ pub struct Member {
     pub weight: u16,
 }
 
+/// One configured peer entry (`host` + `port`, or one of `upstreams`): a
+/// name becomes a member per address it resolves to.
+#[derive(Clone)]
+pub struct PoolEntry {
+    pub host: String,
+    pub port: u16,
+    pub weight: u16,
+    /// The entry's peer (timeouts, protocol, TLS name) for any address.
+    pub template: HttpPeer,
+    pub check: Option<crate::config::HealthCheckConfig>,
+    /// `host` is a name, not an IP address: it is re-resolved.
+    pub is_name: bool,
+    /// What it resolved to last (in order, no duplicates).
+    pub addresses: Vec<std::net::SocketAddr>,
+}
+
+/// The most addresses one name contributes: a request's tries are a bit
+/// set over at most 64 members.
+pub const MAX_ADDRESSES_PER_NAME: usize = 16;
+
 /// The index of a member, carried in its `Backend` for the selectors.
 #[derive(Clone, Copy)]
 struct MemberIndex(usize);
@@ -76,6 +96,9 @@ pub struct Pool {
     pub service: String,
     pub pattern: String,
     pub members: Box<[Member]>,
+    /// The configured entries the members come from, with the addresses
+    /// each resolved to (a name is re-resolved: [`super::names`]).
+    pub entries: Arc<[PoolEntry]>,
     pub balancing: Balancing,
     selector: Selector,
     pub max_retries: u32,
@@ -136,6 +159,7 @@ impl Pool {
             service,
             pattern,
             members: members.into_boxed_slice(),
+            entries: Arc::from([]),
             balancing,
             selector,
             max_retries,
@@ -143,8 +167,26 @@ impl Pool {
         }
     }
 
+    /// The same pool (balancing, retries) over other members.
+    pub fn rebuilt(&self, members: Vec<Member>) -> Self {
+        Self::new(
+            self.service.clone(),
+            self.pattern.clone(),
+            members,
+            self.balancing,
+            self.max_retries,
+            self.retry_budget,
+        )
+    }
+
+    /// The pool with the entries its members were built from.
+    pub fn with_entries(mut self, entries: Vec<PoolEntry>) -> Self {
+        self.entries = entries.into();
+        self
+    }
+
     fn usable(&self, i: usize, tried: Tried) -> bool {
-        tried & (1 << i) == 0 && self.members[i].state.is_eligible()
+        i < self.members.len() && tried & (1 << i) == 0 && self.members[i].state.is_eligible()
     }
 
     /// An eligible member this request has not tried, if any. `key` picks

@@ -7,7 +7,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::config::HealthCheckConfig;
 
@@ -21,41 +24,78 @@ pub struct PeerKey {
     pub check: Option<HealthCheckConfig>,
 }
 
-#[derive(Default)]
+/// A route's pool, swapped whole when its names resolve to other
+/// addresses ([`super::names`]); a request keeps the one it started with.
+pub type PoolSlot = Arc<ArcSwap<Pool>>;
+
 pub struct UpstreamRegistry {
-    peers: HashMap<PeerKey, Arc<PeerState>>,
-    pools: Vec<Arc<Pool>>,
+    /// Every peer ever built for this configuration (a name's new address
+    /// adds one), by address and check settings.
+    peers: Mutex<HashMap<PeerKey, Arc<PeerState>>>,
+    pools: Vec<PoolSlot>,
+    /// `[upstream] resolve_interval_seconds`.
+    pub resolve_interval: Duration,
+}
+
+impl Default for UpstreamRegistry {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30))
+    }
 }
 
 impl UpstreamRegistry {
+    pub fn new(resolve_interval: Duration) -> Self {
+        Self {
+            peers: Mutex::new(HashMap::new()),
+            pools: Vec::new(),
+            resolve_interval,
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PeerKey, Arc<PeerState>>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The peer for `key`: this configuration's, else the previous one's
     /// (health and ejection kept), else a new one.
-    pub fn peer(&mut self, key: PeerKey, previous: Option<&UpstreamRegistry>) -> Arc<PeerState> {
-        if let Some(state) = self.peers.get(&key) {
+    pub fn peer(&self, key: PeerKey, previous: Option<&UpstreamRegistry>) -> Arc<PeerState> {
+        if let Some(state) = self.known().get(&key) {
             return state.clone();
         }
         let state = previous
-            .and_then(|p| p.peers.get(&key).cloned())
+            .and_then(|p| p.known().get(&key).cloned())
             .unwrap_or_else(|| Arc::new(PeerState::new(key.addr, key.check.clone())));
-        self.peers.insert(key, state.clone());
-        state
+        self.known().entry(key).or_insert(state).clone()
     }
 
-    pub fn add_pool(&mut self, pool: Arc<Pool>) {
-        self.pools.push(pool);
+    pub fn add_pool(&mut self, pool: Arc<Pool>) -> PoolSlot {
+        let slot = Arc::new(ArcSwap::new(pool));
+        self.pools.push(slot.clone());
+        slot
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = &Arc<PeerState>> {
-        self.peers.values()
+    /// The peers of the pools as they are now (a name's old addresses
+    /// drop out), each once.
+    pub fn peers(&self) -> Vec<Arc<PeerState>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut live = Vec::new();
+        for slot in &self.pools {
+            for m in slot.load().members.iter() {
+                if seen.insert(Arc::as_ptr(&m.state)) {
+                    live.push(m.state.clone());
+                }
+            }
+        }
+        live
     }
 
-    pub fn pools(&self) -> &[Arc<Pool>] {
+    pub fn pools(&self) -> &[PoolSlot] {
         &self.pools
     }
 
     /// Every peer's state, for the successor of a handoff.
     pub fn snapshot(&self) -> Vec<PeerSnapshot> {
-        self.peers.values().map(|p| p.snapshot()).collect()
+        self.known().values().map(|p| p.snapshot()).collect()
     }
 
     /// A predecessor's peer states, for the same peers (address and check
@@ -67,7 +107,7 @@ impl UpstreamRegistry {
                 addr: entry.addr,
                 check: entry.check.clone(),
             };
-            if let Some(peer) = self.peers.get(&key) {
+            if let Some(peer) = self.known().get(&key) {
                 peer.restore(entry);
                 taken += 1;
             }
@@ -81,7 +121,8 @@ impl UpstreamRegistry {
         let pools: Vec<_> = self
             .pools
             .iter()
-            .map(|pool| {
+            .map(|slot| {
+                let pool = slot.load();
                 let peers: Vec<_> = pool
                     .members
                     .iter()
@@ -125,7 +166,7 @@ mod tests {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             check,
         };
-        let mut old = UpstreamRegistry::default();
+        let old = UpstreamRegistry::default();
         let a = old.peer(key(1, None), None);
         assert!(
             Arc::ptr_eq(&a, &old.peer(key(1, None), None)),
@@ -133,7 +174,7 @@ mod tests {
         );
         a.record_probe(false);
 
-        let mut new = UpstreamRegistry::default();
+        let new = UpstreamRegistry::default();
         let kept = new.peer(key(1, None), Some(&old));
         assert!(Arc::ptr_eq(&a, &kept));
         assert!(!kept.is_eligible(), "health carried over");

@@ -72,7 +72,7 @@ impl Upstream {
         Self::start_listening("127.0.0.1:0", extra)
     }
 
-    fn start_listening(listen: &str, extra: &[&str]) -> Self {
+    pub fn start_listening(listen: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--listen", listen, "--slack-secret", SLACK_SECRET];
         args.extend_from_slice(extra);
         Self::start_example("echo_upstream", &args)

@@ -165,6 +165,12 @@ pub fn write_timeout_ms() -> u64 {
 pub fn idle_timeout_ms() -> u64 {
     60_000
 }
+pub fn resolve_interval_seconds() -> u64 {
+    30
+}
+pub fn resolve_at_start() -> bool {
+    true
+}
 pub fn auth_required() -> bool {
     true
 }
