@@ -26,6 +26,8 @@ if [ "$want" = test ]; then
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     # The DNS test answers the gateway's lookups with its own dnsmasq.
     command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+    # The packaging tests run systemd-analyze verify and systemd-sysusers.
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -430,6 +430,93 @@ fn compose_file_agrees_with_conf() {
             "Dockerfile lacks target {target}"
         );
     }
+
+    // Every service has a health check, and starts after the ones it needs
+    // are healthy; a gateway's checks its own admin listener's /readyz.
+    for (name, service) in services.as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        assert!(
+            service["healthcheck"]["test"].as_sequence().is_some(),
+            "{name} has no healthcheck"
+        );
+        if let Some(needs) = service["depends_on"].as_mapping() {
+            for (dep, how) in needs {
+                assert_eq!(how["condition"], "service_healthy", "{name} -> {dep:?}");
+            }
+        }
+    }
+    for (service, conf) in [(gw, &conf), (gw2, &conf2)] {
+        let test = strings(&service["healthcheck"]["test"]).join(" ");
+        let admin_port = port_of(&admin(conf));
+        assert!(
+            test.contains(&format!("/dev/tcp/127.0.0.1/{admin_port} ")) && test.contains("/readyz"),
+            "{test}"
+        );
+    }
+    // No port a local PostgreSQL or Redis already holds.
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docker-compose.yml")).unwrap();
+    for taken in ["5432", "6379"] {
+        assert!(
+            !text.contains(&format!(":{taken}/")) && !text.contains(&format!("={taken}\"")),
+            "docker-compose.yml uses port {taken}"
+        );
+    }
+}
+
+/// The image: pinned bases, CA roots at run time, a health check on
+/// /readyz, dependencies cached apart from src/, and only the binary built
+/// for the gateway (no dev-dependencies).
+#[test]
+fn dockerfile_builds_what_the_docs_promise() {
+    let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let stage = |name: &str| -> String {
+        let start = dockerfile
+            .lines()
+            .position(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("no stage {name}"));
+        dockerfile
+            .lines()
+            .skip(start)
+            .take_while({
+                let mut first = true;
+                move |l| std::mem::take(&mut first) || !l.starts_with("FROM ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("ARG ") && l.contains("_IMAGE="))
+    {
+        let image = line.split_once('=').unwrap().1;
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            tag.starts_with(|c: char| c.is_ascii_digit()),
+            "{line}: pin a versioned tag"
+        );
+    }
+    let deps = stage("deps");
+    assert!(
+        deps.contains("COPY Cargo.toml Cargo.lock build.rs ./"),
+        "{deps}"
+    );
+    assert!(!deps.contains("COPY . ."), "{deps}");
+    let build = stage("build");
+    assert!(
+        build.contains("COPY src src") && build.contains("--bin robeing-gateway"),
+        "{build}"
+    );
+    assert!(
+        !build.contains("--example") && !build.contains("COPY . ."),
+        "{build}"
+    );
+    let runtime = stage("gateway");
+    assert!(runtime.contains("ca-certificates"), "{runtime}");
+    assert!(
+        runtime.contains("HEALTHCHECK") && runtime.contains("/readyz"),
+        "{runtime}"
+    );
+    assert!(runtime.contains("COPY --from=build "), "{runtime}");
 }
 
 #[test]
@@ -471,6 +558,51 @@ fn systemd_unit_reloads_through_the_handoff() {
     // survive a reload (RuntimeDirectoryPreserve).
     assert_eq!(value("RuntimeDirectory"), "robeing-gateway");
     assert_eq!(value("RuntimeDirectoryPreserve"), "yes");
+    assert_eq!(value("RuntimeDirectoryMode"), "0700");
+    assert_eq!(value("LogsDirectory"), "robeing-gateway");
+    assert_eq!(value("AmbientCapabilities"), "CAP_NET_BIND_SERVICE");
+    // The user it runs as is the one conf/sysusers.d creates.
+    let sysusers = Path::new(ROOT).join("conf/sysusers.d/robeing-gateway.conf");
+    let sysusers_text = std::fs::read_to_string(&sysusers).unwrap();
+    assert!(sysusers_text
+        .lines()
+        .any(|l| l.starts_with(&format!("u {} ", value("User")))));
+}
+
+/// systemd itself accepts the unit and the sysusers file: every key known,
+/// every value parsed, every command executable (the built binary stands
+/// in for /usr/local/bin).
+#[test]
+fn systemd_accepts_the_unit_and_the_sysusers_file() {
+    let dir = std::env::temp_dir().join(format!("robeing-systemd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env_file = dir.join("env");
+    std::fs::write(&env_file, "").unwrap();
+    let unit = std::fs::read_to_string(Path::new(ROOT).join("conf/robeing-gateway.service"))
+        .unwrap()
+        .replace(
+            "/usr/local/bin/robeing-gateway",
+            env!("CARGO_BIN_EXE_robeing-gateway"),
+        )
+        .replace("/etc/robeing-gateway/env", env_file.to_str().unwrap());
+    let unit_path = dir.join("robeing-gateway.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd; scripts/install-deps.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    // It warns on stderr, exit 0, about a key it ignores.
+    assert_eq!(stderr(&out), "", "systemd-analyze verify");
+
+    let out = Command::new("systemd-sysusers")
+        .arg("--dry-run")
+        .arg(Path::new(ROOT).join("conf/sysusers.d/robeing-gateway.conf"))
+        .output()
+        .expect("systemd-sysusers");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stderr(&out).contains("Unknown"), "{}", stderr(&out));
 }
 
 /// A public key made now by openssl (`genpkey` arguments), its PEM path.

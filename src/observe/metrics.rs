@@ -336,7 +336,7 @@ impl Metrics {
             header_timeouts: r.counter(HEADER_TIMEOUTS),
             config_reloads: r.counter_vec(CONFIG_RELOADS, &["result"]),
             rate_limited: r.counter_vec(RATE_LIMITED, &["route", "subject"]),
-            upstream_peer_healthy: r.gauge_vec(UPSTREAM_PEER_HEALTHY, &["route_service", "peer"]),
+            upstream_peer_healthy: r.gauge_vec(UPSTREAM_PEER_HEALTHY, &["route", "peer"]),
             upstream_peer_requests: r.counter_vec(UPSTREAM_PEER_REQUESTS, &["peer"]),
             upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
