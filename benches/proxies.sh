@@ -1,5 +1,5 @@
 # Sourced by the bench scripts: the proxies they compare, on fixed loopback
-# ports, each configured as in the README's benchmark section.
+# ports, each configured as docs/benchmarks.md describes.
 #   upstream      nginx, 1 worker, `return 200` with a small JSON body
 #   gateway       robeing-gateway, 1 worker thread (benches/gateway_conf.sh)
 #   nginx-proxy   nginx as a plain reverse proxy, upstream keepalive

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc with its defaults (README, Benchmarks: what it gave).
+/// jemalloc with its defaults (docs/benchmarks.md: what it gave).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

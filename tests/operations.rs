@@ -853,3 +853,44 @@ fn every_file_key_is_named_at_check_start_and_sighup() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The license file is the one Cargo.toml declares, the changelog starts at
+/// this release, and the docs the README sends readers to exist.
+#[test]
+fn license_changelog_and_linked_docs_exist() {
+    let read = |name: &str| {
+        std::fs::read_to_string(Path::new(ROOT).join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
+    let package = &manifest["package"];
+    assert_eq!(package["license"].as_str(), Some("Apache-2.0"));
+    let license = read("LICENSE");
+    assert!(license.contains("Apache License") && license.contains("Version 2.0, January 2004"));
+    let version = package["version"].as_str().unwrap();
+    assert!(
+        read("CHANGELOG.md").contains(&format!("\n## {version} ")),
+        "CHANGELOG.md has no entry for {version}"
+    );
+    let readme = read("README.md");
+    for doc in [
+        "docs/deploy.md",
+        "docs/benchmarks.md",
+        "docs/architecture.md",
+    ] {
+        assert!(readme.contains(doc), "the README does not link {doc}");
+        assert!(Path::new(ROOT).join(doc).exists(), "{doc} is missing");
+    }
+    // The deployment guide covers what operators asked for.
+    let deploy = read("docs/deploy.md");
+    for topic in [
+        "## systemd",
+        "## Container",
+        "## Kubernetes",
+        "shutdown_delay_seconds",
+        "readinessProbe",
+        "docker compose exec gateway robeing-gateway token",
+    ] {
+        assert!(deploy.contains(topic), "docs/deploy.md lacks {topic}");
+    }
+}

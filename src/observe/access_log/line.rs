@@ -13,7 +13,7 @@ use crate::config::LogFormat;
 /// Written by hand rather than through serde_json: the line has a fixed
 /// set of fields, and the generic path (a `String` per timestamp, UTF-8
 /// checks, float formatting, per-field escaping) was most of the log's
-/// cost per request (README, "Instructions per request"). Strings are
+/// cost per request (docs/benchmarks.md, "Instructions per request"). Strings are
 /// escaped as JSON in both formats, so no value can forge a line.
 pub struct LineFormatter {
     format: LogFormat,
