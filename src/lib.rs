@@ -34,5 +34,6 @@ pub mod observe;
 pub mod process;
 pub mod proxy;
 pub mod routing;
+pub mod text;
 pub mod tls;
 pub mod upstream;

@@ -139,6 +139,22 @@ async fn a_hundred_streams_each_carry_their_own_identity() {
         assert!(Instant::now() < deadline, "{h2_lines} HTTP/2 lines of 101");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The access line of a stream: `:authority` as its host, the client,
+    // the upstream's time and the bytes sent, a trace id of its own.
+    let lines: Vec<_> =
+        e.gw.access_log()
+            .into_iter()
+            .filter(|l| l["protocol"] == "HTTP/2")
+            .collect();
+    let mut traces = std::collections::HashSet::new();
+    for l in &lines {
+        assert!(l["host"].as_str().is_some_and(|h| !h.is_empty()), "{l}");
+        assert_eq!(l["client_ip"], "127.0.0.1", "{l}");
+        assert!(l["upstream_time_ms"].as_f64().is_some(), "{l}");
+        assert!(l["response_bytes"].as_u64().is_some_and(|b| b > 0), "{l}");
+        traces.insert(l["trace_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(traces.len(), lines.len(), "one trace id per stream");
 }
 
 /// The status of a response HEADERS frame whose block starts with an

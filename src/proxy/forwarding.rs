@@ -125,7 +125,6 @@ pub fn forwarded_for(
     headers: &HeaderMap,
     client_ip: Option<std::net::IpAddr>,
 ) -> Option<HeaderValue> {
-    use std::io::Write as _;
     let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -135,12 +134,8 @@ pub fn forwarded_for(
         .peekable();
     if prior.peek().is_none() {
         // The common case: just the client address, formatted on the stack.
-        let ip = client_ip?;
-        let mut buf = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        write!(cursor, "{ip}").ok()?;
-        let len = usize::try_from(cursor.position()).ok()?;
-        return HeaderValue::from_bytes(&buf[..len]).ok();
+        let ip = crate::text::IpText::new(client_ip?);
+        return HeaderValue::from_bytes(ip.as_bytes()).ok();
     }
     let mut value = prior.collect::<Vec<_>>().join(", ");
     if let Some(ip) = client_ip {

@@ -73,9 +73,14 @@ impl LineFormatter {
             (false, true) => br#" level="WARN" service="gateway""#,
         });
         fields.string(e.request_id.as_bytes());
-        let trace_id = e
-            .trace_id
-            .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
+        // Not a secret: fastrand's generator (wyrand, seeded per thread)
+        // is enough for an id that only needs to be unique.
+        let trace_id = e.trace_id.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            id[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            id
+        });
         fields.key();
         push_hex_string(fields.out, &trace_id);
         fields.string(e.method.as_str().as_bytes());
@@ -85,8 +90,11 @@ impl LineFormatter {
         fields.key();
         match e.client_ip {
             Some(ip) => {
-                use std::io::Write;
-                let _ = write!(fields.out, "\"{ip}\"");
+                fields.out.push(b'"');
+                fields
+                    .out
+                    .extend_from_slice(crate::text::IpText::new(ip).as_bytes());
+                fields.out.push(b'"');
             }
             None => fields.out.extend_from_slice(b"null"),
         }

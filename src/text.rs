@@ -1,0 +1,79 @@
+//! Text helpers every layer may use (this module imports nothing of the
+//! crate): an IP address written without the formatting machinery, which
+//! cost about 2,000 instructions per address on the request path.
+
+use std::net::IpAddr;
+
+/// An IP address as text, on the stack.
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> Self {
+        let mut text = Self {
+            buf: [0; 48],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            // Rarer, and its canonical form (RFC 5952) is subtle: std's.
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+                // At most 45 bytes: it always fits.
+                let _ = write!(cursor, "{v6}");
+                text.len = cursor.position() as usize;
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_read_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "203.0.113.9",
+            "::1",
+            "2001:db8::7",
+            "::ffff:192.0.2.1",
+            "fe80:1:2:3:4:5:6:7",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(
+                IpText::new(parsed).as_bytes(),
+                parsed.to_string().as_bytes()
+            );
+        }
+    }
+}
