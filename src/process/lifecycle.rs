@@ -317,6 +317,8 @@ impl Lifecycle {
                         handoff::leave_final_limits(&lifecycle.server, &lifecycle.gateway.load());
                     }
                     lifecycle.release_pid_file();
+                    // The lines of the last 50 ms, not yet written.
+                    lifecycle.access_log.flush();
                     std::process::exit(0);
                 }
                 std::thread::sleep(Duration::from_millis(20));

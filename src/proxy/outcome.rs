@@ -1,9 +1,9 @@
 //! The `logging` phase: one finished request counted in the metrics and
-//! handed to the access-log writer (never written on the proxy thread).
+//! its access line formatted into this thread's log buffer (written out by
+//! the access-log writer thread, never here).
 
 use std::time::SystemTime;
 
-use http::HeaderValue;
 use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -37,13 +37,11 @@ fn final_status(session: &Session, e: Option<&Error>) -> u16 {
 }
 
 /// `Host`, or HTTP/2's `:authority`.
-fn host(session: &Session) -> Option<HeaderValue> {
-    let req = session.req_header();
-    req.headers.get(http::header::HOST).cloned().or_else(|| {
-        req.uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
+fn host(req: &pingora::http::RequestHeader) -> Option<&[u8]> {
+    req.headers
+        .get(http::header::HOST)
+        .map(|h| h.as_bytes())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
 }
 
 /// Counts the request and queues its access-log entry.
@@ -87,27 +85,35 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     if !access_log.is_enabled() {
         return;
     }
-    // Logging is the request's last phase: the entry takes what the
-    // context holds instead of cloning it.
-    let identity = ctx.identity.take();
+    if ctx.request_id.is_none() {
+        ctx.request_id = Some(generate_request_id());
+    }
     let client_ip = ctx
         .client_ip
         .or_else(|| crate::proxy::admission::resolve_client(session, &ctx.gateway.trusted_proxies));
-    access_log.record(AccessEntry {
+    let identity = ctx.identity.as_ref();
+    let route = ctx.route.as_deref();
+    // Borrowed from the request: the line is formatted now, into this
+    // thread's buffer (nothing is cloned for it).
+    access_log.record(&AccessEntry {
         timestamp: SystemTime::now(),
-        request_id: ctx.request_id.take().unwrap_or_else(generate_request_id),
+        request_id: ctx.request_id.as_ref().map_or(b"", |id| id.as_bytes()),
         trace_id: None,
-        method: req.method.clone(),
-        path: req.uri.path().to_owned(),
+        method: req.method.as_str(),
+        path: req.uri.path().as_bytes(),
         protocol: req.version,
-        host: host(session),
+        host: host(req),
         client_ip,
-        user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
-        username: identity.as_ref().map(|i| i.username.clone()),
-        user_id: identity.map(|i| i.user_id),
-        route: ctx.route.take(),
+        user_agent: req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|ua| ua.as_bytes()),
+        username: identity.map(|i| i.username.as_bytes()),
+        user_id: identity.map(|i| i.user_id.as_bytes()),
+        service: route.map(|r| r.service.as_str()),
+        route: route.map(|r| r.pattern.as_str()),
         upstream_status: ctx.upstream_status,
-        upstream_peer,
+        upstream_peer: upstream_peer.as_ref().map(|p| p.label.as_str()),
         tries,
         upstream_time: ctx.upstream_time,
         status_code: status,

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::HeaderValue;
-
 use super::AccessEntry;
 use crate::config::LogFormat;
 
@@ -33,14 +31,14 @@ impl LineFormatter {
     }
 
     /// The line of `entry`, newline included.
-    pub fn format(&mut self, e: &AccessEntry) -> Vec<u8> {
+    pub fn format(&mut self, e: &AccessEntry<'_>) -> Vec<u8> {
         let mut line = Vec::new();
         self.append(e, &mut line);
         line
     }
 
     /// Appends the line of `entry` to `out`, newline included.
-    pub fn append(&mut self, e: &AccessEntry, out: &mut Vec<u8>) {
+    pub fn append(&mut self, e: &AccessEntry<'_>, out: &mut Vec<u8>) {
         let since_epoch = e
             .timestamp
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -72,7 +70,7 @@ impl LineFormatter {
             (false, false) => br#" level="INFO" service="gateway""#,
             (false, true) => br#" level="WARN" service="gateway""#,
         });
-        fields.string(e.request_id.as_bytes());
+        fields.string(e.request_id);
         // Not a secret: fastrand's generator (wyrand, seeded per thread)
         // is enough for an id that only needs to be unique.
         let trace_id = e.trace_id.unwrap_or_else(|| {
@@ -83,10 +81,10 @@ impl LineFormatter {
         });
         fields.key();
         push_hex_string(fields.out, &trace_id);
-        fields.string(e.method.as_str().as_bytes());
-        fields.string(e.path.as_bytes());
+        fields.string(e.method.as_bytes());
+        fields.string(e.path);
         fields.string(protocol_name(e.protocol));
-        fields.optional_string(e.host.as_ref().map(|h| cut(h.as_bytes(), MAX_HOST_BYTES)));
+        fields.optional_string(e.host.map(|h| cut(h, MAX_HOST_BYTES)));
         fields.key();
         match e.client_ip {
             Some(ip) => {
@@ -98,22 +96,17 @@ impl LineFormatter {
             }
             None => fields.out.extend_from_slice(b"null"),
         }
-        fields.optional_string(
-            e.user_agent
-                .as_ref()
-                .map(|ua| cut(ua.as_bytes(), MAX_USER_AGENT_BYTES)),
-        );
-        fields.optional_string(e.username.as_ref().map(HeaderValue::as_bytes));
-        fields.optional_string(e.user_id.as_ref().map(HeaderValue::as_bytes));
-        let route = e.route.as_deref();
-        fields.optional_string(route.map(|r| r.service.as_bytes()));
-        fields.optional_string(route.map(|r| r.pattern.as_bytes()));
+        fields.optional_string(e.user_agent.map(|ua| cut(ua, MAX_USER_AGENT_BYTES)));
+        fields.optional_string(e.username);
+        fields.optional_string(e.user_id);
+        fields.optional_string(e.service.map(str::as_bytes));
+        fields.optional_string(e.route.map(str::as_bytes));
         fields.key();
         match e.upstream_status {
             Some(status) => fields.integer(status.into()),
             None => fields.out.extend_from_slice(b"null"),
         }
-        fields.optional_string(e.upstream_peer.as_ref().map(|p| p.label.as_bytes()));
+        fields.optional_string(e.upstream_peer.map(str::as_bytes));
         fields.key();
         fields.integer(e.tries.into());
         fields.key();
