@@ -36,12 +36,20 @@ fn final_status(session: &Session, e: Option<&Error>) -> u16 {
     session.response_written().map_or(0, |r| r.status.as_u16())
 }
 
-/// `Host`, or HTTP/2's `:authority`.
-fn host(req: &pingora::http::RequestHeader) -> Option<&[u8]> {
-    req.headers
-        .get(http::header::HOST)
-        .map(|h| h.as_bytes())
-        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+/// `Host` (or HTTP/2's `:authority`) and `User-Agent`, the first of each,
+/// in one pass over the few headers of a request (two map look-ups cost
+/// more).
+fn host_and_user_agent(req: &pingora::http::RequestHeader) -> (Option<&[u8]>, Option<&[u8]>) {
+    let (mut host, mut user_agent) = (None, None);
+    for (name, value) in &req.headers {
+        if *name == http::header::HOST {
+            host = host.or(Some(value.as_bytes()));
+        } else if *name == http::header::USER_AGENT {
+            user_agent = user_agent.or(Some(value.as_bytes()));
+        }
+    }
+    let host = host.or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+    (host, user_agent)
 }
 
 /// Counts the request and queues its access-log entry.
@@ -93,6 +101,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
         .or_else(|| crate::proxy::admission::resolve_client(session, &ctx.gateway.trusted_proxies));
     let identity = ctx.identity.as_ref();
     let route = ctx.route.as_deref();
+    let (host, user_agent) = host_and_user_agent(req);
     // Borrowed from the request: the line is formatted now, into this
     // thread's buffer (nothing is cloned for it).
     access_log.record(&AccessEntry {
@@ -102,12 +111,9 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
         method: req.method.as_str(),
         path: req.uri.path().as_bytes(),
         protocol: req.version,
-        host: host(req),
+        host,
         client_ip,
-        user_agent: req
-            .headers
-            .get(http::header::USER_AGENT)
-            .map(|ua| ua.as_bytes()),
+        user_agent,
         username: identity.map(|i| i.username.as_bytes()),
         user_id: identity.map(|i| i.user_id.as_bytes()),
         service: route.map(|r| r.service.as_str()),

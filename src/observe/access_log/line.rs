@@ -54,6 +54,8 @@ impl LineFormatter {
         }
         let warn = e.status_code >= 500 || e.status_code == 0 || e.status_code == 499;
         let json = self.format == LogFormat::Json;
+        // Room for a typical line at once: no growth check fires below.
+        out.reserve(LINE_BYTES);
         let mut fields = Fields {
             out,
             prefixes: if json { JSON_PREFIXES } else { TEXT_PREFIXES }.iter(),
@@ -81,9 +83,12 @@ impl LineFormatter {
         });
         fields.key();
         push_hex_string(fields.out, &trace_id);
-        fields.string(e.method.as_bytes());
+        match quoted_method(e.method) {
+            Some(quoted) => fields.raw(quoted),
+            None => fields.string(e.method.as_bytes()),
+        }
         fields.string(e.path);
-        fields.string(protocol_name(e.protocol));
+        fields.raw(quoted_protocol(e.protocol));
         fields.optional_string(e.host.map(|h| cut(h, MAX_HOST_BYTES)));
         fields.key();
         match e.client_ip {
@@ -129,15 +134,33 @@ impl LineFormatter {
     }
 }
 
-/// `HTTP/1.1`, `HTTP/2`...: what the client spoke.
-fn protocol_name(version: http::Version) -> &'static [u8] {
+/// What a typical line needs (reserved once per line).
+const LINE_BYTES: usize = 768;
+
+/// `"HTTP/1.1"`, `"HTTP/2"`...: what the client spoke, quoted (a constant:
+/// nothing to escape).
+fn quoted_protocol(version: http::Version) -> &'static [u8] {
     match version {
-        http::Version::HTTP_2 => b"HTTP/2",
-        http::Version::HTTP_10 => b"HTTP/1.0",
-        http::Version::HTTP_09 => b"HTTP/0.9",
-        http::Version::HTTP_3 => b"HTTP/3",
-        _ => b"HTTP/1.1",
+        http::Version::HTTP_2 => b"\"HTTP/2\"",
+        http::Version::HTTP_10 => b"\"HTTP/1.0\"",
+        http::Version::HTTP_09 => b"\"HTTP/0.9\"",
+        http::Version::HTTP_3 => b"\"HTTP/3\"",
+        _ => b"\"HTTP/1.1\"",
     }
+}
+
+/// A standard method, quoted; another one goes through escaping.
+fn quoted_method(method: &str) -> Option<&'static [u8]> {
+    Some(match method {
+        "GET" => b"\"GET\"",
+        "POST" => b"\"POST\"",
+        "PUT" => b"\"PUT\"",
+        "DELETE" => b"\"DELETE\"",
+        "PATCH" => b"\"PATCH\"",
+        "HEAD" => b"\"HEAD\"",
+        "OPTIONS" => b"\"OPTIONS\"",
+        _ => return None,
+    })
 }
 
 /// The key prefixes of a line's fields, in order, for both formats:
@@ -202,23 +225,22 @@ fn cut(value: &[u8], max: usize) -> &[u8] {
 
 /// Milliseconds with three decimals: microsecond resolution.
 fn push_millis(out: &mut Vec<u8>, time: Duration) {
-    let micros = time.as_micros();
-    out.extend_from_slice(
-        itoa::Buffer::new()
-            .format((micros / 1000) as u64)
-            .as_bytes(),
-    );
+    // In u64 (as_micros is u128, and its division a library call).
+    let millis = time.as_secs() * 1000 + u64::from(time.subsec_millis());
+    out.extend_from_slice(itoa::Buffer::new().format(millis).as_bytes());
     out.push(b'.');
-    push_padded3(out, (micros % 1000) as u32);
+    push_padded3(out, time.subsec_micros() % 1000);
 }
 
-/// `"0af7..."`: lower-case hex, as W3C trace context writes ids.
-fn push_hex_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.push(b'"');
-    for b in bytes {
-        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+/// `"0af7..."`: lower-case hex, as W3C trace context writes ids (built on
+/// the stack, then one copy).
+fn push_hex_string(out: &mut Vec<u8>, bytes: &[u8; 16]) {
+    let mut text = [b'"'; 34];
+    for (i, b) in bytes.iter().enumerate() {
+        text[1 + 2 * i] = HEX[(b >> 4) as usize];
+        text[2 + 2 * i] = HEX[(b & 0xf) as usize];
     }
-    out.push(b'"');
+    out.extend_from_slice(&text);
 }
 
 /// The fields of one line, each written after the next key prefix.
@@ -228,17 +250,27 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    #[inline(always)]
     fn key(&mut self) {
         if let Some(prefix) = self.prefixes.next() {
             self.out.extend_from_slice(prefix);
         }
     }
 
+    /// A value that is already JSON (a constant).
+    #[inline(always)]
+    fn raw(&mut self, value: &[u8]) {
+        self.key();
+        self.out.extend_from_slice(value);
+    }
+
+    #[inline(always)]
     fn string(&mut self, value: &[u8]) {
         self.key();
         push_json_string(self.out, value);
     }
 
+    #[inline(always)]
     fn optional_string(&mut self, value: Option<&[u8]>) {
         match value {
             Some(value) => self.string(value),
@@ -266,6 +298,7 @@ fn push_padded3(out: &mut Vec<u8>, value: u32) {
 
 /// `value` as a JSON string. Bytes that are not UTF-8 (header values may
 /// carry obs-text) become U+FFFD, as `String::from_utf8_lossy` makes them.
+#[inline(always)]
 fn push_json_string(out: &mut Vec<u8>, value: &[u8]) {
     // Almost every value is plain ASCII: one pass without early exit
     // (which the compiler vectorizes), then one copy.
@@ -276,7 +309,15 @@ fn push_json_string(out: &mut Vec<u8>, value: &[u8]) {
         out.push(b'"');
         out.extend_from_slice(value);
         out.push(b'"');
-    } else if value.is_ascii() {
+    } else {
+        push_special(out, value);
+    }
+}
+
+/// The rare value that needs escaping (kept out of line).
+#[inline(never)]
+fn push_special(out: &mut Vec<u8>, value: &[u8]) {
+    if value.is_ascii() {
         push_escaped(out, value);
     } else {
         push_escaped(out, String::from_utf8_lossy(value).as_bytes());

@@ -165,3 +165,21 @@ fn long_client_fields_are_cut_and_escaped() {
     e.user_agent = Some(b"a\"b\tc\\");
     assert_eq!(json(&e)["user_agent"], "a\"b\tc\\");
 }
+
+#[test]
+fn methods_and_protocols_read_as_sent() {
+    for method in ["GET", "OPTIONS", "PROPFIND", "M\"X"] {
+        let mut e = entry();
+        e.method = method;
+        assert_eq!(json(&e)["method"], method);
+    }
+    for (version, name) in [
+        (http::Version::HTTP_10, "HTTP/1.0"),
+        (http::Version::HTTP_11, "HTTP/1.1"),
+        (http::Version::HTTP_2, "HTTP/2"),
+    ] {
+        let mut e = entry();
+        e.protocol = version;
+        assert_eq!(json(&e)["protocol"], name);
+    }
+}
