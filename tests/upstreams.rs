@@ -556,3 +556,50 @@ async fn every_try_carries_the_normalized_target() {
     .await;
     assert!(retries >= 6, "retries counted: {retries}");
 }
+
+/// A `consistent` pool behind a trusted balancer keys anonymous clients by
+/// the address the balancer forwarded for (as the limits and the access
+/// log do), not by the balancer's socket address: the clients spread over
+/// the peers, and each stays on one.
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_pools_key_anonymous_clients_behind_a_trusted_proxy() {
+    let peers = Peers::start(3);
+    let routes = pool_route(
+        "/api/sticky/*",
+        &peers.ports,
+        "load_balancing = \"consistent\"",
+    );
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]",
+        ..GatewayOptions::new(&routes)
+    });
+    let clients: Vec<String> = (1..=30).map(|i| format!("203.0.113.{i}")).collect();
+    for client in &clients {
+        let mut conn = Conn::connect(gw.port).await;
+        for n in 0..4 {
+            let r = conn
+                .request(
+                    "GET",
+                    &format!("/api/sticky/{client}/{n}"),
+                    &[("X-Forwarded-For".to_owned(), client.clone())],
+                    b"",
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    }
+    let by_peer = peers.received_with("/api/sticky/").await;
+    for client in &clients {
+        let needle = format!("/{client}/");
+        let homes = by_peer
+            .iter()
+            .filter(|targets| targets.iter().any(|t| t.contains(&needle)))
+            .count();
+        assert_eq!(homes, 1, "{client} went to {homes} peers");
+    }
+    let used = by_peer.iter().filter(|targets| !targets.is_empty()).count();
+    assert!(
+        used >= 2,
+        "30 clients on {used} peer(s): keyed by the balancer's address"
+    );
+}

@@ -158,13 +158,16 @@ impl ProxyHttp for GatewayProxy {
         if pool.members.len() == 1 {
             return ctx.attempts.next_peer(pool, b"");
         }
-        // `consistent` pools: one user, one peer; anonymous: one client address.
-        let client = forwarding::IpBytes::of(
+        // `consistent` pools: one user, one peer; anonymous: one client
+        // address, the same one the limits and the access log use (resolved
+        // through `trusted_proxies`: behind a balancer, the socket address
+        // would send every anonymous client to one peer).
+        let client = forwarding::IpBytes::of(ctx.client_ip.or_else(|| {
             session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-        );
+                .map(|a| a.ip())
+        }));
         let key = match &ctx.identity {
             Some(identity) => identity.user_id.as_bytes(),
             None => client.as_slice(),
