@@ -335,4 +335,46 @@ fn upstream_names_follow_dns_under_load() {
     });
     let _ = gateway.kill();
     let _ = gateway.wait();
+
+    // resolve_at_start = false: a gateway started while the name does not
+    // resolve answers 503 on its route, then serves once it resolves.
+    let (port, admin_port) = (free_port(), free_port());
+    let lenient = config(
+        &dir,
+        port,
+        admin_port,
+        upstream_port,
+        "resolve_at_start = false",
+    );
+    let mut late = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+        .arg("-c")
+        .arg(&lenient)
+        .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gateway");
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "gateway did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = get(port, "/api/x", &[]).await;
+        assert_eq!(r.status, 503, "no address yet");
+        let _dns = Dnsmasq::start(&dir, &["127.0.0.3"]);
+        let resolved = Instant::now();
+        while get(port, "/api/x", &[]).await.status != 200 {
+            assert!(
+                resolved.elapsed() < Duration::from_secs(3),
+                "the name never served"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let _ = late.kill();
+    let _ = late.wait();
 }

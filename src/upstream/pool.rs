@@ -146,7 +146,8 @@ impl Pool {
                 .collect()
         };
         let selector = match (members.len(), balancing) {
-            (1, _) => Selector::Single,
+            // No member yet (a name that has not resolved): picks nothing.
+            (0 | 1, _) => Selector::Single,
             (_, Balancing::RoundRobin) => {
                 Selector::RoundRobin(Arc::new(RoundRobin::build(&backends())))
             }
@@ -289,6 +290,19 @@ mod tests {
             counts[p.pick(&key(n), 0).unwrap()] += 1;
         }
         counts
+    }
+
+    #[test]
+    fn an_empty_pool_picks_nothing() {
+        for balancing in [
+            Balancing::RoundRobin,
+            Balancing::Consistent,
+            Balancing::LeastConnections,
+        ] {
+            let p = pool(0, balancing, &[]);
+            assert_eq!(p.pick(b"k", 0), None);
+            assert!(!p.has_untried(0));
+        }
     }
 
     #[test]
