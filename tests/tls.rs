@@ -70,6 +70,18 @@ async fn tls_12_and_13_with_alpn_h2_and_http1() {
         assert!(out.contains("\"x-forwarded-proto\",\"https\""), "{out}");
         assert!(out.contains("\"x-username\",\"alice\""), "{out}");
     }
+    // A response the gateway writes itself (401, no token) carries HSTS too,
+    // over both protocols.
+    for proto in ["--http1.1", "--http2"] {
+        let (ok, out) = curl(port, &cert, &[proto, "-i"], None);
+        assert!(ok, "{out}");
+        let lower = out.to_ascii_lowercase();
+        assert!(lower.contains(" 401"), "{out}");
+        assert!(
+            lower.contains("strict-transport-security: max-age=600"),
+            "{out}"
+        );
+    }
     // TLS 1.1 and 1.0 are never negotiated.
     for flag in ["-tls1_1", "-tls1"] {
         let out = Command::new("openssl")

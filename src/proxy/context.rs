@@ -17,6 +17,15 @@ use crate::proxy::forwarding::generate_request_id;
 use crate::routing::table::Route;
 use crate::upstream::Attempts;
 
+/// What the client's connection says, read once per request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConnection {
+    /// It came over one of the TLS listeners.
+    pub https: bool,
+    /// That listener's `Strict-Transport-Security` value, if it sets one.
+    pub hsts: Option<HeaderValue>,
+}
+
 /// What one request carries through the phases.
 pub struct RequestCtx {
     /// Keeps a draining process alive until this request is done.
@@ -42,9 +51,11 @@ pub struct RequestCtx {
     pub slack: Option<SlackGate>,
     pub compression: Compression,
     pub body_bytes: u64,
-    /// The client as resolved through `trusted_proxies` (limits and the
-    /// access log), once admission has looked.
+    /// The client as resolved through `trusted_proxies` (limits, the
+    /// `consistent` pools and the access log), once admission has looked.
     pub client_ip: Option<IpAddr>,
+    /// TLS and HSTS of the client's connection; see [`Self::connection`].
+    connection: Option<ClientConnection>,
     /// When the current try's request went upstream, and how long its
     /// response header took (the access log's `upstream_time_ms`).
     pub upstream_sent: Option<Instant>,
@@ -73,6 +84,7 @@ impl RequestCtx {
             compression: Compression::default(),
             body_bytes: 0,
             client_ip: None,
+            connection: None,
             upstream_sent: None,
             upstream_time: None,
             upstream_status: None,
@@ -85,6 +97,22 @@ impl RequestCtx {
     /// (a malformed request).
     pub fn request_id(&mut self) -> &HeaderValue {
         self.request_id.get_or_insert_with(generate_request_id)
+    }
+
+    /// TLS and HSTS of the client's connection, read from the session the
+    /// first time a phase asks and kept for the others.
+    pub fn connection(&mut self, session: &pingora::proxy::Session) -> &ClientConnection {
+        let listeners = &self.gateway.tls;
+        self.connection.get_or_insert_with(|| {
+            let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+            let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+            ClientConnection {
+                https,
+                hsts: local
+                    .filter(|_| https)
+                    .and_then(|local| crate::tls::hsts_of(listeners, local)),
+            }
+        })
     }
 
     /// The `route` label of metrics and logs.

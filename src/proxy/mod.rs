@@ -87,7 +87,7 @@ impl GatewayProxy {
         }
         let mut resp = cors.preflight(session.req_header(), ctx.cors_origin.as_ref())?;
         resp.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
-        if let Some(hsts) = crate::tls::hsts_of(&ctx.gateway.tls, session) {
+        if let Some(hsts) = ctx.connection(session).hsts.clone() {
             resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
         }
         session.write_response_header(Box::new(resp), true).await?;
@@ -246,7 +246,7 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let request_id = ctx.request_id().clone();
-        let https = crate::tls::is_tls(session);
+        let https = ctx.connection(session).https;
         ctx.upstream_sent = Some(std::time::Instant::now());
         forwarding::set_upstream_headers(
             upstream,
@@ -276,7 +276,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         upstream_response.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
-        let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
+        let hsts = ctx.connection(session).hsts.clone();
         respond::decorate(upstream_response, ctx, hsts)?;
         let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
         ctx.compression

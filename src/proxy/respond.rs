@@ -31,7 +31,7 @@ pub async fn respond_error(
     if is_grpc(session.req_header()) {
         return respond_grpc_error(session, ctx, err).await;
     }
-    let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
+    let hsts = ctx.connection(session).hsts.clone();
     let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
         decorate(&mut resp, ctx, hsts)?;
         Ok((resp, body))
@@ -84,7 +84,7 @@ pub fn decorate(
 /// A gRPC call's error: trailers-only, so the stream ends with the header
 /// frame; the connection (HTTP/2 in practice) stays usable.
 async fn respond_grpc_error(session: &mut Session, ctx: &mut RequestCtx, err: GatewayError) {
-    let hsts = crate::tls::hsts_of(&ctx.gateway.tls, session);
+    let hsts = ctx.connection(session).hsts.clone();
     let rendered = render_grpc(&err, ctx.request_id()).and_then(|mut resp| {
         decorate(&mut resp, ctx, hsts)?;
         Ok(resp)

@@ -222,23 +222,11 @@ pub fn listeners(
     }
 }
 
-/// True when the request came over one of the TLS listeners.
-pub fn is_tls(session: &pingora::proxy::Session) -> bool {
-    session.digest().is_some_and(|d| d.ssl_digest.is_some())
-}
-
-/// The `Strict-Transport-Security` value of the TLS listener the request
-/// came in on, when it sets one.
-pub fn hsts_of(
-    listeners: &[TlsListener],
-    session: &pingora::proxy::Session,
-) -> Option<HeaderValue> {
-    if !is_tls(session) {
-        return None;
-    }
-    let local = session.server_addr()?.as_inet()?;
+/// The `Strict-Transport-Security` value of the TLS listener at `local`
+/// (the address a TLS connection came in on), when it sets one.
+pub fn hsts_of(listeners: &[TlsListener], local: std::net::SocketAddr) -> Option<HeaderValue> {
     listeners
         .iter()
-        .find(|l| l.addr == *local)
+        .find(|l| l.addr == local)
         .and_then(|l| l.hsts.clone())
 }
