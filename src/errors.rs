@@ -5,7 +5,7 @@
 //! [`render_envelope`] turns one into status, headers and body, so the
 //! envelope cannot drift between call sites.
 
-use crate::proxy::forwarding::wire;
+use crate::wire::names as wire;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::HeaderValue;

@@ -13,7 +13,10 @@
 //!   guards, the command line;
 //! - [`config`]: the TOML schema, its validation, and the one step from a
 //!   file to the running plan;
-//! - [`errors`]: the gateway's error type and its one JSON envelope.
+//! - [`errors`]: the gateway's error type and its one JSON envelope;
+//! - [`wire`] and [`text`]: the shared vocabulary (header names, the
+//!   request id) and text helpers, at the bottom: they import nothing of
+//!   the crate.
 
 /// The release and the commit it is built from (`build.rs`), as
 /// `--version` prints them and `gateway_build_info` exports them.
@@ -37,3 +40,4 @@ pub mod routing;
 pub mod text;
 pub mod tls;
 pub mod upstream;
+pub mod wire;

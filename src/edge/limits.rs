@@ -270,7 +270,7 @@ pub fn client_ip(
         return Some(peer);
     }
     let mut client = peer;
-    let values = forwarded_for.get_all(crate::proxy::forwarding::X_FORWARDED_FOR);
+    let values = forwarded_for.get_all(crate::wire::X_FORWARDED_FOR);
     for value in values.iter().rev() {
         let Ok(text) = value.to_str() else {
             return Some(client);

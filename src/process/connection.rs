@@ -41,7 +41,7 @@ use super::h2_headers::HeaderBlockWatch;
 use crate::edge::limits::client_key;
 use crate::errors::{envelope_wire, GatewayError};
 use crate::observe::metrics::metrics;
-use crate::proxy::forwarding::generate_request_id;
+use crate::wire::generate_request_id;
 
 /// `[server]` limits applied per connection.
 #[derive(Debug, Clone)]

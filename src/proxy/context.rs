@@ -13,9 +13,9 @@ use crate::edge::compression::Compression;
 use crate::edge::limits::Decision;
 use crate::edge::slack::SlackGate;
 use crate::process::lifecycle::InFlight;
-use crate::proxy::forwarding::generate_request_id;
 use crate::routing::table::Route;
 use crate::upstream::Attempts;
+use crate::wire::generate_request_id;
 
 /// What the client's connection says, read once per request.
 #[derive(Debug, Clone, Default)]

@@ -44,9 +44,9 @@ use crate::errors::GatewayError;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::connection;
+use crate::wire::{names as wire, request_id};
 use context::RequestCtx;
 use failures::{classify_proxy_error, proxy_error_kind};
-use forwarding::{request_id, wire};
 use respond::{respond_error, AfterError};
 
 /// The gateway's proxy service.

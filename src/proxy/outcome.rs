@@ -10,7 +10,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
 use crate::proxy::context::RequestCtx;
-use crate::proxy::forwarding::generate_request_id;
+use crate::wire::generate_request_id;
 
 /// nginx's status for a request whose client closed the connection before
 /// the response was complete.
