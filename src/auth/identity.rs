@@ -88,12 +88,8 @@ impl IdentityCache {
         let directory: Box<dyn UserDirectory> = match users.source {
             UserSource::Postgres => {
                 let var = users.database_url_env.as_deref().unwrap_or_default();
-                let url = std::env::var(var).map_err(|_| {
-                    ConfigError::invalid(
-                        "users.database_url_env",
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
+                let url = crate::config::env::text(var)
+                    .map_err(|m| ConfigError::invalid("users.database_url_env", m))?;
                 Box::new(PostgresDirectory::new(users, &url)?)
             }
             UserSource::File => {

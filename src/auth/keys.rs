@@ -275,9 +275,8 @@ fn read_secret(env: Option<&str>, file: Option<&Path>, at: &str) -> Result<Vec<u
     let (key, secret) = match (env, file) {
         (Some(var), None) => {
             let key = format!("{at}.secret_env");
-            let value = std::env::var_os(var).ok_or_else(|| {
-                ConfigError::invalid(&key, format!("environment variable {var} is not set"))
-            })?;
+            let value =
+                crate::config::env::value(var).map_err(|m| ConfigError::invalid(&key, m))?;
             (key, value.into_encoded_bytes())
         }
         (None, Some(path)) => {

@@ -7,6 +7,7 @@
 //! file is refused with all its errors at once. Secrets are never in this
 //! file: it names the environment variable or file that holds them.
 
+pub mod env;
 pub mod plan;
 pub mod schema;
 pub mod testing;

@@ -219,8 +219,7 @@ fn notify_source(users: &UsersConfig) -> Result<Option<NotifySource>, ConfigErro
     };
     let var = users.database_url_env.as_deref().unwrap_or_default();
     let key = "users.database_url_env";
-    let url = std::env::var(var)
-        .map_err(|_| ConfigError::invalid(key, format!("environment variable {var} is not set")))?;
+    let url = super::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
     let mut database =
         Database::parse(&url).map_err(|m| ConfigError::invalid(key, format!("{var}: {m}")))?;
     database.config.connect_timeout(Duration::from_secs(2));
@@ -251,12 +250,7 @@ fn shared_limiter(
     };
     let key = "rate_limit.redis_url_env";
     let var = limit.redis_url_env.as_deref().unwrap_or_default();
-    let url = std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            ConfigError::invalid(key, format!("environment variable {var} is not set"))
-        })?;
+    let url = super::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
     let fallback = StoreFallback::from_config(limit.on_store_error.as_deref())
         .map_err(|m| ConfigError::invalid("rate_limit.on_store_error", m))?;
     let root_cert = match &limit.redis_ca_file {
@@ -449,9 +443,7 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> 
     let Some(var) = &route.slack_signing_secret_env else {
         return Ok(None);
     };
-    let secret = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| format!("environment variable {var} is not set"))?;
+    let secret = super::env::value(var)?;
     let max_body = route
         .max_body_bytes
         .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES);
