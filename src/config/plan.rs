@@ -439,7 +439,7 @@ fn route_limit(route: &RouteConfig, default: Option<&RateLimitConfig>) -> Option
 }
 
 /// The route's Slack verifier, when it names a signing secret.
-fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> {
+fn slack_verifier(route: &RouteConfig) -> Result<Option<Arc<SlackVerifier>>, String> {
     let Some(var) = &route.slack_signing_secret_env else {
         return Ok(None);
     };
@@ -447,10 +447,10 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<SlackVerifier>, String> 
     let max_body = route
         .max_body_bytes
         .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES);
-    Ok(Some(SlackVerifier::new(
+    Ok(Some(Arc::new(SlackVerifier::new(
         secret.into_encoded_bytes(),
         max_body,
-    )))
+    ))))
 }
 
 /// The peer template of one of a route's peers: the route's timeouts set

@@ -126,6 +126,9 @@ impl Drop for HeldBytes {
 /// A signed request's body, held back until its signature is verified.
 #[derive(Debug)]
 pub struct SlackGate {
+    /// The route's verifier, held by the gate: a gate without one cannot
+    /// exist.
+    verifier: std::sync::Arc<SlackVerifier>,
     pending: PendingSignature,
     held: BytesMut,
     /// What the body may grow to: its reservation.
@@ -133,8 +136,13 @@ pub struct SlackGate {
 }
 
 impl SlackGate {
-    pub fn new(pending: PendingSignature, reserved: HeldBytes) -> Self {
+    pub fn new(
+        verifier: std::sync::Arc<SlackVerifier>,
+        pending: PendingSignature,
+        reserved: HeldBytes,
+    ) -> Self {
         Self {
+            verifier,
             pending,
             held: BytesMut::new(),
             reserved,
@@ -145,7 +153,6 @@ impl SlackGate {
     /// verifies and releases exactly the bytes received, in one piece.
     pub fn on_body(
         &mut self,
-        verifier: &SlackVerifier,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
     ) -> pingora::Result<()> {
@@ -165,7 +172,7 @@ impl SlackGate {
         // An empty chunk sends nothing (None would end the upstream body).
         *body = Some(Bytes::new());
         if end_of_stream {
-            if !verifier.verify(&self.pending, &self.held) {
+            if !self.verifier.verify(&self.pending, &self.held) {
                 return Error::e_explain(ErrorType::Custom(INVALID_SIGNATURE), "slack signature");
             }
             *body = Some(std::mem::take(&mut self.held).freeze());

@@ -103,7 +103,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
 /// process-wide budget (else 503 at once).
 fn slack_gate(
     req: &RequestHeader,
-    verifier: &SlackVerifier,
+    verifier: &Arc<SlackVerifier>,
     budget: u64,
 ) -> Result<SlackGate, GatewayError> {
     let pending = verifier
@@ -115,7 +115,7 @@ fn slack_gate(
         metrics().buffered_body_refused.inc();
         GatewayError::ServiceUnavailable
     })?;
-    Ok(SlackGate::new(pending, reserved))
+    Ok(SlackGate::new(verifier.clone(), pending, reserved))
 }
 
 /// The origin-form URI to send upstream, if the request's differs from it.

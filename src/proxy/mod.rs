@@ -218,13 +218,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         admission::count_body(ctx, body.as_ref())?;
-        let verifier = ctx.route.as_ref().and_then(|r| r.slack.as_ref());
-        match (ctx.slack.as_mut(), verifier) {
-            (Some(gate), Some(verifier)) => gate.on_body(verifier, body, end_of_stream),
-            (Some(_), None) => {
-                Error::e_explain(ErrorType::InternalError, "slack gate without a verifier")
-            }
-            (None, _) => Ok(()),
+        match ctx.slack.as_mut() {
+            Some(gate) => gate.on_body(body, end_of_stream),
+            None => Ok(()),
         }
     }
 

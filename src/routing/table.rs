@@ -26,7 +26,7 @@ pub struct Route {
     /// Responses are never compressed (e.g. Slack webhooks).
     pub raw: bool,
     /// Slack signature verification, when the route asks for it.
-    pub slack: Option<crate::edge::slack::SlackVerifier>,
+    pub slack: Option<Arc<crate::edge::slack::SlackVerifier>>,
 }
 
 /// A route's limit: which counter (the shared default, scope 0, or the
