@@ -213,7 +213,8 @@ impl JwtVerifier {
     }
 
     /// A verifier with the one-key shorthand: one HS256 key without a
-    /// `kid` (tests, benches, fuzzing).
+    /// `kid` (tests, benches, fuzzing; not in the release binary).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_secret(auth: &AuthConfig, secret: &[u8]) -> Self {
         let key = SigningKey::hs256(None, secret.to_vec(), &base_validation(auth), None);
         Self::new(auth, vec![key], None)

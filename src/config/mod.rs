@@ -10,6 +10,7 @@
 pub mod env;
 pub mod plan;
 pub mod schema;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod validate;
 

@@ -113,14 +113,10 @@ pub fn plan_loaded(loaded: LoadedConfig, previous: Option<&Gateway>) -> Result<P
 }
 
 impl Gateway {
-    /// Builds the state, reading secrets and user files and resolving hosts.
-    pub fn build(loaded: &LoadedConfig) -> Result<Self, ConfigError> {
-        Self::rebuild(loaded, None)
-    }
-
-    /// Like [`Self::build`], but keeps `previous`'s PostgreSQL pool and
-    /// identity cache when `[users]` did not change (a file source is always
-    /// re-read: its file may have), and its rate-limit counters.
+    /// Builds the state, reading secrets and user files and resolving
+    /// hosts; with `previous`, keeps its PostgreSQL pool and identity cache
+    /// when `[users]` did not change (a file source is always re-read: its
+    /// file may have), and its rate-limit counters.
     pub fn rebuild(loaded: &LoadedConfig, previous: Option<&Gateway>) -> Result<Self, ConfigError> {
         let config = &loaded.config;
         let mut problems = Problems::default();
