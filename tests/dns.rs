@@ -158,6 +158,46 @@ auth_required = false
     path
 }
 
+/// A gateway on `config` in the namespaces, stopped when dropped (also
+/// when an assertion fails first).
+struct NsGateway(Child);
+
+impl NsGateway {
+    /// Starts it and waits until it listens on every one of `ports`.
+    async fn start(config: &Path, ports: &[u16]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+            .arg("-c")
+            .arg(config)
+            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gateway");
+        let gateway = Self(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for &port in ports {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "gateway did not listen on {port}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        gateway
+    }
+}
+
+impl Drop for NsGateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn check(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
         .args(["-t", "-c"])
@@ -236,26 +276,8 @@ fn upstream_names_follow_dns_under_load() {
     .unwrap();
     assert!(check(&lenient).status.success(), "{:?}", check(&lenient));
 
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
-        .arg("-c")
-        .arg(&good)
-        .env("GATEWAY_JWT_SECRET", JWT_SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start gateway");
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
-            .await
-            .is_err()
-            || tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-        {
-            assert!(Instant::now() < deadline, "gateway did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _gateway = NsGateway::start(&good, &[admin_port, port]).await;
         assert_eq!(
             peers(admin_port).await,
             [format!("127.0.0.2:{upstream_port}")]
@@ -333,8 +355,6 @@ fn upstream_names_follow_dns_under_load() {
         assert_eq!(failed, 0);
         assert!(ok > 200, "{ok} requests");
     });
-    let _ = gateway.kill();
-    let _ = gateway.wait();
 
     // resolve_at_start = false: a gateway started while the name does not
     // resolve answers 503 on its route, then serves once it resolves.
@@ -346,23 +366,8 @@ fn upstream_names_follow_dns_under_load() {
         upstream_port,
         "resolve_at_start = false",
     );
-    let mut late = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
-        .arg("-c")
-        .arg(&lenient)
-        .env("GATEWAY_JWT_SECRET", JWT_SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start gateway");
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "gateway did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _late = NsGateway::start(&lenient, &[port]).await;
         let r = get(port, "/api/x", &[]).await;
         assert_eq!(r.status, 503, "no address yet");
         let _dns = Dnsmasq::start(&dir, &["127.0.0.3"]);
@@ -375,6 +380,4 @@ fn upstream_names_follow_dns_under_load() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    let _ = late.kill();
-    let _ = late.wait();
 }

@@ -366,12 +366,6 @@ fn route_pool(
         route.tls_server_name.as_deref(),
     )
     .map_err(|m| ("tls_ca_file".to_owned(), m))?;
-    if entries.len() > MAX_PEERS {
-        return Err((
-            "upstreams".into(),
-            format!("at most {MAX_PEERS} peers per route"),
-        ));
-    }
     let mut pool_entries = Vec::with_capacity(entries.len());
     for (field, entry) in entries {
         let is_name = entry.host.parse::<std::net::IpAddr>().is_err();
@@ -393,9 +387,7 @@ fn route_pool(
             addresses,
         });
     }
-    let mut members = names::members(&pool_entries, upstreams, previous);
-    // A request's tries are a bit set of at most 64 members.
-    members.truncate(MAX_PEERS);
+    let members = names::members(&pool_entries, upstreams, previous);
     let balancing = Balancing::from_config(route.load_balancing.as_deref())
         .map_err(|m| ("load_balancing".to_owned(), m))?;
     let read_timeout = route.read_timeout_ms.unwrap_or(defaults.read_timeout_ms);
@@ -411,9 +403,6 @@ fn route_pool(
         .with_entries(pool_entries),
     ))
 }
-
-/// The most peers (addresses) one route's pool holds.
-const MAX_PEERS: usize = 64;
 
 /// `max_retries` when a route does not say.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;

@@ -205,7 +205,7 @@ impl SharedLimiter {
     /// second at most, off the request path).
     pub async fn ping(&self) -> Result<(), String> {
         let mut probe = self.probe.lock().await;
-        let connection = match probe.take() {
+        let mut connection = match probe.take() {
             Some(connection) => connection,
             None => tokio::time::timeout(
                 CONNECT_BUDGET,
@@ -215,7 +215,6 @@ impl SharedLimiter {
             .map_err(|_| format!("no connection within {CONNECT_BUDGET:?}"))?
             .map_err(|e| e.to_string())?,
         };
-        let mut connection = connection;
         let pong = tokio::time::timeout(
             CONNECT_BUDGET,
             redis::cmd("PING").query_async::<String>(&mut connection),

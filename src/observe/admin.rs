@@ -1,8 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz`
-//! (the process is alive), `GET /readyz` (it should get traffic: it serves,
-//! is not draining and got no SIGTERM), `GET /readyz?verbose` (the same, then one line per
-//! dependency from [`crate::observe::dependencies`]) and `GET /upstreams`
-//! (each route's pool with its peers' health, JSON).
+//! (the process is alive), `GET /readyz` (it should get traffic: it
+//! serves, is not draining and got no SIGTERM), `GET /readyz?verbose` (the
+//! same, then one line per dependency from
+//! [`crate::observe::dependencies`]) and `GET /upstreams` (each route's
+//! pool with its peers' health, JSON).
 //!
 //! Readiness is about the gateway itself: a route whose peers are all down
 //! answers 503 on that route, and a dependency that is down fails the

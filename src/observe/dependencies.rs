@@ -7,7 +7,7 @@
 //! blips, every instance would turn unready at the same moment and the
 //! orchestrator would remove all of them, public routes included. The
 //! routes that need a dependency fail closed on their own (503
-//! `SERVICE_UNAVAILABLE` for a user the cache cannot answer for).
+//! `USER_DIRECTORY_UNAVAILABLE` for a user the cache cannot answer for).
 
 use std::sync::Arc;
 use std::time::Duration;

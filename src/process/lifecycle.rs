@@ -73,7 +73,7 @@ pub struct Lifecycle {
     started_with: config::Config,
     server: ServerConfig,
     gateway: SharedGateway,
-    draining: Arc<AtomicBool>,
+    /// Draining (read by the proxy too) and stopping: what `/readyz` says.
     readiness: Readiness,
     /// Set on SIGQUIT: the successor awaits this process's final counters.
     handed_over: AtomicBool,
@@ -111,15 +111,13 @@ pub fn read_pid_file(pid_file: &str) -> Option<i32> {
 
 impl Lifecycle {
     pub fn new(loaded: LoadedConfig, gateway: SharedGateway, access_log: Arc<AccessLog>) -> Self {
-        let draining = Arc::new(AtomicBool::new(false));
         Self {
             conf_path: loaded.path,
             server: loaded.config.server.clone(),
             started_with: loaded.config,
             gateway,
-            draining: draining.clone(),
             readiness: Readiness {
-                draining,
+                draining: Arc::new(AtomicBool::new(false)),
                 stopping: Arc::new(AtomicBool::new(false)),
             },
             handed_over: AtomicBool::new(false),
@@ -129,7 +127,7 @@ impl Lifecycle {
 
     /// The flag the proxy reads to close connections while draining.
     pub fn draining(&self) -> Arc<AtomicBool> {
-        self.draining.clone()
+        self.readiness.draining.clone()
     }
 
     /// What `/readyz` reads.
@@ -190,7 +188,7 @@ impl Lifecycle {
     }
 
     fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.readiness.draining.store(true, Ordering::Relaxed);
     }
 
     /// Successor, before it listens on the upgrade socket: offers the

@@ -269,9 +269,6 @@ async fn check_limit(
     Err(GatewayError::RateLimitExceeded)
 }
 
-/// `request_body_filter`: counts body bytes against the route's limit
-/// (catches chunked bodies that declared no length); the bytes pass as
-/// they are.
 /// The client: the peer, or what a trusted proxy says it forwarded for.
 pub fn resolve_client(session: &Session, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     let peer = session
@@ -281,6 +278,9 @@ pub fn resolve_client(session: &Session, trusted: &[ipnet::IpNet]) -> Option<IpA
     limits::client_ip(peer, &session.req_header().headers, trusted)
 }
 
+/// `request_body_filter`: counts body bytes against the route's limit
+/// (catches chunked bodies that declared no length); the bytes pass as
+/// they are.
 pub fn count_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>) -> pingora::Result<()> {
     if let (Some(chunk), Some(route)) = (chunk, ctx.route.as_ref()) {
         ctx.body_bytes += chunk.len() as u64;

@@ -151,6 +151,7 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
+        let ctx = &mut **ctx;
         let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
@@ -171,9 +172,6 @@ impl ProxyHttp for GatewayProxy {
         let key = match &ctx.identity {
             Some(identity) => identity.user_id.as_bytes(),
             None => client.as_slice(),
-        };
-        let Some(pool) = &ctx.pool else {
-            return Error::e_explain(ErrorType::InternalError, "no pool");
         };
         ctx.attempts.next_peer(pool, key)
     }

@@ -10,7 +10,6 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
 use crate::proxy::context::RequestCtx;
-use crate::wire::generate_request_id;
 
 /// nginx's status for a request whose client closed the connection before
 /// the response was complete.
@@ -93,9 +92,8 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     if !access_log.is_enabled() {
         return;
     }
-    if ctx.request_id.is_none() {
-        ctx.request_id = Some(generate_request_id());
-    }
+    // A request that ended before it was read has none yet.
+    ctx.request_id();
     let client_ip = ctx
         .client_ip
         .or_else(|| crate::proxy::admission::resolve_client(session, &ctx.gateway.trusted_proxies));

@@ -1,8 +1,8 @@
 //! Upstream pools: several peers per route, their health (active checks
 //! in the background, passive ejection from real requests), names that
-//! follow DNS ([`names`]) and the retry rules of one request's tries. README, "Upstream pools", has the
-//! configuration and the behaviour; `docs/architecture.md` where each
-//! piece is called from.
+//! follow DNS ([`names`]) and the retry rules of one request's tries.
+//! README, "Upstream pools", has the configuration and the behaviour;
+//! `docs/architecture.md` where each piece is called from.
 
 pub mod attempts;
 pub mod health;

@@ -21,7 +21,7 @@ use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::pool::{Member, PoolEntry, MAX_ADDRESSES_PER_NAME};
+use super::pool::{Member, PoolEntry, MAX_ADDRESSES_PER_NAME, MAX_MEMBERS};
 use super::registry::{PeerKey, PoolSlot, UpstreamRegistry};
 use crate::config::plan::SharedGateway;
 use crate::observe::metrics::metrics;
@@ -30,7 +30,8 @@ use crate::observe::metrics::metrics;
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The members of `entries`: one per address, states from `registry`
-/// (shared by routes naming the same peer, kept across rebuilds).
+/// (shared by routes naming the same peer, kept across rebuilds), at most
+/// [`MAX_MEMBERS`] (at load and at every re-resolution alike).
 pub fn members(
     entries: &[PoolEntry],
     registry: &UpstreamRegistry,
@@ -55,6 +56,7 @@ pub fn members(
             });
         }
     }
+    members.truncate(MAX_MEMBERS);
     members
 }
 
@@ -172,5 +174,37 @@ impl BackgroundService for NameRefresh {
                 self.refresh(slot, &gateway.upstreams).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::upstreams::peer::HttpPeer;
+
+    fn entry(port: u16, addresses: usize) -> PoolEntry {
+        let any: SocketAddr = ([0, 0, 0, 0], port).into();
+        PoolEntry {
+            host: "backend.test".into(),
+            port,
+            weight: 1,
+            template: HttpPeer::new(any, false, String::new()),
+            check: None,
+            is_name: true,
+            addresses: (0..addresses)
+                .map(|i| SocketAddr::from(([127, 0, 1, i as u8], port)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn members_are_one_per_address_and_capped() {
+        let registry = UpstreamRegistry::default();
+        let two = members(&[entry(8080, 2)], &registry, None);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].peer._address.to_string(), "127.0.1.1:8080");
+        // Five names of 16 addresses: the tries' bit set holds 64.
+        let entries: Vec<PoolEntry> = (0..5).map(|p| entry(9000 + p, 16)).collect();
+        assert_eq!(members(&entries, &registry, None).len(), MAX_MEMBERS);
     }
 }

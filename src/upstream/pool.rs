@@ -73,9 +73,13 @@ pub struct PoolEntry {
     pub addresses: Vec<std::net::SocketAddr>,
 }
 
-/// The most addresses one name contributes: a request's tries are a bit
-/// set over at most 64 members.
+/// The most addresses one name contributes.
 pub const MAX_ADDRESSES_PER_NAME: usize = 16;
+
+/// The most members a pool holds: a request's tries are a bit set of them
+/// ([`Tried`]). The configuration allows at most as many entries; names
+/// resolving to many addresses are cut here.
+pub const MAX_MEMBERS: usize = Tried::BITS as usize;
 
 /// The index of a member, carried in its `Backend` for the selectors.
 #[derive(Clone, Copy)]

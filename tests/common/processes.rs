@@ -383,11 +383,7 @@ impl Gateway {
             .expect("write config");
         // Append mode: successors write to the same file, and a plain
         // descriptor would write over their lines at its own offset.
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("gateway.log"))
-            .expect("log file");
+        let log = append_to(&dir.join("gateway.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
             .arg("-c")
             .arg(&conf)
@@ -437,43 +433,45 @@ impl Gateway {
         binary: &std::path::Path,
         env: &[(String, String)],
     ) -> std::process::Output {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("gateway.log"))
-            .expect("log file");
-        let out = Command::new(binary)
-            .arg("reload")
+        self.command(binary, &["reload"], env)
+            // The successor inherits this until it takes over the
+            // gateway's own: its log goes to the same file either way.
+            .stderr(append_to(&self.dir.join("gateway.log")))
+            .stdout(Stdio::piped())
+            .output()
+            .expect("run reload")
+    }
+
+    /// `binary ARGS -c CONFIG` with the gateway's environment and `env`.
+    fn command(
+        &self,
+        binary: &std::path::Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .args(args)
             .arg("-c")
             .arg(self.config_path())
             .env("GATEWAY_JWT_SECRET", JWT_SECRET)
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            // The successor inherits these: its log goes to the same file.
-            .stderr(log)
-            .stdout(Stdio::piped())
-            .output()
-            .expect("run reload");
-        out
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
     }
 
     /// Starts a successor by hand (`-u`), as the README's handoff procedure
     /// does; it takes over once the serving process gets SIGQUIT.
     pub fn start_successor(&self, env: &[(String, String)]) -> Successor {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("gateway.log"))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
-            .arg("-c")
-            .arg(self.config_path())
-            .arg("-u")
-            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
-            .env("DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let child = self
+            .command(
+                std::path::Path::new(env!("CARGO_BIN_EXE_robeing-gateway")),
+                &["-u"],
+                env,
+            )
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(append_to(&self.dir.join("gateway.log")))
             .spawn()
             .expect("start successor");
         Successor(child)
@@ -497,17 +495,15 @@ impl Gateway {
     /// detached supervisor might: the successor must still write where
     /// the gateway was started with.
     pub fn reload_detached(&self) -> std::process::ExitStatus {
-        Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
-            .arg("reload")
-            .arg("-c")
-            .arg(self.config_path())
-            .env("GATEWAY_JWT_SECRET", JWT_SECRET)
-            .env("DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run reload")
+        self.command(
+            std::path::Path::new(env!("CARGO_BIN_EXE_robeing-gateway")),
+            &["reload"],
+            &[],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run reload")
     }
 
     /// What the gateway wrote on its stdout.
