@@ -129,7 +129,8 @@ pub struct LogConfig {
     /// Where access-log lines go: `stdout`, `stderr`, `off` or a file path.
     #[serde(default = "defaults::log_destination")]
     pub destination: String,
-    /// Lines queued for the writer; beyond it lines are counted and dropped.
+    /// Lines one proxy thread may hold for the writer; beyond it lines are
+    /// counted and dropped.
     #[serde(default = "defaults::log_queue_capacity")]
     pub queue_capacity: usize,
 }
