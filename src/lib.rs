@@ -33,6 +33,8 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod errors;
+#[cfg(test)]
+mod layering;
 pub mod observe;
 pub mod process;
 pub mod proxy;
