@@ -13,10 +13,11 @@ use robeing_gateway::auth::directory::FileDirectory;
 use robeing_gateway::auth::identity::IdentityCache;
 use robeing_gateway::auth::keys::{mint, public_key_from_pem, SigningKey};
 use robeing_gateway::auth::token::{base_validation, JwtVerifier};
-use robeing_gateway::config::testing::{test_route, TestConfig};
+use robeing_gateway::config::testing::TestConfig;
 use robeing_gateway::config::{self, UsersConfig};
 use robeing_gateway::errors::{render_envelope, GatewayError};
 use robeing_gateway::routing::path::normalize_path;
+use robeing_gateway::routing::table::test_route;
 use robeing_gateway::routing::table::RouteTable;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";

@@ -163,7 +163,10 @@ fn without_tests(code: &str) -> (String, Vec<String>) {
         }
         at = end;
     }
-    (String::from_utf8(out).expect("blanking keeps UTF-8"), test_modules)
+    (
+        String::from_utf8(out).expect("blanking keeps UTF-8"),
+        test_modules,
+    )
 }
 
 /// The paths a `use` tree or an inline path names, from just after
@@ -279,7 +282,10 @@ fn read_graph(src: &Path) -> Graph {
     for file in &files {
         let text = std::fs::read_to_string(file).expect("source is readable");
         let (code, tests) = without_tests(&code_only(&text));
-        let dir = if file.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs") {
+        let dir = if file
+            .file_name()
+            .is_some_and(|n| n == "mod.rs" || n == "lib.rs")
+        {
             file.parent().expect("has a parent").to_owned()
         } else {
             file.with_extension("")
@@ -299,7 +305,10 @@ fn read_graph(src: &Path) -> Graph {
         graph.files.insert(module.clone(), file.clone());
         let code = &texts[file];
         let edges = graph.edges.entry(module.clone()).or_default();
-        for (anchor, base) in [("crate::", String::new()), ("super::", parent(&module, file))] {
+        for (anchor, base) in [
+            ("crate::", String::new()),
+            ("super::", parent(&module, file)),
+        ] {
             let mut at = 0;
             while let Some(n) = code[at..].find(anchor) {
                 let start = at + n;
@@ -332,7 +341,9 @@ fn read_graph(src: &Path) -> Graph {
 /// The module `super::` names from `module`'s file.
 fn parent(module: &str, file: &Path) -> String {
     let _ = file;
-    module.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_owned())
+    module
+        .rsplit_once("::")
+        .map_or(String::new(), |(p, _)| p.to_owned())
 }
 
 /// Modules in an import cycle, each cycle's members sorted (Tarjan's
@@ -407,7 +418,9 @@ fn violations(graph: &Graph, layers: &[Vec<String>]) -> Vec<String> {
     for (module, targets) in &graph.edges {
         let file = graph.files[module].display();
         let Some((from, _)) = layer_of(layers, module) else {
-            found.push(format!("{file}: module {module} is in no layer of docs/architecture.md"));
+            found.push(format!(
+                "{file}: module {module} is in no layer of docs/architecture.md"
+            ));
             continue;
         };
         for (target, line) in targets {
@@ -431,7 +444,11 @@ fn violations(graph: &Graph, layers: &[Vec<String>]) -> Vec<String> {
 fn imports_follow_the_documented_layers_and_form_no_cycle() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let layers = documented_layers(root);
-    assert!(layers.len() >= 5, "the layers block names {} layers", layers.len());
+    assert!(
+        layers.len() >= 5,
+        "the layers block names {} layers",
+        layers.len()
+    );
     let graph = read_graph(&root.join("src"));
     assert!(
         graph.edges.values().map(BTreeMap::len).sum::<usize>() > 50,
@@ -476,11 +493,22 @@ fn the_reader_sees_use_trees_inline_paths_and_skips_tests() {
 fn cycles_and_upward_imports_are_found() {
     let mut graph = Graph::default();
     for (from, to) in [("low", "high"), ("high", "low"), ("high", "mid")] {
-        graph.files.insert(from.into(), PathBuf::from(format!("src/{from}.rs")));
-        graph.edges.entry(from.into()).or_default().insert(to.into(), 3);
+        graph
+            .files
+            .insert(from.into(), PathBuf::from(format!("src/{from}.rs")));
+        graph
+            .edges
+            .entry(from.into())
+            .or_default()
+            .insert(to.into(), 3);
     }
-    graph.files.insert("mid".into(), PathBuf::from("src/mid.rs"));
-    let layers = vec![vec!["low".to_owned()], vec!["mid".to_owned(), "high".to_owned()]];
+    graph
+        .files
+        .insert("mid".into(), PathBuf::from("src/mid.rs"));
+    let layers = vec![
+        vec!["low".to_owned()],
+        vec!["mid".to_owned(), "high".to_owned()],
+    ];
     assert_eq!(cycles(&graph), [["high", "low"]]);
     assert_eq!(
         violations(&graph, &layers),

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod errors;
+pub mod gateway;
 #[cfg(test)]
 mod layering;
 pub mod observe;

@@ -13,7 +13,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use robeing_gateway::auth::keys;
 use robeing_gateway::auth::token::base_validation;
 use robeing_gateway::config;
-use robeing_gateway::config::plan::{plan_loaded, Plan};
+use robeing_gateway::gateway::{plan_loaded, Plan};
 use robeing_gateway::observe::process_log;
 use robeing_gateway::process::cli::{Cli, Command};
 use robeing_gateway::process::reload;

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use robeing_gateway::config::testing::test_route;
+use robeing_gateway::routing::table::test_route;
 use robeing_gateway::routing::path::normalize_path;
 use robeing_gateway::routing::table::RouteTable;
 

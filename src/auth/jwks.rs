@@ -28,8 +28,8 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 
 use super::keys::{is_valid_kid, rsa_key, SigningKey};
-use crate::config::plan::Gateway;
 use crate::config::JwksConfig;
+use crate::gateway::Gateway;
 use crate::observe::metrics::metrics;
 
 /// The largest key set accepted, in bytes.

@@ -25,7 +25,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 use super::database::Database;
-use crate::config::plan::SharedGateway;
+use crate::gateway::SharedGateway;
 use crate::observe::metrics::metrics;
 use crate::observe::process_log::with_causes;
 

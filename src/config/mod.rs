@@ -8,7 +8,6 @@
 //! file: it names the environment variable or file that holds them.
 
 pub mod env;
-pub mod plan;
 pub mod schema;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -14,7 +14,6 @@
 use std::path::PathBuf;
 
 use super::{load_text, parse, Config, LoadedConfig};
-use crate::routing::table::Route;
 
 /// A configuration under construction, kept as TOML so it is parsed and
 /// validated exactly as a file is.
@@ -115,43 +114,4 @@ pub fn route_toml(path: &str, port: u16, auth_required: bool, extra: &str) -> St
         "\n[[routes]]\npath = \"{path}\"\nservice = \"{service}\"\nhost = \"127.0.0.1\"\n\
          port = {port}\nauth_required = {auth_required}\n{extra}\n"
     )
-}
-
-/// A round-robin pool over `addrs`, named after `pattern`.
-pub fn test_pool(pattern: &str, addrs: &[&str]) -> std::sync::Arc<crate::upstream::Pool> {
-    use crate::upstream::{peer::PeerState, Balancing, Member, Pool};
-    let members = addrs
-        .iter()
-        .map(|a| {
-            let addr: std::net::SocketAddr = a.parse().expect("test address");
-            Member {
-                state: std::sync::Arc::new(PeerState::new(addr, None)),
-                peer: pingora::upstreams::peer::HttpPeer::new(addr, false, String::new()),
-                weight: 1,
-            }
-        })
-        .collect();
-    std::sync::Arc::new(Pool::new(
-        pattern.into(),
-        pattern.into(),
-        members,
-        Balancing::RoundRobin,
-        2,
-        std::time::Duration::from_secs(30),
-    ))
-}
-
-/// A route built in code: `pattern` to `127.0.0.1:1`, authenticated,
-/// 1 MiB bodies, no limit, no Slack, compressible.
-pub fn test_route(pattern: &str) -> Route {
-    Route {
-        pattern: pattern.into(),
-        service: pattern.into(),
-        auth_required: true,
-        max_body_bytes: 1 << 20,
-        pool: std::sync::Arc::new(arc_swap::ArcSwap::new(test_pool(pattern, &["127.0.0.1:1"]))),
-        rate_limit: None,
-        raw: false,
-        slack: None,
-    }
 }

@@ -23,7 +23,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-use crate::config::plan::SharedGateway;
+use crate::gateway::SharedGateway;
 use crate::observe::dependencies::DependencyStatus;
 use crate::observe::metrics::metrics;
 use crate::process::lifecycle::{InFlight, Readiness};

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::plan::{Gateway, SharedGateway};
+use crate::gateway::{Gateway, SharedGateway};
 use crate::observe::metrics::metrics;
 
 /// How often the dependencies are asked.

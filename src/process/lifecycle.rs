@@ -30,8 +30,8 @@ use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 
-use crate::config::plan::{plan_loaded, SharedGateway};
 use crate::config::{self, ConfigError, LoadedConfig, ServerConfig};
+use crate::gateway::{plan_loaded, SharedGateway};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::handoff::{self, HandoffFile, OfferedConfig};

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::config::plan::{plan, Plan};
 use crate::config::ConfigError;
+use crate::gateway::{plan, Plan};
 use crate::process::lifecycle::read_pid_file;
 
 const POLL: Duration = Duration::from_millis(20);

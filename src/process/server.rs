@@ -16,8 +16,8 @@ use tokio::sync::broadcast;
 
 use crate::auth::jwks::JwksRefresh;
 use crate::auth::notify::UserNotifications;
-use crate::config::plan::{Gateway, SharedGateway};
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
+use crate::gateway::{Gateway, SharedGateway};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminApp, AllowFrom};
 use crate::observe::dependencies::{DependencyChecks, DependencyStatus};

@@ -12,11 +12,11 @@ use pingora::prelude::Session;
 use pingora::{Error, ErrorType};
 
 use crate::auth::token::{bearer_token, BearerToken};
-use crate::config::plan::Gateway;
 use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
 use crate::edge::shared_limits::StoreFallback;
 use crate::edge::slack::{HeldBytes, SlackGate, SlackVerifier};
 use crate::errors::GatewayError;
+use crate::gateway::Gateway;
 use crate::observe::metrics::metrics;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::forwarding::strip_identity_headers;

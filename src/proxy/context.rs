@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Uri};
 
 use crate::auth::identity::Identity;
-use crate::config::plan::Gateway;
 use crate::edge::compression::Compression;
 use crate::edge::limits::Decision;
 use crate::edge::slack::SlackGate;
+use crate::gateway::Gateway;
 use crate::process::lifecycle::InFlight;
 use crate::routing::table::Route;
 use crate::upstream::Attempts;

@@ -38,9 +38,9 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::plan::SharedGateway;
 use crate::edge::cors::CorsPolicy;
 use crate::errors::GatewayError;
+use crate::gateway::SharedGateway;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::connection;

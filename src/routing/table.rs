@@ -104,12 +104,31 @@ impl RouteTable {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
+/// A route built in code: `pattern` to `127.0.0.1:1`, authenticated,
+/// 1 MiB bodies, no limit, no Slack, compressible.
+pub fn test_route(pattern: &str) -> Route {
+    Route {
+        pattern: pattern.into(),
+        service: pattern.into(),
+        auth_required: true,
+        max_body_bytes: 1 << 20,
+        pool: std::sync::Arc::new(arc_swap::ArcSwap::new(crate::upstream::pool::test_pool(
+            pattern,
+            &["127.0.0.1:1"],
+        ))),
+        rate_limit: None,
+        raw: false,
+        slack: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn route(pattern: &str) -> Route {
-        crate::config::testing::test_route(pattern)
+        test_route(pattern)
     }
 
     fn table(patterns: &[&str]) -> RouteTable {

@@ -20,8 +20,8 @@ use pingora::protocols::ALPN;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
-use crate::config::plan::SharedGateway;
 use crate::config::TlsListenerConfig;
+use crate::gateway::SharedGateway;
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::{Error, ErrorType};
 
-use crate::config::plan::SharedGateway;
 use crate::config::HealthCheckConfig;
+use crate::gateway::SharedGateway;
 use crate::observe::metrics::metrics;
 
 use super::peer::{now_ms, Health, PeerState};

@@ -23,7 +23,7 @@ use pingora::services::background::BackgroundService;
 
 use super::pool::{Member, PoolEntry, MAX_ADDRESSES_PER_NAME, MAX_MEMBERS};
 use super::registry::{PeerKey, PoolSlot, UpstreamRegistry};
-use crate::config::plan::SharedGateway;
+use crate::gateway::SharedGateway;
 use crate::observe::metrics::metrics;
 
 /// How long one resolution may take.

@@ -262,6 +262,31 @@ impl Pool {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
+/// A round-robin pool over `addrs`, named after `pattern`.
+pub fn test_pool(pattern: &str, addrs: &[&str]) -> std::sync::Arc<crate::upstream::Pool> {
+    use super::peer::PeerState;
+    let members = addrs
+        .iter()
+        .map(|a| {
+            let addr: std::net::SocketAddr = a.parse().expect("test address");
+            Member {
+                state: std::sync::Arc::new(PeerState::new(addr, None)),
+                peer: pingora::upstreams::peer::HttpPeer::new(addr, false, String::new()),
+                weight: 1,
+            }
+        })
+        .collect();
+    std::sync::Arc::new(Pool::new(
+        pattern.into(),
+        pattern.into(),
+        members,
+        Balancing::RoundRobin,
+        2,
+        std::time::Duration::from_secs(30),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Unit tests of `process/handoff.rs` (kept apart so the module reads as the code it tests).
 use super::*;
+use crate::gateway::check_private_dirs;
 use std::os::unix::fs::PermissionsExt;
 
 fn server_in(dir: &Path) -> ServerConfig {

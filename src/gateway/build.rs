@@ -1,14 +1,9 @@
-//! The one step from a configuration file to the running state ([`plan`]),
-//! and that state: everything a request needs, built once from a validated
-//! configuration: the route table (with upstream addresses resolved now,
-//! never per request), the token verifier, the identity cache and the rate
-//! limiter.
+//! How a [`Gateway`] is built from a validated configuration: secrets,
+//! user source, hosts resolved, each route's pool, the limiter; what did
+//! not change is kept from the state it replaces.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-use arc_swap::ArcSwap;
 
 use pingora::upstreams::peer::HttpPeer;
 
@@ -21,96 +16,20 @@ use crate::auth::token::{base_validation, JwtVerifier};
 use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
-    self, route_key, AuthConfig, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig,
+    route_key, AuthConfig, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig,
     UpstreamDefaults, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
 use crate::edge::shared_limits::{SharedLimiter, StoreFallback};
 use crate::edge::slack::{self, SlackVerifier};
-use crate::observe::access_log::AccessLog;
 use crate::routing::table::{Route, RouteLimit, RouteTable};
-use crate::tls::TlsListener;
+
+use super::Gateway;
 use crate::upstream::{
     names, protocol, Balancing, Pool, PoolEntry, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
 };
 use jsonwebtoken::Validation;
-
-/// The request-serving state of one configuration.
-pub struct Gateway {
-    pub routes: RouteTable,
-    /// What each `[[server.tls]]` listener serves (its certificate).
-    pub tls: Vec<TlsListener>,
-    pub jwt: JwtVerifier,
-    pub identity: Arc<IdentityCache>,
-    /// The `[users]` section the identity cache was built from.
-    users: UsersConfig,
-    /// Rate-limit counters, kept across SIGHUP while `max_keys` is unchanged.
-    pub limiter: Arc<RateLimiter>,
-    /// The counters in Redis, with `store = "redis"` (the local ones then
-    /// decide only while Redis cannot, with `on_store_error = "local"`).
-    pub shared_limiter: Option<Arc<SharedLimiter>>,
-    limiter_keys: usize,
-    /// Peers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub compression: crate::config::CompressionConfig,
-    pub cors: Option<CorsPolicy>,
-    /// `server.max_uri_bytes` and `server.max_header_bytes`.
-    pub max_uri_bytes: usize,
-    pub max_header_bytes: usize,
-    /// `server.max_buffered_body_bytes`: bodies held for signature checks,
-    /// process-wide.
-    pub max_buffered_body_bytes: u64,
-    /// `rate_limit.ipv6_prefix_length`: an IPv6 client is keyed by it.
-    pub ipv6_prefix_length: u8,
-    /// `auth.first_sight_per_ip_per_minute` (0: no budget).
-    pub first_sight_per_minute: u32,
-    /// `server.allow_path_parameters`: `;` in a path segment passes.
-    pub allow_path_parameters: bool,
-    /// Every route's pool and peer, for the health checks and `/upstreams`.
-    pub upstreams: UpstreamRegistry,
-    /// Where identity changes are announced (`[users] notify_channel`).
-    pub user_notify: Option<NotifySource>,
-}
-
-/// The state every proxy thread reads; SIGHUP swaps it atomically.
-pub type SharedGateway = Arc<ArcSwap<Gateway>>;
-
-/// What runs from one configuration file: the file as read and the state
-/// built from it.
-pub struct Plan {
-    pub loaded: LoadedConfig,
-    pub gateway: Gateway,
-}
-
-/// The one step from a configuration file to the running state, taken by
-/// start-up, `-t`, `reload` and SIGHUP alike: read, parse and validate the
-/// file, build the serving state (secret, user source, hosts, Slack
-/// secrets) and check that the access log can be opened. Every problem is
-/// reported at once. `previous` is the state this one replaces (SIGHUP).
-pub fn plan(path: &Path, previous: Option<&Gateway>) -> Result<Plan, ConfigError> {
-    plan_loaded(config::load(path)?, previous)
-}
-
-/// [`plan`] for a file already read (a successor's, offered at a handoff).
-pub fn plan_loaded(loaded: LoadedConfig, previous: Option<&Gateway>) -> Result<Plan, ConfigError> {
-    let gateway = Gateway::rebuild(&loaded, previous);
-    let log = AccessLog::check(&loaded.config.log);
-    let dirs = crate::process::handoff::check_private_dirs(&loaded.config.server);
-    match (gateway, log) {
-        (Ok(gateway), Ok(())) if dirs.is_empty() => Ok(Plan { loaded, gateway }),
-        (gateway, log) => {
-            let mut problems = Problems::default();
-            for e in [gateway.err(), log.err()].into_iter().flatten() {
-                problems.push(e);
-            }
-            for (key, message) in dirs {
-                problems.push(ConfigError::invalid(key, message));
-            }
-            Err(problems.into_error())
-        }
-    }
-}
 
 impl Gateway {
     /// Builds the state, reading secrets and user files and resolving
@@ -215,7 +134,7 @@ fn notify_source(users: &UsersConfig) -> Result<Option<NotifySource>, ConfigErro
     };
     let var = users.database_url_env.as_deref().unwrap_or_default();
     let key = "users.database_url_env";
-    let url = super::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
+    let url = crate::config::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
     let mut database =
         Database::parse(&url).map_err(|m| ConfigError::invalid(key, format!("{var}: {m}")))?;
     database.config.connect_timeout(Duration::from_secs(2));
@@ -246,7 +165,7 @@ fn shared_limiter(
     };
     let key = "rate_limit.redis_url_env";
     let var = limit.redis_url_env.as_deref().unwrap_or_default();
-    let url = super::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
+    let url = crate::config::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
     let fallback = StoreFallback::from_config(limit.on_store_error.as_deref())
         .map_err(|m| ConfigError::invalid("rate_limit.on_store_error", m))?;
     let root_cert = match &limit.redis_ca_file {
@@ -428,7 +347,7 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<Arc<SlackVerifier>>, Str
     let Some(var) = &route.slack_signing_secret_env else {
         return Ok(None);
     };
-    let secret = super::env::value(var)?;
+    let secret = crate::config::env::value(var)?;
     let max_body = route
         .max_body_bytes
         .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES);
