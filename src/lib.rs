@@ -36,6 +36,7 @@ pub mod errors;
 pub mod gateway;
 #[cfg(test)]
 mod layering;
+pub mod live;
 pub mod observe;
 pub mod process;
 pub mod proxy;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use super::keys::{is_valid_kid, rsa_key, SigningKey};
 use crate::config::JwksConfig;
-use crate::gateway::Gateway;
+use crate::live::Live;
 use crate::observe::metrics::metrics;
 
 /// The largest key set accepted, in bytes.
@@ -280,12 +280,13 @@ fn pinned(jwk: &Jwk, expected: KeyAlgorithm) -> Option<()> {
 /// The background service that keeps the running configuration's set
 /// fresh (README, "Signing keys").
 pub struct JwksRefresh {
-    gateway: Arc<ArcSwap<Gateway>>,
+    /// The running configuration's set, if it has one.
+    jwks: Live<Option<Arc<Jwks>>>,
 }
 
 impl JwksRefresh {
-    pub fn new(gateway: Arc<ArcSwap<Gateway>>) -> Self {
-        Self { gateway }
+    pub fn new(jwks: Live<Option<Arc<Jwks>>>) -> Self {
+        Self { jwks }
     }
 }
 
@@ -293,7 +294,7 @@ impl JwksRefresh {
 impl BackgroundService for JwksRefresh {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let Some(jwks) = self.gateway.load().jwt.jwks().cloned() else {
+            let Some(jwks) = self.jwks.get() else {
                 // No JWKS configured (a SIGHUP may add one).
                 tokio::select! {
                     _ = tokio::time::sleep(MIN_GAP) => continue,

@@ -16,6 +16,7 @@
 //! staleness). Once back it assumes it missed notifications and clears the
 //! identity cache.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +26,8 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{AsyncMessage, NoTls, Socket};
 
 use super::database::Database;
-use crate::gateway::SharedGateway;
+use crate::auth::identity::IdentityCache;
+use crate::live::Live;
 use crate::observe::metrics::metrics;
 use crate::observe::process_log::with_causes;
 
@@ -43,12 +45,14 @@ pub struct NotifySource {
 }
 
 pub struct UserNotifications {
-    gateway: SharedGateway,
+    /// The running configuration's identity cache and LISTEN settings.
+    identity: Live<Arc<IdentityCache>>,
+    source: Live<Option<NotifySource>>,
 }
 
 impl UserNotifications {
-    pub fn new(gateway: SharedGateway) -> Self {
-        Self { gateway }
+    pub fn new(identity: Live<Arc<IdentityCache>>, source: Live<Option<NotifySource>>) -> Self {
+        Self { identity, source }
     }
 
     /// One connection's life: connect, LISTEN, clear the cache, then evict
@@ -68,7 +72,7 @@ impl UserNotifications {
             return Err(format!("LISTEN failed: {e}"));
         }
         // Whatever changed while nobody listened is unknown: forget it all.
-        self.gateway.load().identity.clear();
+        self.identity.get().clear();
         metrics().user_notify_up.set(1);
         *backoff = FIRST_BACKOFF;
         log::info!("listening for user changes on channel {}", source.channel);
@@ -77,7 +81,7 @@ impl UserNotifications {
             tokio::select! {
                 username = usernames.recv() => match username {
                     Some(username) => {
-                        self.gateway.load().identity.evict(&username);
+                        self.identity.get().evict(&username);
                         metrics().user_notify_evictions.inc();
                     }
                     None => break,
@@ -142,7 +146,7 @@ impl BackgroundService for UserNotifications {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let source = self.gateway.load().user_notify.clone();
+            let source = self.source.get();
             let outcome = match &source {
                 None => Ok(()),
                 Some(source) => tokio::select! {

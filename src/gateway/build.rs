@@ -54,7 +54,7 @@ impl Gateway {
         let routes = route_table(
             loaded,
             &mut upstreams,
-            previous.map(|p| &p.upstreams),
+            previous.map(|p| &*p.upstreams),
             &mut problems,
         );
         // The first-sight budget counts in the same limiter, so it needs
@@ -70,7 +70,7 @@ impl Gateway {
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
         let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
-        let tls = crate::tls::listeners(&config.server.tls, previous.map_or(&[], |p| &p.tls))
+        let tls = crate::tls::listeners(&config.server.tls, previous.map_or(&[], |p| &*p.tls))
             .map_err(|found| {
                 for (key, message) in found {
                     problems.push(ConfigError::invalid(key, message));
@@ -91,7 +91,7 @@ impl Gateway {
         let jwks = jwks(&config.auth, &base, previous);
         Ok(Self {
             routes,
-            tls,
+            tls: tls.into(),
             jwt: JwtVerifier::new(&config.auth, keys, jwks),
             identity,
             users: config.users.clone(),
@@ -107,7 +107,7 @@ impl Gateway {
             max_buffered_body_bytes: config.server.max_buffered_body_bytes,
             ipv6_prefix_length: config.ipv6_prefix_length(),
             cors,
-            upstreams,
+            upstreams: Arc::new(upstreams),
             user_notify,
         })
     }

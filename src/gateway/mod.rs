@@ -20,6 +20,7 @@ use crate::config::{self, ConfigError, LoadedConfig, UsersConfig};
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::RateLimiter;
 use crate::edge::shared_limits::SharedLimiter;
+use crate::live::Live;
 use crate::observe::access_log::AccessLog;
 use crate::routing::table::RouteTable;
 use crate::tls::TlsListener;
@@ -32,7 +33,7 @@ pub use private_dirs::check_private_dirs;
 pub struct Gateway {
     pub routes: RouteTable,
     /// What each `[[server.tls]]` listener serves (its certificate).
-    pub tls: Vec<TlsListener>,
+    pub tls: Arc<[TlsListener]>,
     pub jwt: JwtVerifier,
     pub identity: Arc<IdentityCache>,
     /// The `[users]` section the identity cache was built from.
@@ -60,13 +61,23 @@ pub struct Gateway {
     /// `server.allow_path_parameters`: `;` in a path segment passes.
     pub allow_path_parameters: bool,
     /// Every route's pool and peer, for the health checks and `/upstreams`.
-    pub upstreams: UpstreamRegistry,
+    pub upstreams: Arc<UpstreamRegistry>,
     /// Where identity changes are announced (`[users] notify_channel`).
     pub user_notify: Option<NotifySource>,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.
 pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// A narrow view of `shared` for a service below this layer: `part` of
+/// whichever state runs when it is read.
+pub fn live<T: 'static>(
+    shared: &SharedGateway,
+    part: impl Fn(&Gateway) -> T + Send + Sync + 'static,
+) -> Live<T> {
+    let shared = shared.clone();
+    Live::new(move || part(&shared.load()))
+}
 
 /// What runs from one configuration file: the file as read and the state
 /// built from it.

@@ -23,25 +23,30 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-use crate::gateway::SharedGateway;
+use crate::auth::identity::IdentityCache;
+use crate::live::Live;
 use crate::observe::dependencies::DependencyStatus;
 use crate::observe::metrics::metrics;
-use crate::process::lifecycle::{InFlight, Readiness};
+use crate::process::readiness::{InFlight, Readiness};
+use crate::upstream::UpstreamRegistry;
 
 pub struct AdminApp {
-    gateway: SharedGateway,
+    /// The running configuration's identity cache (its gauges) and peers.
+    identity: Live<Arc<IdentityCache>>,
+    upstreams: Live<Arc<UpstreamRegistry>>,
     readiness: Readiness,
     dependencies: Arc<DependencyStatus>,
 }
 
 impl AdminApp {
     pub fn new(
-        gateway: SharedGateway,
+        (identity, upstreams): (Live<Arc<IdentityCache>>, Live<Arc<UpstreamRegistry>>),
         readiness: Readiness,
         dependencies: Arc<DependencyStatus>,
     ) -> Self {
         Self {
-            gateway,
+            identity,
+            upstreams,
             readiness,
             dependencies,
         }
@@ -103,7 +108,7 @@ impl ServeHttp for AdminApp {
         }
         match req.uri.path() {
             "/metrics" => {
-                self.gateway.load().identity.export_gauges();
+                self.identity.get().export_gauges();
                 metrics().requests_in_flight.set(InFlight::count() as i64);
                 metrics()
                     .buffered_body_bytes
@@ -116,7 +121,7 @@ impl ServeHttp for AdminApp {
             }
             "/healthz" => status_json(StatusCode::OK, "alive"),
             "/upstreams" => {
-                let body = self.gateway.load().upstreams.to_json().to_string();
+                let body = self.upstreams.get().to_json().to_string();
                 respond(StatusCode::OK, "application/json", body.into_bytes())
             }
             "/readyz" if wants_verbose(req.uri.query()) => self.verbose_readiness(),

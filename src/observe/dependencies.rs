@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::gateway::{Gateway, SharedGateway};
+use crate::auth::identity::IdentityCache;
+use crate::auth::jwks::Jwks;
+use crate::edge::shared_limits::SharedLimiter;
+use crate::live::Live;
 use crate::observe::metrics::metrics;
 
 /// How often the dependencies are asked.
@@ -63,19 +66,26 @@ impl DependencyStatus {
     }
 }
 
+/// What the running configuration depends on.
+pub struct Dependencies {
+    pub identity: Arc<IdentityCache>,
+    pub redis: Option<Arc<SharedLimiter>>,
+    pub jwks: Option<Arc<Jwks>>,
+}
+
 /// Asks each dependency of the running configuration once.
-async fn check(gateway: &Gateway) -> Vec<Report> {
+async fn check(gateway: &Dependencies) -> Vec<Report> {
     let mut reports = Vec::with_capacity(NAMES.len());
     if let Some((name, status)) = gateway.identity.probe_directory().await {
         reports.push(Report { name, status });
     }
-    if let Some(shared) = &gateway.shared_limiter {
+    if let Some(shared) = &gateway.redis {
         reports.push(Report {
             name: "redis",
             status: shared.ping().await,
         });
     }
-    if let Some(jwks) = gateway.jwt.jwks() {
+    if let Some(jwks) = &gateway.jwks {
         reports.push(Report {
             name: "jwks",
             status: if jwks.is_up() {
@@ -90,13 +100,16 @@ async fn check(gateway: &Gateway) -> Vec<Report> {
 
 /// The background service that keeps [`DependencyStatus`] current.
 pub struct DependencyChecks {
-    gateway: SharedGateway,
+    dependencies: Live<Dependencies>,
     status: Arc<DependencyStatus>,
 }
 
 impl DependencyChecks {
-    pub fn new(gateway: SharedGateway, status: Arc<DependencyStatus>) -> Self {
-        Self { gateway, status }
+    pub fn new(dependencies: Live<Dependencies>, status: Arc<DependencyStatus>) -> Self {
+        Self {
+            dependencies,
+            status,
+        }
     }
 }
 
@@ -105,8 +118,8 @@ impl BackgroundService for DependencyChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
             metrics().dependency_checks.inc();
-            let gateway = self.gateway.load_full();
-            self.status.store(check(&gateway).await);
+            let dependencies = self.dependencies.get();
+            self.status.store(check(&dependencies).await);
             tokio::select! {
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
                 _ = shutdown.changed() => return,

@@ -21,7 +21,7 @@
 //! - SIGUSR1 (logrotate): a file access log is opened anew by its path.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,35 +35,12 @@ use crate::gateway::{plan_loaded, SharedGateway};
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::metrics;
 use crate::process::handoff::{self, HandoffFile, OfferedConfig};
+use crate::process::readiness::{InFlight, Readiness};
 use crate::process::stdio;
 
 /// Pingora's fixed window (`CLOSE_TIMEOUT` in pingora-core's server) in
 /// which a predecessor keeps accepting after it sent its sockets.
 pub const HANDOVER_WINDOW_SECONDS: u64 = 5;
-
-/// Requests in flight in this process (upgraded WebSockets included).
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts one request in flight for as long as it lives.
-#[derive(Debug)]
-pub struct InFlight(());
-
-impl InFlight {
-    pub fn start() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        Self(())
-    }
-
-    pub fn count() -> usize {
-        IN_FLIGHT.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// What the lifecycle needs to know about the running process.
 pub struct Lifecycle {
@@ -81,29 +58,6 @@ pub struct Lifecycle {
     access_log: Arc<AccessLog>,
 }
 
-/// Whether the process should get traffic, as `/readyz` tells it.
-#[derive(Clone)]
-pub struct Readiness {
-    /// Handing over or draining: responses close their connections.
-    draining: Arc<AtomicBool>,
-    /// SIGTERM arrived: still serving for `shutdown_delay_seconds`, but an
-    /// orchestrator must stop sending new requests.
-    stopping: Arc<AtomicBool>,
-}
-
-impl Readiness {
-    /// `None` when ready, else why not.
-    pub fn unready_because(&self) -> Option<&'static str> {
-        if self.draining.load(Ordering::Relaxed) {
-            Some("draining")
-        } else if self.stopping.load(Ordering::Relaxed) {
-            Some("stopping")
-        } else {
-            None
-        }
-    }
-}
-
 /// The pid recorded in `pid_file`, if any.
 pub fn read_pid_file(pid_file: &str) -> Option<i32> {
     std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
@@ -116,10 +70,7 @@ impl Lifecycle {
             server: loaded.config.server.clone(),
             started_with: loaded.config,
             gateway,
-            readiness: Readiness {
-                draining: Arc::new(AtomicBool::new(false)),
-                stopping: Arc::new(AtomicBool::new(false)),
-            },
+            readiness: Readiness::default(),
             handed_over: AtomicBool::new(false),
             access_log,
         }
@@ -127,7 +78,7 @@ impl Lifecycle {
 
     /// The flag the proxy reads to close connections while draining.
     pub fn draining(&self) -> Arc<AtomicBool> {
-        self.readiness.draining.clone()
+        self.readiness.draining()
     }
 
     /// What `/readyz` reads.
@@ -170,7 +121,7 @@ impl Lifecycle {
         term: &mut tokio::signal::unix::Signal,
         int: &mut tokio::signal::unix::Signal,
     ) -> bool {
-        self.readiness.stopping.store(true, Ordering::Relaxed);
+        self.readiness.set_stopping();
         let delay = Duration::from_secs(self.server.shutdown_delay_seconds);
         if delay.is_zero() {
             return true;
@@ -188,7 +139,7 @@ impl Lifecycle {
     }
 
     fn begin_drain(&self) {
-        self.readiness.draining.store(true, Ordering::Relaxed);
+        self.readiness.set_draining();
     }
 
     /// Successor, before it listens on the upgrade socket: offers the

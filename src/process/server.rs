@@ -16,13 +16,15 @@ use tokio::sync::broadcast;
 
 use crate::auth::jwks::JwksRefresh;
 use crate::auth::notify::UserNotifications;
+use crate::config::AdminConfig;
 use crate::config::{ConfigError, LoadedConfig, ServerConfig};
-use crate::gateway::{Gateway, SharedGateway};
+use crate::gateway::{live, Gateway, SharedGateway};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminApp, AllowFrom};
-use crate::observe::dependencies::{DependencyChecks, DependencyStatus};
+use crate::observe::dependencies::{Dependencies, DependencyChecks, DependencyStatus};
 use crate::process::connection::{ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
+use crate::process::readiness::Readiness;
 use crate::process::stdio::StdioReceiver;
 use crate::proxy::GatewayProxy;
 use crate::tls::{listener_settings, GatewayCerts};
@@ -97,7 +99,7 @@ fn add_client_listeners<A>(
     }
     for (i, tls) in server.tls.iter().enumerate() {
         let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
-        let certs = GatewayCerts::new(shared.clone(), tls).map_err(invalid)?;
+        let certs = GatewayCerts::new(live(shared, |g| g.tls.clone()), tls).map_err(invalid)?;
         let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
         proxy.add_listener(client_listener(&tls.listen).tls(settings));
     }
@@ -122,6 +124,64 @@ fn server_options(server: &ServerConfig) -> HttpServerOptions {
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(Duration::from_secs(server.client_idle_timeout_seconds));
     options
+}
+
+/// The services that run beside the proxy, each given the narrow part of
+/// the running state it reads; returns the dependency status they keep.
+fn add_background_services(pingora: &mut Server, shared: &SharedGateway) -> Arc<DependencyStatus> {
+    let upstreams = || live(shared, |g| g.upstreams.clone());
+    pingora.add_service(background_service(
+        "upstream health checks",
+        HealthChecks::new(upstreams()),
+    ));
+    pingora.add_service(background_service(
+        "upstream name resolution",
+        NameRefresh::new(upstreams()),
+    ));
+    pingora.add_service(background_service(
+        "user change notifications",
+        UserNotifications::new(
+            live(shared, |g| g.identity.clone()),
+            live(shared, |g| g.user_notify.clone()),
+        ),
+    ));
+    pingora.add_service(background_service(
+        "JWKS refresh",
+        JwksRefresh::new(live(shared, |g| g.jwt.jwks().cloned())),
+    ));
+    let dependencies = Arc::new(DependencyStatus::default());
+    let running = live(shared, |g| Dependencies {
+        identity: g.identity.clone(),
+        redis: g.shared_limiter.clone(),
+        jwks: g.jwt.jwks().cloned(),
+    });
+    pingora.add_service(background_service(
+        "dependency checks",
+        DependencyChecks::new(running, dependencies.clone()),
+    ));
+    dependencies
+}
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/upstreams`).
+fn admin_service(
+    admin: &AdminConfig,
+    shared: &SharedGateway,
+    readiness: Readiness,
+    dependencies: Arc<DependencyStatus>,
+) -> Service<AllowFrom<AdminApp>> {
+    let views = (
+        live(shared, |g| g.identity.clone()),
+        live(shared, |g| g.upstreams.clone()),
+    );
+    let mut service = Service::new(
+        "robeing-gateway admin".into(),
+        AllowFrom::new(
+            AdminApp::new(views, readiness, dependencies),
+            admin.allow_from.clone(),
+        ),
+    );
+    service.add_tcp(&admin.listen);
+    service
 }
 
 /// Starts the server and serves until it is told to stop.
@@ -168,37 +228,14 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
     let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
     add_client_listeners(&mut proxy, &server, &shared)?;
     pingora.add_service(proxy);
-    pingora.add_service(background_service(
-        "upstream health checks",
-        HealthChecks::new(shared.clone()),
-    ));
-    pingora.add_service(background_service(
-        "upstream name resolution",
-        NameRefresh::new(shared.clone()),
-    ));
-    pingora.add_service(background_service(
-        "user change notifications",
-        UserNotifications::new(shared.clone()),
-    ));
-    pingora.add_service(background_service(
-        "JWKS refresh",
-        JwksRefresh::new(shared.clone()),
-    ));
-    let dependencies = Arc::new(DependencyStatus::default());
-    pingora.add_service(background_service(
-        "dependency checks",
-        DependencyChecks::new(shared.clone(), dependencies.clone()),
-    ));
+    let dependencies = add_background_services(&mut pingora, &shared);
     if let Some(admin) = admin {
-        let mut service = Service::new(
-            "robeing-gateway admin".into(),
-            AllowFrom::new(
-                AdminApp::new(shared, lifecycle.readiness(), dependencies),
-                admin.allow_from.clone(),
-            ),
-        );
-        service.add_tcp(&admin.listen);
-        pingora.add_service(service);
+        pingora.add_service(admin_service(
+            &admin,
+            &shared,
+            lifecycle.readiness(),
+            dependencies,
+        ));
     }
     pingora.add_service(background_service(
         "process tasks",

@@ -12,7 +12,7 @@ use crate::edge::compression::Compression;
 use crate::edge::limits::Decision;
 use crate::edge::slack::SlackGate;
 use crate::gateway::Gateway;
-use crate::process::lifecycle::InFlight;
+use crate::process::readiness::InFlight;
 use crate::routing::table::Route;
 use crate::upstream::Attempts;
 use crate::wire::generate_request_id;

@@ -21,7 +21,7 @@ use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
 use crate::config::TlsListenerConfig;
-use crate::gateway::SharedGateway;
+use crate::live::Live;
 
 /// The lowest TLS version a listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,8 @@ pub struct TlsListener {
 /// configuration holds for its address, so a SIGHUP that read new files
 /// changes what new handshakes get, and open connections keep theirs.
 pub struct GatewayCerts {
-    gateway: SharedGateway,
+    /// The running configuration's listeners.
+    listeners: Live<Arc<[TlsListener]>>,
     addr: SocketAddr,
     min_version: MinVersion,
 }
@@ -70,9 +71,12 @@ impl std::fmt::Debug for GatewayCerts {
 }
 
 impl GatewayCerts {
-    pub fn new(gateway: SharedGateway, config: &TlsListenerConfig) -> Result<Self, String> {
+    pub fn new(
+        listeners: Live<Arc<[TlsListener]>>,
+        config: &TlsListenerConfig,
+    ) -> Result<Self, String> {
         Ok(Self {
-            gateway,
+            listeners,
             addr: config
                 .listen
                 .parse()
@@ -88,9 +92,8 @@ impl ResolvesServerCert for GatewayCerts {
             // No certificate: the handshake fails with a TLS alert.
             return None;
         }
-        self.gateway
-            .load()
-            .tls
+        self.listeners
+            .get()
             .iter()
             .find(|l| l.addr == self.addr)
             .map(|l| l.key.clone())

@@ -21,8 +21,9 @@ use pingora::services::background::BackgroundService;
 use pingora::{Error, ErrorType};
 
 use crate::config::HealthCheckConfig;
-use crate::gateway::SharedGateway;
+use crate::live::Live;
 use crate::observe::metrics::metrics;
+use crate::upstream::UpstreamRegistry;
 
 use super::peer::{now_ms, Health, PeerState};
 
@@ -102,7 +103,8 @@ fn expect_2xx(resp: &ResponseHeader) -> pingora::Result<()> {
 type CheckedPeer = (Arc<PeerState>, Arc<Probe>);
 
 pub struct HealthChecks {
-    gateway: SharedGateway,
+    /// The running configuration's peers.
+    upstreams: Live<Arc<UpstreamRegistry>>,
     /// Probes by peer (by pointer: a peer replaced on reload gets a new one).
     probes: Mutex<HashMap<usize, CheckedPeer>>,
     /// The gauge series set last, so a peer that left the config loses its.
@@ -110,9 +112,9 @@ pub struct HealthChecks {
 }
 
 impl HealthChecks {
-    pub fn new(gateway: SharedGateway) -> Self {
+    pub fn new(upstreams: Live<Arc<UpstreamRegistry>>) -> Self {
         Self {
-            gateway,
+            upstreams,
             probes: Mutex::new(HashMap::new()),
             published: Mutex::new(HashSet::new()),
         }
@@ -120,10 +122,10 @@ impl HealthChecks {
 
     /// The probes of the current configuration's checked peers.
     fn current_probes(&self) -> Vec<CheckedPeer> {
-        let gateway = self.gateway.load();
+        let upstreams = self.upstreams.get();
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
         let mut live = HashMap::new();
-        for state in &gateway.upstreams.peers() {
+        for state in &upstreams.peers() {
             let Some(config) = &state.check else { continue };
             let id = Arc::as_ptr(state) as usize;
             let entry = match probes.remove(&id) {
@@ -171,10 +173,10 @@ impl HealthChecks {
 
     /// `gateway_upstream_peer_healthy{route, peer}` for every pool.
     fn publish_gauges(&self) {
-        let gateway = self.gateway.load();
+        let upstreams = self.upstreams.get();
         let gauge = &metrics().upstream_peer_healthy;
         let mut now = HashSet::new();
-        for slot in gateway.upstreams.pools() {
+        for slot in upstreams.pools() {
             let pool = slot.load();
             for m in pool.members.iter() {
                 gauge

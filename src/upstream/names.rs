@@ -23,7 +23,7 @@ use pingora::services::background::BackgroundService;
 
 use super::pool::{Member, PoolEntry, MAX_ADDRESSES_PER_NAME, MAX_MEMBERS};
 use super::registry::{PeerKey, PoolSlot, UpstreamRegistry};
-use crate::gateway::SharedGateway;
+use crate::live::Live;
 use crate::observe::metrics::metrics;
 
 /// How long one resolution may take.
@@ -98,15 +98,16 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 
 /// The background service that re-resolves every pool's names.
 pub struct NameRefresh {
-    gateway: SharedGateway,
+    /// The running configuration's pools.
+    upstreams: Live<Arc<UpstreamRegistry>>,
     /// Routes whose last resolution failed (their streak is logged).
     failing: Mutex<HashMap<String, bool>>,
 }
 
 impl NameRefresh {
-    pub fn new(gateway: SharedGateway) -> Self {
+    pub fn new(upstreams: Live<Arc<UpstreamRegistry>>) -> Self {
         Self {
-            gateway,
+            upstreams,
             failing: Mutex::new(HashMap::new()),
         }
     }
@@ -164,14 +165,14 @@ impl NameRefresh {
 impl BackgroundService for NameRefresh {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let interval = self.gateway.load().upstreams.resolve_interval;
+            let interval = self.upstreams.get().resolve_interval;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
-            let gateway = self.gateway.load_full();
-            for slot in gateway.upstreams.pools() {
-                self.refresh(slot, &gateway.upstreams).await;
+            let upstreams = self.upstreams.get();
+            for slot in upstreams.pools() {
+                self.refresh(slot, &upstreams).await;
             }
         }
     }
