@@ -9,14 +9,22 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use prometheus::IntCounter;
 use serde_json::Map;
 
-use super::token::unix_now;
 use crate::config::{AuthConfig, ConfigError, KeyConfig};
 use crate::observe::metrics::metrics;
+
+/// Seconds since the epoch, for `exp` and `iat`.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// The shortest HS256 secret the gateway accepts (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;

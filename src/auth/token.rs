@@ -20,7 +20,6 @@
 //! a removed key's tokens are refused at once.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
@@ -28,7 +27,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
-use super::keys::{SigningKey, VerifyCounters, MAX_KID_BYTES};
+use super::keys::{unix_now, SigningKey, VerifyCounters, MAX_KID_BYTES};
 use crate::config::AuthConfig;
 use crate::errors::GatewayError;
 
@@ -464,13 +463,6 @@ impl<'de> serde::Deserialize<'de> for UniqueMembers {
         }
         d.deserialize_map(Visitor)
     }
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Non-empty, bounded, and free of control characters (it becomes a header).

@@ -1,6 +1,7 @@
 //! Unit tests of bearer-token verification (kept apart so the module reads as the request path needs it).
 
 use super::*;
+use std::time::{SystemTime, UNIX_EPOCH};
 use crate::auth::keys::mint;
 use jsonwebtoken::{EncodingKey, Header};
 
