@@ -16,9 +16,9 @@ use robeing_gateway::auth::token::{base_validation, JwtVerifier};
 use robeing_gateway::config::testing::TestConfig;
 use robeing_gateway::config::{self, UsersConfig};
 use robeing_gateway::errors::{render_envelope, GatewayError};
-use robeing_gateway::routing::path::normalize_path;
 use robeing_gateway::routing::table::test_route;
 use robeing_gateway::routing::table::RouteTable;
+use robeing_gateway::wire::path::normalize_path;
 
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-secret";
 

@@ -369,7 +369,7 @@ fn compose_file_agrees_with_conf() {
         .rate_limit
         .as_ref()
         .expect("[rate_limit] in the compose config");
-    assert_eq!(limit.store.as_deref(), Some("redis"));
+    assert_eq!(limit.store.to_string(), "redis");
     let redis_url = env[limit.redis_url_env.as_deref().unwrap()]
         .as_str()
         .unwrap();

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use robeing_gateway::routing::table::test_route;
-use robeing_gateway::routing::path::normalize_path;
+use robeing_gateway::wire::path::normalize_path;
 use robeing_gateway::routing::table::RouteTable;
 
 static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {

@@ -82,7 +82,8 @@ pub struct RateLimitConfig {
     pub max_keys: usize,
     /// `local` (default: this process's counters) or `redis` (one budget
     /// shared by every instance).
-    pub store: Option<String>,
+    #[serde(default)]
+    pub store: Word<LimitStore>,
     /// Environment variable holding the Redis URL (`store = "redis"`).
     pub redis_url_env: Option<String>,
     /// PEM roots a `rediss://` server's certificate must chain to (else the
@@ -92,7 +93,8 @@ pub struct RateLimitConfig {
     #[serde(default = "defaults::store_timeout_ms")]
     pub store_timeout_ms: u64,
     /// What decides while Redis cannot: `local`, `allow` or `deny`.
-    pub on_store_error: Option<String>,
+    #[serde(default)]
+    pub on_store_error: Word<StoreFallback>,
     /// An IPv6 client is keyed by this many leading bits (anonymous limits,
     /// the first-sight budget, the per-address connection cap): one
     /// subscriber holds a whole /64.
@@ -266,8 +268,8 @@ pub struct TlsListenerConfig {
     #[serde(default = "defaults::http2")]
     pub http2: bool,
     /// "1.2" or "1.3".
-    #[serde(default = "defaults::tls_min_version")]
-    pub min_version: String,
+    #[serde(default)]
+    pub min_version: Word<MinVersion>,
     /// `Strict-Transport-Security: max-age=N` on this listener's responses.
     pub hsts_max_age_seconds: Option<u64>,
 }
@@ -278,7 +280,7 @@ pub struct TlsListenerConfig {
 pub struct KeyConfig {
     pub kid: String,
     /// HS256, RS256, ES256 or EdDSA.
-    pub algorithm: String,
+    pub algorithm: Word<jsonwebtoken::Algorithm>,
     /// HS256: where the secret is (never in this file).
     pub secret_env: Option<String>,
     pub secret_file: Option<PathBuf>,
@@ -382,10 +384,12 @@ pub struct RouteConfig {
     pub upstreams: Option<Vec<String>>,
     /// `round_robin` (default), `least_connections` or `consistent` (by
     /// user id; by client IP for anonymous requests).
-    pub load_balancing: Option<String>,
+    #[serde(default)]
+    pub load_balancing: Word<Balancing>,
     /// `http1` (default), `h2c` (HTTP/2 without TLS, e.g. gRPC) or `h2`
     /// (HTTP/2 over TLS).
-    pub protocol: Option<String>,
+    #[serde(default)]
+    pub protocol: Word<UpstreamProtocol>,
     /// With `h2`: PEM roots the peers' certificates must chain to (else
     /// the system's), and the name to check (else the peer's host).
     pub tls_ca_file: Option<String>,
@@ -429,7 +433,30 @@ pub struct HealthCheckConfig {
     pub healthy_after: u32,
 }
 
+/// The longest `kid` a key may have; a longer one in a token is refused
+/// unseen.
+pub const MAX_KID_BYTES: usize = 256;
+
+/// A configured `kid`: printable ASCII without spaces, bounded.
+pub fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= MAX_KID_BYTES && kid.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The prefix segments of a pattern like `/api/auth/*` (`/*` has none).
+pub fn pattern_segments(pattern: &str) -> Option<impl Iterator<Item = &str>> {
+    let prefix = pattern.strip_suffix("/*")?;
+    let prefix = prefix
+        .strip_prefix('/')
+        .or(prefix.is_empty().then_some(""))?;
+    Some(prefix.split('/').filter(|s| !s.is_empty()))
+}
+
 pub(crate) mod defaults;
+pub mod keywords;
+
+pub use keywords::{
+    Balancing, Keyword, LimitStore, MinVersion, StoreFallback, UpstreamProtocol, Word,
+};
 
 /// A CIDR (`127.0.0.1/32`) or a single address (`::1`).
 pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {

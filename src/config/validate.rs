@@ -8,10 +8,7 @@ use toml::Spanned;
 
 use super::schema::*;
 use super::ConfigError;
-use crate::auth::keys::{is_valid_kid, parse_algorithm, MAX_KID_BYTES};
-use crate::edge::shared_limits::StoreFallback;
-use crate::routing::path::normalize_path;
-use crate::routing::table::pattern_segments;
+use crate::wire::path::normalize_path;
 
 mod peers;
 
@@ -114,7 +111,7 @@ fn server(server: &ServerConfig, problems: &mut Problems) {
             at("listen"),
             format!("'{}' is already a listener", tls.listen),
         );
-        if let Err(m) = crate::tls::MinVersion::from_config(&tls.min_version) {
+        if let Some(m) = tls.min_version.problem() {
             problems.add(at("min_version"), m);
         }
     }
@@ -236,7 +233,9 @@ fn auth(auth: &AuthConfig, problems: &mut Problems) {
     // serves: without an audience, this gateway would accept theirs.
     let shared_idp = auth.jwks.is_some()
         || auth.keys.iter().any(|k| {
-            parse_algorithm(&k.algorithm).is_some_and(|a| a != jsonwebtoken::Algorithm::HS256)
+            k.algorithm
+                .known()
+                .is_some_and(|a| a != jsonwebtoken::Algorithm::HS256)
         });
     problems.check(
         !shared_idp || auth.audience.is_some() || auth.allow_any_audience,
@@ -277,11 +276,8 @@ fn signing_key(i: usize, key: &KeyConfig, earlier: &[KeyConfig], problems: &mut 
             format!("'{}' is used by an earlier key", key.kid),
         );
     }
-    let Some(algorithm) = parse_algorithm(&key.algorithm) else {
-        problems.add(
-            at("algorithm"),
-            format!("'{}' is not HS256, RS256, ES256 or EdDSA", key.algorithm),
-        );
+    let Some(algorithm) = key.algorithm.known() else {
+        problems.add(at("algorithm"), key.algorithm.problem().unwrap_or_default());
         return;
     };
     let secret = key.secret_env.is_some() || key.secret_file.is_some();
@@ -441,19 +437,19 @@ fn limit_store(limit: &RateLimitConfig, problems: &mut Problems) {
         "rate_limit.ipv6_prefix_length",
         "must be 32 to 128",
     );
-    match limit.store.as_deref() {
-        None | Some("local") => {}
-        Some("redis") => problems.check(
+    match limit.store.known() {
+        Some(LimitStore::Local) => {}
+        Some(LimitStore::Redis) => problems.check(
             limit.redis_url_env.is_some(),
             "rate_limit.redis_url_env",
             "is needed with store = \"redis\" (the variable holding the Redis URL)",
         ),
-        Some(other) => problems.add(
+        None => problems.add(
             "rate_limit.store",
-            format!("'{other}' is not local or redis"),
+            limit.store.problem().unwrap_or_default(),
         ),
     }
-    if let Err(message) = StoreFallback::from_config(limit.on_store_error.as_deref()) {
+    if let Some(message) = limit.on_store_error.problem() {
         problems.add("rate_limit.on_store_error", message);
     }
     problems.positive("rate_limit.store_timeout_ms", limit.store_timeout_ms);

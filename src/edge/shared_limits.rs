@@ -86,34 +86,7 @@ end
 return out
 "#;
 
-/// What decides while the store cannot (`on_store_error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreFallback {
-    /// This process's own limiter (the budget is per instance meanwhile).
-    Local,
-    Allow,
-    /// 503 `SERVICE_UNAVAILABLE`.
-    Deny,
-}
-
-impl StoreFallback {
-    pub fn from_config(value: Option<&str>) -> Result<Self, String> {
-        match value {
-            None | Some("local") => Ok(Self::Local),
-            Some("allow") => Ok(Self::Allow),
-            Some("deny") => Ok(Self::Deny),
-            Some(other) => Err(format!("'{other}' is not local, allow or deny")),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-        }
-    }
-}
+pub use crate::config::StoreFallback;
 
 /// Why the store gave no decision.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -450,13 +423,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modes_and_urls_are_checked() {
-        assert_eq!(StoreFallback::from_config(None), Ok(StoreFallback::Local));
-        assert_eq!(
-            StoreFallback::from_config(Some("deny")),
-            Ok(StoreFallback::Deny)
-        );
-        assert!(StoreFallback::from_config(Some("open")).is_err());
+    fn urls_are_checked() {
         let bad = SharedLimiter::new(
             "http://127.0.0.1:1",
             None,

@@ -16,18 +16,18 @@ use crate::auth::token::{base_validation, JwtVerifier};
 use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
-    route_key, AuthConfig, ConfigError, LoadedConfig, RateLimitConfig, RouteConfig,
+    route_key, AuthConfig, ConfigError, LimitStore, LoadedConfig, RateLimitConfig, RouteConfig,
     UpstreamDefaults, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
-use crate::edge::shared_limits::{SharedLimiter, StoreFallback};
+use crate::edge::shared_limits::SharedLimiter;
 use crate::edge::slack::{self, SlackVerifier};
 use crate::routing::table::{Route, RouteLimit, RouteTable};
 
 use super::Gateway;
 use crate::upstream::{
-    names, protocol, Balancing, Pool, PoolEntry, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
+    names, protocol, Pool, PoolEntry, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
 };
 use jsonwebtoken::Validation;
 
@@ -160,14 +160,13 @@ fn jwks(auth: &AuthConfig, base: &Validation, previous: Option<&Gateway>) -> Opt
 fn shared_limiter(
     limit: Option<&RateLimitConfig>,
 ) -> Result<Option<Arc<SharedLimiter>>, ConfigError> {
-    let Some(limit) = limit.filter(|l| l.store.as_deref() == Some("redis")) else {
+    let Some(limit) = limit.filter(|l| l.store.get() == LimitStore::Redis) else {
         return Ok(None);
     };
     let key = "rate_limit.redis_url_env";
     let var = limit.redis_url_env.as_deref().unwrap_or_default();
     let url = crate::config::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
-    let fallback = StoreFallback::from_config(limit.on_store_error.as_deref())
-        .map_err(|m| ConfigError::invalid("rate_limit.on_store_error", m))?;
+    let fallback = limit.on_store_error.get();
     let root_cert = match &limit.redis_ca_file {
         None => None,
         Some(path) => {
@@ -278,8 +277,7 @@ fn route_pool(
             ))
         }
     };
-    let protocol = UpstreamProtocol::from_config(route.protocol.as_deref())
-        .map_err(|m| ("protocol".to_owned(), m))?;
+    let protocol = route.protocol.get();
     let tls = UpstreamTls::new(
         route.tls_ca_file.as_deref(),
         route.tls_server_name.as_deref(),
@@ -307,8 +305,7 @@ fn route_pool(
         });
     }
     let members = names::members(&pool_entries, upstreams, previous);
-    let balancing = Balancing::from_config(route.load_balancing.as_deref())
-        .map_err(|m| ("load_balancing".to_owned(), m))?;
+    let balancing = route.load_balancing.get();
     let read_timeout = route.read_timeout_ms.unwrap_or(defaults.read_timeout_ms);
     Ok(Arc::new(
         Pool::new(

@@ -20,8 +20,8 @@ use crate::gateway::Gateway;
 use crate::observe::metrics::metrics;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::forwarding::strip_identity_headers;
-use crate::routing::path::{has_path_parameters, normalize_path};
 use crate::routing::table::Route;
+use crate::wire::path::{has_path_parameters, normalize_path};
 
 /// Decides whether and where the request may go: size limits, the
 /// normalized path and its route, the Slack headers, identity headers

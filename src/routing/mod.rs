@@ -1,5 +1,4 @@
-//! Where a request goes: its path normalized once ([`path`]), the same path
-//! matched against the route table ([`table`]) and forwarded upstream.
+//! Where a request goes: the route table ([`table`]) matched on the path
+//! normalized once (`wire::path`), the same path forwarded upstream.
 
-pub mod path;
 pub mod table;

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use crate::config::pattern_segments;
+
 /// One configured route, ready to serve: its upstream address was resolved
 /// when the table was loaded.
 #[derive(Debug)]
@@ -48,15 +50,6 @@ struct Node {
 pub struct RouteTable {
     root: Node,
     len: usize,
-}
-
-/// The prefix segments of a pattern like `/api/auth/*` (`/*` has none).
-pub fn pattern_segments(pattern: &str) -> Option<impl Iterator<Item = &str>> {
-    let prefix = pattern.strip_suffix("/*")?;
-    let prefix = prefix
-        .strip_prefix('/')
-        .or(prefix.is_empty().then_some(""))?;
-    Some(prefix.split('/').filter(|s| !s.is_empty()))
 }
 
 impl RouteTable {

@@ -23,24 +23,7 @@ use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use crate::config::TlsListenerConfig;
 use crate::live::Live;
 
-/// The lowest TLS version a listener accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MinVersion {
-    Tls12,
-    Tls13,
-}
-
-impl MinVersion {
-    pub fn from_config(value: &str) -> Result<Self, String> {
-        match value {
-            "1.2" => Ok(Self::Tls12),
-            "1.3" => Ok(Self::Tls13),
-            other => Err(format!(
-                "'{other}' is not 1.2 or 1.3 (nothing lower is offered)"
-            )),
-        }
-    }
-}
+pub use crate::config::MinVersion;
 
 /// What the running configuration serves on one TLS listener; rebuilt
 /// with the rest of the state on every SIGHUP.
@@ -81,7 +64,7 @@ impl GatewayCerts {
                 .listen
                 .parse()
                 .map_err(|e| format!("'{}': {e}", config.listen))?,
-            min_version: MinVersion::from_config(&config.min_version)?,
+            min_version: config.min_version.get(),
         })
     }
 }

@@ -17,37 +17,7 @@ use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::peer::PeerState;
-
-/// How a pool picks a peer (`load_balancing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balancing {
-    RoundRobin,
-    LeastConnections,
-    /// By user id (client IP when anonymous): one user, one peer while it
-    /// is eligible.
-    Consistent,
-}
-
-impl Balancing {
-    pub fn from_config(value: Option<&str>) -> Result<Self, String> {
-        match value {
-            None | Some("round_robin") => Ok(Self::RoundRobin),
-            Some("least_connections") => Ok(Self::LeastConnections),
-            Some("consistent") => Ok(Self::Consistent),
-            Some(other) => Err(format!(
-                "'{other}' is not round_robin, least_connections or consistent"
-            )),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round_robin",
-            Self::LeastConnections => "least_connections",
-            Self::Consistent => "consistent",
-        }
-    }
-}
+pub use crate::config::Balancing;
 
 /// One peer of one route.
 pub struct Member {
@@ -332,18 +302,6 @@ mod tests {
             assert_eq!(p.pick(b"k", 0), None);
             assert!(!p.has_untried(0));
         }
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert_eq!(Balancing::from_config(None), Ok(Balancing::RoundRobin));
-        assert_eq!(
-            Balancing::from_config(Some("consistent")),
-            Ok(Balancing::Consistent)
-        );
-        assert!(Balancing::from_config(Some("random"))
-            .unwrap_err()
-            .contains("'random'"));
     }
 
     #[test]

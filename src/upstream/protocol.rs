@@ -18,28 +18,7 @@ use rustls_pki_types::CertificateDer;
 /// opens another connection.
 pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UpstreamProtocol {
-    #[default]
-    Http1,
-    H2c,
-    H2,
-}
-
-impl UpstreamProtocol {
-    pub fn from_config(value: Option<&str>) -> Result<Self, String> {
-        match value {
-            None | Some("http1") => Ok(Self::Http1),
-            Some("h2c") => Ok(Self::H2c),
-            Some("h2") => Ok(Self::H2),
-            Some(other) => Err(format!("'{other}' is not http1, h2c or h2")),
-        }
-    }
-
-    pub fn is_tls(self) -> bool {
-        self == Self::H2
-    }
-}
+pub use crate::config::UpstreamProtocol;
 
 /// The TLS side of a route's `h2` peers: the trusted roots (none: the
 /// system's) and the name to ask for and check (none: the peer's host).
@@ -130,24 +109,6 @@ mod tests {
 
     fn addr() -> std::net::SocketAddr {
         "127.0.0.1:1".parse().unwrap()
-    }
-
-    #[test]
-    fn names_are_checked() {
-        assert_eq!(
-            UpstreamProtocol::from_config(None),
-            Ok(UpstreamProtocol::Http1)
-        );
-        assert_eq!(
-            UpstreamProtocol::from_config(Some("h2c")),
-            Ok(UpstreamProtocol::H2c)
-        );
-        assert_eq!(
-            UpstreamProtocol::from_config(Some("h2")),
-            Ok(UpstreamProtocol::H2)
-        );
-        let err = UpstreamProtocol::from_config(Some("http3")).unwrap_err();
-        assert!(err.contains("'http3'"), "{err}");
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl UpstreamRegistry {
                 serde_json::json!({
                     "route": pool.pattern,
                     "service": pool.service,
-                    "load_balancing": pool.balancing.as_str(),
+                    "load_balancing": crate::config::keywords::word_of(pool.balancing),
                     "max_retries": pool.max_retries,
                     "peers": peers,
                 })

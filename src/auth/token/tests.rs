@@ -1,9 +1,9 @@
 //! Unit tests of bearer-token verification (kept apart so the module reads as the request path needs it).
 
 use super::*;
-use std::time::{SystemTime, UNIX_EPOCH};
 use crate::auth::keys::mint;
 use jsonwebtoken::{EncodingKey, Header};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -41,9 +41,6 @@ pub fn store_timeout_ms() -> u64 {
 pub fn http2() -> bool {
     true
 }
-pub fn tls_min_version() -> String {
-    "1.2".into()
-}
 pub fn jwks_refresh_seconds() -> u64 {
     300
 }

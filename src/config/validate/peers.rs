@@ -4,7 +4,6 @@
 
 use super::Problems;
 use crate::config::schema::*;
-use crate::upstream::{Balancing, UpstreamProtocol};
 
 /// The route's peers: `host` + `port`, or `upstreams`, never both; and
 /// the keys that go with them.
@@ -48,9 +47,12 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
             }
         }
     }
-    match UpstreamProtocol::from_config(route.protocol.as_deref()) {
-        Err(message) => problems.add(key("protocol"), message),
-        Ok(protocol) if !protocol.is_tls() => {
+    match route.protocol.known() {
+        None => problems.add(
+            key("protocol"),
+            route.protocol.problem().unwrap_or_default(),
+        ),
+        Some(protocol) if !protocol.is_tls() => {
             for (field, set) in [
                 ("tls_ca_file", route.tls_ca_file.is_some()),
                 ("tls_server_name", route.tls_server_name.is_some()),
@@ -62,7 +64,7 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
                 );
             }
         }
-        Ok(_) => {
+        Some(_) => {
             if let Some(name) = &route.tls_server_name {
                 problems.check(
                     rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
@@ -72,7 +74,7 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
             }
         }
     }
-    if let Err(message) = Balancing::from_config(route.load_balancing.as_deref()) {
+    if let Some(message) = route.load_balancing.problem() {
         problems.add(key("load_balancing"), message);
     }
     problems.check(

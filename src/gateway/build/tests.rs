@@ -1,14 +1,14 @@
-//! Unit tests of `config/plan.rs` (kept apart so the module reads as the code it tests).
+//! Unit tests of `gateway/build.rs` (kept apart so the module reads as the code it tests).
 use super::*;
 
 fn redis_limit(var: &str) -> RateLimitConfig {
     RateLimitConfig {
         requests_per_minute: 5,
         max_keys: 10,
-        store: Some("redis".into()),
+        store: LimitStore::Redis.into(),
         redis_url_env: Some(var.into()),
         store_timeout_ms: 5,
-        on_store_error: None,
+        on_store_error: Default::default(),
         ipv6_prefix_length: 64,
         redis_ca_file: None,
     }

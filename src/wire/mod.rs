@@ -1,7 +1,11 @@
 //! The gateway's shared vocabulary, at the bottom of the layers (it
-//! imports nothing of the crate): the header names it writes, and the
-//! request id (its validation and generation). `errors`, `edge`, `process`
+//! imports nothing of the crate): the header names it writes, the request
+//! id (its validation and generation), and the normalized path ([`path`]:
+//! the one form routing decides on and the upstream receives; `config`
+//! checks route patterns with it). `errors`, `edge`, `process`, `routing`
 //! and `proxy` all use it.
+
+pub mod path;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
