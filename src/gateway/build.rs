@@ -20,10 +20,10 @@ use crate::config::{
     UpstreamDefaults, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
-use crate::edge::limits::{route_scope, RateLimiter, DEFAULT_SCOPE};
+use crate::edge::limits::RateLimiter;
 use crate::edge::shared_limits::SharedLimiter;
-use crate::edge::slack::{self, SlackVerifier};
-use crate::routing::table::{Route, RouteLimit, RouteTable};
+use crate::routing::policy::{RoutePolicy, RouteTimeouts};
+use crate::routing::table::{Route, RouteTable};
 
 use super::Gateway;
 use crate::upstream::{
@@ -222,23 +222,26 @@ fn route_table(
     for (i, spanned) in config.routes.iter().enumerate() {
         let route = spanned.get_ref();
         let key = |field: &str| route_key(&loaded.source, i, spanned, field);
-        let pool = route_pool(route, &config.upstream, upstreams, previous)
-            .map_err(|(field, m)| problems.add(key(&field), m));
-        let slack =
-            slack_verifier(route).map_err(|m| problems.add(key("slack_signing_secret_env"), m));
-        let (Ok(pool), Ok(slack)) = (pool, slack) else {
+        let policy = RoutePolicy::from_config(route, config)
+            .map_err(|(field, m)| problems.add(key(field), m));
+        // The pool's problems are reported even when the policy has some.
+        let fallback = RoutePolicy::default();
+        let pool = route_pool(
+            route,
+            policy.as_ref().unwrap_or(&fallback),
+            &config.upstream,
+            upstreams,
+            previous,
+        )
+        .map_err(|(field, m)| problems.add(key(&field), m));
+        let (Ok(policy), Ok(pool)) = (policy, pool) else {
             continue;
         };
-        let pool = upstreams.add_pool(pool);
         routes.insert(Route {
             pattern: route.path.clone(),
             service: route.service.clone(),
-            auth_required: route.auth_required,
-            max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
-            pool,
-            raw: route.raw,
-            slack,
-            rate_limit: route_limit(route, config.rate_limit.as_ref()),
+            pool: upstreams.add_pool(pool),
+            policy,
         });
     }
     routes
@@ -248,6 +251,7 @@ fn route_table(
 /// the route's timeouts on its template. Errors name the field.
 fn route_pool(
     route: &RouteConfig,
+    policy: &RoutePolicy,
     defaults: &UpstreamDefaults,
     upstreams: &mut UpstreamRegistry,
     previous: Option<&UpstreamRegistry>,
@@ -293,7 +297,7 @@ fn route_pool(
         };
         // Any address: each member gets its own (`names::members`).
         let any = std::net::SocketAddr::from(([0, 0, 0, 0], entry.port));
-        let template = upstream_peer(any, &entry.host, route, defaults, (protocol, &tls));
+        let template = upstream_peer(any, &entry.host, &policy.timeouts, (protocol, &tls));
         pool_entries.push(PoolEntry {
             host: entry.host,
             port: entry.port,
@@ -306,52 +310,17 @@ fn route_pool(
     }
     let members = names::members(&pool_entries, upstreams, previous);
     let balancing = route.load_balancing.get();
-    let read_timeout = route.read_timeout_ms.unwrap_or(defaults.read_timeout_ms);
     Ok(Arc::new(
         Pool::new(
             route.service.clone(),
             route.path.clone(),
             members,
             balancing,
-            route.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            Duration::from_millis(read_timeout),
+            policy.max_retries,
+            policy.timeouts.read,
         )
         .with_entries(pool_entries),
     ))
-}
-
-/// `max_retries` when a route does not say.
-pub const DEFAULT_MAX_RETRIES: u32 = 2;
-
-/// The route's own limit (0: none), else the `[rate_limit]` default.
-fn route_limit(route: &RouteConfig, default: Option<&RateLimitConfig>) -> Option<RouteLimit> {
-    match (route.requests_per_minute, default) {
-        (Some(0), _) => None,
-        (Some(n), _) => Some(RouteLimit {
-            scope: route_scope(&route.path),
-            per_minute: n,
-        }),
-        (None, Some(default)) => Some(RouteLimit {
-            scope: DEFAULT_SCOPE,
-            per_minute: default.requests_per_minute,
-        }),
-        (None, None) => None,
-    }
-}
-
-/// The route's Slack verifier, when it names a signing secret.
-fn slack_verifier(route: &RouteConfig) -> Result<Option<Arc<SlackVerifier>>, String> {
-    let Some(var) = &route.slack_signing_secret_env else {
-        return Ok(None);
-    };
-    let secret = crate::config::env::value(var)?;
-    let max_body = route
-        .max_body_bytes
-        .unwrap_or(slack::DEFAULT_MAX_BODY_BYTES);
-    Ok(Some(Arc::new(SlackVerifier::new(
-        secret.into_encoded_bytes(),
-        max_body,
-    ))))
 }
 
 /// The peer template of one of a route's peers: the route's timeouts set
@@ -359,18 +328,16 @@ fn slack_verifier(route: &RouteConfig) -> Result<Option<Arc<SlackVerifier>>, Str
 fn upstream_peer(
     addr: std::net::SocketAddr,
     host: &str,
-    route: &RouteConfig,
-    defaults: &UpstreamDefaults,
+    timeouts: &RouteTimeouts,
     (protocol, tls): (UpstreamProtocol, &UpstreamTls),
 ) -> HttpPeer {
-    let ms = |v: Option<u64>, d: u64| Some(Duration::from_millis(v.unwrap_or(d)));
     let mut peer = protocol::peer_for(protocol, addr, host, tls);
     let options = &mut peer.options;
-    options.connection_timeout = ms(route.connect_timeout_ms, defaults.connect_timeout_ms);
+    options.connection_timeout = Some(timeouts.connect);
     options.total_connection_timeout = options.connection_timeout;
-    options.read_timeout = ms(route.read_timeout_ms, defaults.read_timeout_ms);
-    options.write_timeout = ms(route.write_timeout_ms, defaults.write_timeout_ms);
-    options.idle_timeout = ms(route.idle_timeout_ms, defaults.idle_timeout_ms);
+    options.read_timeout = Some(timeouts.read);
+    options.write_timeout = Some(timeouts.write);
+    options.idle_timeout = Some(timeouts.idle);
     peer
 }
 

@@ -26,7 +26,6 @@ use crate::routing::table::RouteTable;
 use crate::tls::TlsListener;
 use crate::upstream::UpstreamRegistry;
 
-pub use build::DEFAULT_MAX_RETRIES;
 pub use private_dirs::check_private_dirs;
 
 /// The request-serving state of one configuration.

@@ -43,8 +43,8 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         .ok_or(GatewayError::RouteNotFound)?
         .clone();
     ctx.upstream_uri = upstream_target(req.raw_path(), &req.uri, &path)?;
-    check_declared_body(req, route.max_body_bytes)?;
-    if let Some(verifier) = &route.slack {
+    check_declared_body(req, route.policy.max_body_bytes)?;
+    if let Some(verifier) = &route.policy.slack {
         ctx.slack = Some(slack_gate(req, verifier, gateway.max_buffered_body_bytes)?);
     }
     strip_identity_headers(session.req_header_mut());
@@ -76,13 +76,13 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     let identity = match verified {
         Ok(username) => match gateway.identity.resolve(&username).await {
             Ok(identity) => Some(identity),
-            Err(e) if route.auth_required => return Err(e),
+            Err(e) if route.policy.auth_required => return Err(e),
             Err(_) => None,
         },
         Err(e) => {
             // Anonymous: limited per client IP before anything else.
             check_limit(&gateway, &route, Subject::Ip(client_ip()), ctx).await?;
-            if route.auth_required {
+            if route.policy.auth_required {
                 return Err(e);
             }
             return Ok(());
@@ -230,7 +230,7 @@ async fn check_limit(
     subject: Subject,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let Some(limit) = route.rate_limit else {
+    let Some(limit) = route.policy.rate_limit else {
         return Ok(());
     };
     let key = LimitKey {
@@ -284,7 +284,7 @@ pub fn resolve_client(session: &Session, trusted: &[ipnet::IpNet]) -> Option<IpA
 pub fn count_body(ctx: &mut RequestCtx, chunk: Option<&bytes::Bytes>) -> pingora::Result<()> {
     if let (Some(chunk), Some(route)) = (chunk, ctx.route.as_ref()) {
         ctx.body_bytes += chunk.len() as u64;
-        if ctx.body_bytes > route.max_body_bytes {
+        if ctx.body_bytes > route.policy.max_body_bytes {
             return Error::e_explain(
                 ErrorType::HTTPStatus(413),
                 "request body over the route limit",

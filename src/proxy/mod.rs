@@ -272,7 +272,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
         let hsts = ctx.connection(session).hsts.clone();
         respond::decorate(upstream_response, ctx, hsts)?;
-        let raw = ctx.route.as_ref().is_some_and(|r| r.raw);
+        let raw = ctx.route.as_ref().is_some_and(|r| r.policy.raw);
         ctx.compression
             .on_response(session, upstream_response, raw, &ctx.gateway.compression)?;
         if self.is_draining() {

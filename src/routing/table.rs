@@ -9,34 +9,20 @@ use std::sync::Arc;
 
 pub use crate::config::pattern_segments;
 
-/// One configured route, ready to serve: its upstream address was resolved
-/// when the table was loaded.
+use super::policy::RoutePolicy;
+
+/// One configured route, ready to serve: where it matches, which service
+/// and peers answer it, and what it asks of the edge.
 #[derive(Debug)]
 pub struct Route {
     /// The configured pattern, e.g. `/api/auth/*`.
     pub pattern: String,
     /// The service name (`backend_service` in logs).
     pub service: String,
-    pub auth_required: bool,
-    /// Largest request body accepted, in bytes.
-    pub max_body_bytes: u64,
     /// The route's peers (one for `host` + `port`), timeouts set; swapped
     /// whole when a name resolves to other addresses.
     pub pool: crate::upstream::PoolSlot,
-    /// The limit requests on this route count against, if any.
-    pub rate_limit: Option<RouteLimit>,
-    /// Responses are never compressed (e.g. Slack webhooks).
-    pub raw: bool,
-    /// Slack signature verification, when the route asks for it.
-    pub slack: Option<Arc<crate::edge::slack::SlackVerifier>>,
-}
-
-/// A route's limit: which counter (the shared default, scope 0, or the
-/// route's own) and how many requests per minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteLimit {
-    pub scope: u64,
-    pub per_minute: u32,
+    pub policy: RoutePolicy,
 }
 
 #[derive(Debug, Default)]
@@ -98,21 +84,17 @@ impl RouteTable {
 }
 
 #[cfg(any(test, feature = "test-util"))]
-/// A route built in code: `pattern` to `127.0.0.1:1`, authenticated,
-/// 1 MiB bodies, no limit, no Slack, compressible.
+/// A route built in code: `pattern` to `127.0.0.1:1`, with the default
+/// policy (authenticated, 1 MiB bodies, no limit, no Slack, compressible).
 pub fn test_route(pattern: &str) -> Route {
     Route {
         pattern: pattern.into(),
         service: pattern.into(),
-        auth_required: true,
-        max_body_bytes: 1 << 20,
         pool: std::sync::Arc::new(arc_swap::ArcSwap::new(crate::upstream::pool::test_pool(
             pattern,
             &["127.0.0.1:1"],
         ))),
-        rate_limit: None,
-        raw: false,
-        slack: None,
+        policy: RoutePolicy::default(),
     }
 }
 
