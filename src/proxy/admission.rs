@@ -50,10 +50,8 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     strip_identity_headers(session.req_header_mut());
     // Set before authentication, so refusals are counted on their route.
     ctx.route = Some(route.clone());
-    // The client resolved through trusted proxies (kept for the access
-    // log); limits key an IPv6 address by its prefix.
-    let resolved = resolve_client(session, &gateway.trusted_proxies);
-    ctx.client_ip = resolved;
+    // Limits key an IPv6 address by its prefix.
+    let resolved = ctx.client_ip(session);
     let client_ip = || {
         let ip = resolved.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         limits::client_key(ip, gateway.ipv6_prefix_length)
@@ -267,15 +265,6 @@ async fn check_limit(
         .with_label_values(&[route.pattern.as_str(), kind])
         .inc();
     Err(GatewayError::RateLimitExceeded)
-}
-
-/// The client: the peer, or what a trusted proxy says it forwarded for.
-pub fn resolve_client(session: &Session, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
-    let peer = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    limits::client_ip(peer, &session.req_header().headers, trusted)
 }
 
 /// `request_body_filter`: counts body bytes against the route's limit

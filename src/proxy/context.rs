@@ -20,6 +20,9 @@ use crate::wire::generate_request_id;
 /// What the client's connection says, read once per request.
 #[derive(Debug, Clone, Default)]
 pub struct ClientConnection {
+    /// The socket's peer (`X-Forwarded-For` appends it); none on a Unix
+    /// socket.
+    pub peer_ip: Option<IpAddr>,
     /// It came over one of the TLS listeners.
     pub https: bool,
     /// That listener's `Strict-Transport-Security` value, if it sets one.
@@ -51,9 +54,9 @@ pub struct RequestCtx {
     pub slack: Option<SlackGate>,
     pub compression: Compression,
     pub body_bytes: u64,
-    /// The client as resolved through `trusted_proxies` (limits, the
-    /// `consistent` pools and the access log), once admission has looked.
-    pub client_ip: Option<IpAddr>,
+    /// The client as resolved through `trusted_proxies`; see
+    /// [`Self::client_ip`].
+    client: Option<Option<IpAddr>>,
     /// TLS and HSTS of the client's connection; see [`Self::connection`].
     connection: Option<ClientConnection>,
     /// When the current try's request went upstream, and how long its
@@ -83,7 +86,7 @@ impl RequestCtx {
             slack: None,
             compression: Compression::default(),
             body_bytes: 0,
-            client_ip: None,
+            client: None,
             connection: None,
             upstream_sent: None,
             upstream_time: None,
@@ -99,20 +102,39 @@ impl RequestCtx {
         self.request_id.get_or_insert_with(generate_request_id)
     }
 
-    /// TLS and HSTS of the client's connection, read from the session the
-    /// first time a phase asks and kept for the others.
+    /// The socket's peer, TLS and HSTS of the client's connection, read
+    /// from the session the first time a phase asks and kept for the others.
     pub fn connection(&mut self, session: &pingora::proxy::Session) -> &ClientConnection {
         let listeners = &self.gateway.tls;
         self.connection.get_or_insert_with(|| {
             let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
             let local = session.server_addr().and_then(|a| a.as_inet()).copied();
             ClientConnection {
+                peer_ip: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
                 https,
                 hsts: local
                     .filter(|_| https)
                     .and_then(|local| crate::tls::hsts_of(listeners, local)),
             }
         })
+    }
+
+    /// The client: the socket's peer, or what a trusted proxy says it
+    /// forwarded for (`server.trusted_proxies`). Resolved the first time
+    /// a phase asks; the limits, the `consistent` pools and the access log
+    /// all use this one.
+    pub fn client_ip(&mut self, session: &pingora::proxy::Session) -> Option<IpAddr> {
+        if let Some(client) = self.client {
+            return client;
+        }
+        let peer = self.connection(session).peer_ip;
+        let headers = &session.req_header().headers;
+        let client = crate::edge::limits::client_ip(peer, headers, &self.gateway.trusted_proxies);
+        self.client = Some(client);
+        client
     }
 
     /// The `route` label of metrics and logs.

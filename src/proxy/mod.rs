@@ -152,6 +152,12 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         let ctx = &mut **ctx;
+        // `consistent` pools: one user, one peer; anonymous: one client
+        // address, the same one the limits and the access log use (resolved
+        // through `trusted_proxies`: behind a balancer, the socket address
+        // would send every anonymous client to one peer). Admission has
+        // resolved it already.
+        let client = forwarding::IpBytes::of(ctx.client_ip(session));
         let Some(route) = &ctx.route else {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
@@ -159,16 +165,6 @@ impl ProxyHttp for GatewayProxy {
         if pool.members.len() == 1 {
             return ctx.attempts.next_peer(pool, b"");
         }
-        // `consistent` pools: one user, one peer; anonymous: one client
-        // address, the same one the limits and the access log use (resolved
-        // through `trusted_proxies`: behind a balancer, the socket address
-        // would send every anonymous client to one peer).
-        let client = forwarding::IpBytes::of(ctx.client_ip.or_else(|| {
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip())
-        }));
         let key = match &ctx.identity {
             Some(identity) => identity.user_id.as_bytes(),
             None => client.as_slice(),
@@ -235,18 +231,17 @@ impl ProxyHttp for GatewayProxy {
             upstream.set_uri(uri.clone());
         }
         ctx.compression.on_upstream_request(upstream)?;
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         let request_id = ctx.request_id().clone();
-        let https = ctx.connection(session).https;
+        let (peer_ip, https) = {
+            let connection = ctx.connection(session);
+            (connection.peer_ip, connection.https)
+        };
         ctx.upstream_sent = Some(std::time::Instant::now());
         forwarding::set_upstream_headers(
             upstream,
             ctx.identity.as_ref(),
             request_id,
-            client_ip,
+            peer_ip,
             https,
         )
     }

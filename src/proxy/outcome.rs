@@ -94,9 +94,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     }
     // A request that ended before it was read has none yet.
     ctx.request_id();
-    let client_ip = ctx
-        .client_ip
-        .or_else(|| crate::proxy::admission::resolve_client(session, &ctx.gateway.trusted_proxies));
+    let client_ip = ctx.client_ip(session);
     let identity = ctx.identity.as_ref();
     let route = ctx.route.as_deref();
     let (host, user_agent) = host_and_user_agent(req);
