@@ -122,7 +122,7 @@ fn route_lookup(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, n), &path, |b, path| {
                 b.iter(|| {
                     let normal = normalize_path(black_box(path)).expect("normal");
-                    table.lookup(&normal).expect("route").auth_required
+                    table.lookup(&normal).expect("route").policy.auth_required
                 })
             });
         }

@@ -20,7 +20,7 @@ static TABLE: LazyLock<RouteTable> = LazyLock::new(|| {
         "/*",
     ] {
         let mut route = test_route(pattern);
-        route.auth_required = pattern != "/api/auth/*";
+        route.policy.auth_required = pattern != "/api/auth/*";
         table.insert(route);
     }
     table
