@@ -1,7 +1,7 @@
-//! Entry point: parse the command line, then validate (`-t`), mint a token
-//! (`token`), hand over to a new instance (`reload`) or run the gateway.
+//! Entry point, wiring only: parse the command line, then validate (`-t`),
+//! run the `token` command (`process::token`), hand over to a new instance
+//! (`reload`) or run the gateway.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,38 +10,16 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use robeing_gateway::auth::keys;
-use robeing_gateway::auth::token::base_validation;
 use robeing_gateway::config;
 use robeing_gateway::gateway::{plan_loaded, Plan};
 use robeing_gateway::observe::process_log;
 use robeing_gateway::process::cli::{Cli, Command};
-use robeing_gateway::process::reload;
 use robeing_gateway::process::server::{self, RunFlags};
+use robeing_gateway::process::{reload, token};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("robeing-gateway: {message}");
     ExitCode::from(2)
-}
-
-fn mint_token(conf: &Path, username: &str, ttl_seconds: u64, kid: Option<&str>) -> ExitCode {
-    let loaded = match config::load(conf) {
-        Ok(loaded) => loaded,
-        Err(e) => return fail(e),
-    };
-    let auth = &loaded.config.auth;
-    let keys = match keys::load_keys(auth, &base_validation(auth)) {
-        Ok(keys) => keys,
-        Err(e) => return fail(e),
-    };
-    match keys::signing_key(&keys, kid).and_then(|key| keys::mint(auth, key, username, ttl_seconds))
-    {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("cannot mint token: {e}")),
-    }
 }
 
 fn run(cli: &Cli) -> ExitCode {
@@ -83,7 +61,13 @@ fn main() -> ExitCode {
             username,
             ttl_seconds,
             kid,
-        }) => mint_token(&cli.conf, username, *ttl_seconds, kid.as_deref()),
+        }) => match token::mint(&cli.conf, username, *ttl_seconds, kid.as_deref()) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Some(Command::Reload) => match reload::reload(&cli.conf) {
             Ok(pid) => {
                 println!("reload: pid {pid} is serving");

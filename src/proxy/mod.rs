@@ -87,9 +87,7 @@ impl GatewayProxy {
         }
         let mut resp = cors.preflight(session.req_header(), ctx.cors_origin.as_ref())?;
         resp.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
-        if let Some(hsts) = ctx.connection(session).hsts.clone() {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
-        }
+        respond::transport_headers(&mut resp, ctx.connection(session).hsts.clone())?;
         session.write_response_header(Box::new(resp), true).await?;
         Ok(true)
     }

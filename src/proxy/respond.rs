@@ -75,6 +75,15 @@ pub fn decorate(
     if let Some(cors) = &ctx.gateway.cors {
         cors.apply(resp, ctx.cors_origin.as_ref())?;
     }
+    transport_headers(resp, hsts)
+}
+
+/// What even a CORS preflight answer carries (it has CORS headers of its
+/// own and comes before any rate-limit decision): the listener's HSTS.
+pub fn transport_headers(
+    resp: &mut ResponseHeader,
+    hsts: Option<HeaderValue>,
+) -> pingora::Result<()> {
     if let Some(hsts) = hsts {
         resp.insert_header(STRICT_TRANSPORT_SECURITY, hsts)?;
     }

@@ -47,6 +47,22 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
             }
         }
     }
+    protocol(route, key, problems);
+    if let Some(message) = route.load_balancing.problem() {
+        problems.add(key("load_balancing"), message);
+    }
+    problems.check(
+        route.max_retries.is_none_or(|n| n <= MAX_RETRIES),
+        key("max_retries"),
+        format!("must be 0..={MAX_RETRIES}"),
+    );
+    if let Some(check) = &route.health_check {
+        health_check(check, key, problems);
+    }
+}
+
+/// `protocol`, and the TLS keys only `h2` takes.
+fn protocol(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems: &mut Problems) {
     match route.protocol.known() {
         None => problems.add(
             key("protocol"),
@@ -73,17 +89,6 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
                 );
             }
         }
-    }
-    if let Some(message) = route.load_balancing.problem() {
-        problems.add(key("load_balancing"), message);
-    }
-    problems.check(
-        route.max_retries.is_none_or(|n| n <= MAX_RETRIES),
-        key("max_retries"),
-        format!("must be 0..={MAX_RETRIES}"),
-    );
-    if let Some(check) = &route.health_check {
-        health_check(check, key, problems);
     }
 }
 

@@ -43,15 +43,7 @@ impl LineFormatter {
             .timestamp
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        if since_epoch.as_secs() != self.second {
-            self.second = since_epoch.as_secs();
-            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(self.second);
-            // "YYYY-MM-DDTHH:MM:SSZ" without its "Z".
-            let mut prefix = humantime::format_rfc3339_seconds(whole).to_string();
-            prefix.pop();
-            prefix.push('.');
-            self.second_prefix = prefix;
-        }
+        self.enter_second(since_epoch.as_secs());
         let warn = e.status_code >= 500 || e.status_code == 0 || e.status_code == 499;
         let json = self.format == LogFormat::Json;
         // Room for a typical line at once: no growth check fires below.
@@ -73,16 +65,8 @@ impl LineFormatter {
             (false, true) => br#" level="WARN" service="gateway""#,
         });
         fields.string(e.request_id);
-        // Not a secret: fastrand's generator (wyrand, seeded per thread)
-        // is enough for an id that only needs to be unique.
-        let trace_id = e.trace_id.unwrap_or_else(|| {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-            id[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-            id
-        });
         fields.key();
-        push_hex_string(fields.out, &trace_id);
+        push_hex_string(fields.out, &e.trace_id.unwrap_or_else(random_trace_id));
         match quoted_method(e.method) {
             Some(quoted) => fields.raw(quoted),
             None => fields.string(e.method.as_bytes()),
@@ -90,35 +74,18 @@ impl LineFormatter {
         fields.string(e.path);
         fields.raw(quoted_protocol(e.protocol));
         fields.optional_string(e.host.map(|h| cut(h, MAX_HOST_BYTES)));
-        fields.key();
-        match e.client_ip {
-            Some(ip) => {
-                fields.out.push(b'"');
-                fields
-                    .out
-                    .extend_from_slice(crate::text::IpText::new(ip).as_bytes());
-                fields.out.push(b'"');
-            }
-            None => fields.out.extend_from_slice(b"null"),
-        }
+        fields.optional_ip(e.client_ip);
         fields.optional_string(e.user_agent.map(|ua| cut(ua, MAX_USER_AGENT_BYTES)));
         fields.optional_string(e.username);
         fields.optional_string(e.user_id);
         fields.optional_string(e.service.map(str::as_bytes));
         fields.optional_string(e.route.map(str::as_bytes));
-        fields.key();
-        match e.upstream_status {
-            Some(status) => fields.integer(status.into()),
-            None => fields.out.extend_from_slice(b"null"),
-        }
+        fields.optional_integer(e.upstream_status.map(u64::from));
         fields.optional_string(e.upstream_peer.map(str::as_bytes));
         fields.key();
         fields.integer(e.tries.into());
         fields.key();
-        match e.upstream_time {
-            Some(time) => push_millis(fields.out, time),
-            None => fields.out.extend_from_slice(b"null"),
-        }
+        push_optional_millis(fields.out, e.upstream_time);
         fields.key();
         push_millis(fields.out, e.response_time);
         fields.key();
@@ -131,6 +98,40 @@ impl LineFormatter {
             fields.out.push(b'}');
         }
         fields.out.push(b'\n');
+    }
+}
+
+impl LineFormatter {
+    /// The cached "YYYY-MM-DDTHH:MM:SS." of `second`, rendered once per
+    /// second.
+    #[inline(always)]
+    fn enter_second(&mut self, second: u64) {
+        if second != self.second {
+            self.second = second;
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            // "YYYY-MM-DDTHH:MM:SSZ" without its "Z".
+            let mut prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            prefix.pop();
+            prefix.push('.');
+            self.second_prefix = prefix;
+        }
+    }
+}
+
+/// A trace id for a request that has none. Not a secret: fastrand's
+/// generator (wyrand, seeded per thread) is enough for an id that only
+/// needs to be unique.
+fn random_trace_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    id[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    id
+}
+
+fn push_optional_millis(out: &mut Vec<u8>, time: Option<Duration>) {
+    match time {
+        Some(time) => push_millis(out, time),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -278,6 +279,30 @@ impl Fields<'_> {
                 self.key();
                 self.out.extend_from_slice(b"null");
             }
+        }
+    }
+
+    #[inline(always)]
+    fn optional_integer(&mut self, value: Option<u64>) {
+        self.key();
+        match value {
+            Some(value) => self.integer(value),
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// An address written without `fmt` (`text::IpText`), quoted.
+    #[inline(always)]
+    fn optional_ip(&mut self, ip: Option<std::net::IpAddr>) {
+        self.key();
+        match ip {
+            Some(ip) => {
+                self.out.push(b'"');
+                self.out
+                    .extend_from_slice(crate::text::IpText::new(ip).as_bytes());
+                self.out.push(b'"');
+            }
+            None => self.out.extend_from_slice(b"null"),
         }
     }
 
