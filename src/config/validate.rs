@@ -31,6 +31,16 @@ impl Problems {
         self.push(ConfigError::invalid(key, message));
     }
 
+    /// Records every `(key, message)` of `found`.
+    pub fn extend<K: Into<String>, M: Into<String>>(
+        &mut self,
+        found: impl IntoIterator<Item = (K, M)>,
+    ) {
+        for (key, message) in found {
+            self.add(key, message);
+        }
+    }
+
     /// Records `message` for `key` unless `ok`.
     pub fn check(&mut self, ok: bool, key: impl Into<String>, message: impl Into<String>) {
         if !ok {

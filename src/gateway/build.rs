@@ -16,8 +16,8 @@ use crate::auth::token::{base_validation, JwtVerifier};
 use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
-    route_key, AuthConfig, ConfigError, LimitStore, LoadedConfig, RateLimitConfig, RouteConfig,
-    UpstreamDefaults, UserSource, UsersConfig,
+    route_key, AuthConfig, Config, ConfigError, LimitStore, LoadedConfig, RateLimitConfig,
+    RouteConfig, UpstreamDefaults, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::RateLimiter;
@@ -57,25 +57,12 @@ impl Gateway {
             previous.map(|p| &*p.upstreams),
             &mut problems,
         );
-        // The first-sight budget counts in the same limiter, so it needs
-        // room even without a [rate_limit] section.
-        let limiter_keys = match (
-            &config.rate_limit,
-            config.auth.first_sight_per_ip_per_minute,
-        ) {
-            (Some(limit), _) => limit.max_keys,
-            (None, 0) => 1,
-            (None, _) => crate::config::schema::defaults::rate_limit_max_keys(),
-        };
+        let limiter_keys = limiter_keys(config);
         let shared_limiter =
             shared_limiter(config.rate_limit.as_ref()).map_err(|e| problems.push(e));
         let user_notify = notify_source(&config.users).map_err(|e| problems.push(e));
         let tls = crate::tls::listeners(&config.server.tls, previous.map_or(&[], |p| &*p.tls))
-            .map_err(|found| {
-                for (key, message) in found {
-                    problems.push(ConfigError::invalid(key, message));
-                }
-            });
+            .map_err(|found| problems.extend(found));
         let (Ok(keys), Ok(identity), Ok(cors), Ok(shared_limiter), Ok(user_notify), Ok(tls), true) = (
             keys,
             identity,
@@ -110,6 +97,19 @@ impl Gateway {
             upstreams: Arc::new(upstreams),
             user_notify,
         })
+    }
+}
+
+/// Counters the local limiter keeps: the first-sight budget counts in the
+/// same limiter, so it needs room even without a `[rate_limit]` section.
+fn limiter_keys(config: &Config) -> usize {
+    match (
+        &config.rate_limit,
+        config.auth.first_sight_per_ip_per_minute,
+    ) {
+        (Some(limit), _) => limit.max_keys,
+        (None, 0) => 1,
+        (None, _) => crate::config::schema::defaults::rate_limit_max_keys(),
     }
 }
 
@@ -256,31 +256,7 @@ fn route_pool(
     upstreams: &mut UpstreamRegistry,
     previous: Option<&UpstreamRegistry>,
 ) -> Result<Arc<Pool>, (String, String)> {
-    let entries: Vec<(String, UpstreamEntry)> = match (&route.host, route.port, &route.upstreams) {
-        (Some(host), Some(port), None) => vec![(
-            "host".into(),
-            UpstreamEntry {
-                host: host.clone(),
-                port,
-                weight: 1,
-            },
-        )],
-        (None, None, Some(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(j, e)| {
-                parse_upstream(e)
-                    .map(|entry| (format!("upstreams[{j}]"), entry))
-                    .map_err(|m| (format!("upstreams[{j}]"), m))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err((
-                "upstreams".into(),
-                "needs host and port, or upstreams".into(),
-            ))
-        }
-    };
+    let entries = upstream_entries(route)?;
     let protocol = route.protocol.get();
     let tls = UpstreamTls::new(
         route.tls_ca_file.as_deref(),
@@ -321,6 +297,36 @@ fn route_pool(
         )
         .with_entries(pool_entries),
     ))
+}
+
+/// The route's peers as written (`host` + `port`, or each `upstreams`
+/// entry), each with the field an error about it names.
+fn upstream_entries(route: &RouteConfig) -> Result<Vec<(String, UpstreamEntry)>, (String, String)> {
+    Ok(match (&route.host, route.port, &route.upstreams) {
+        (Some(host), Some(port), None) => vec![(
+            "host".into(),
+            UpstreamEntry {
+                host: host.clone(),
+                port,
+                weight: 1,
+            },
+        )],
+        (None, None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(j, e)| {
+                parse_upstream(e)
+                    .map(|entry| (format!("upstreams[{j}]"), entry))
+                    .map_err(|m| (format!("upstreams[{j}]"), m))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err((
+                "upstreams".into(),
+                "needs host and port, or upstreams".into(),
+            ))
+        }
+    })
 }
 
 /// The peer template of one of a route's peers: the route's timeouts set

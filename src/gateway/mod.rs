@@ -106,9 +106,7 @@ pub fn plan_loaded(loaded: LoadedConfig, previous: Option<&Gateway>) -> Result<P
             for e in [gateway.err(), log.err()].into_iter().flatten() {
                 problems.push(e);
             }
-            for (key, message) in dirs {
-                problems.push(ConfigError::invalid(key, message));
-            }
+            problems.extend(dirs);
             Err(problems.into_error())
         }
     }
