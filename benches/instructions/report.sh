@@ -23,3 +23,17 @@ if [ -n "$limit" ] && [ -n "$redis" ]; then
     echo
     echo "Limiter, cached path under a limit it never reaches: local $(fmt "$limit"), Redis $(fmt "$redis") instructions/request ($(ratio "$redis" "$limit") of local)."
 fi
+calls() { { grep "\"scenario\":\"$1\",\"proxy\":\"$2\"" "$jsonl" || true; } | sed -nE 's/.*"syscalls_per_request":([0-9.]+).*/\1/p' | head -n 1; }
+orblank() { [ -n "$1" ] && echo "$1" || echo "-"; }
+if [ -n "$(calls cached gateway)$(calls public gateway)" ]; then
+    echo
+    echo "System calls per request (strace -f, every thread, the same requests without callgrind)"
+    echo
+    echo "| scenario | gateway | gateway, log off | bare Pingora | nginx | HAProxy | HAProxy-JWT |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for scenario in public cached rotating invalid; do
+        [ -z "$(calls $scenario gateway)" ] && continue
+        row="| $scenario | $(orblank "$(calls $scenario gateway)") | $(orblank "$(calls $scenario gateway-nolog)") | $(orblank "$(calls $scenario bare-pingora)")"
+        echo "$row | $(orblank "$(calls $scenario nginx-proxy)") | $(orblank "$(calls $scenario haproxy)") | $(orblank "$(calls $scenario haproxy-jwt)") |"
+    done
+fi

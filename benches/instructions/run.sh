@@ -22,6 +22,12 @@
 #             each seen in the warm-up); invalid tokens (authenticating
 #             proxies only)
 #
+# System calls per request, beside them: the same requests once more with
+# the proxy under `strace -f` (no callgrind), counting the calls of every
+# thread between the warm-up's end and the run's end (N2 - N1 again, so
+# start-up and warm-up are left out). Kernel crossings are what callgrind
+# does not count.
+#
 # Writes $OUT/instructions.jsonl and $OUT/instructions.md (OUT defaults to
 # target/bench). Then the guard: the gateway's cached path against
 # benches/instructions/baseline.json; more than 3 % above it fails the run.
@@ -45,7 +51,7 @@ work=$(mktemp -d)
 # TERM, not KILL: nginx's master then stops its worker too, and no worker
 # is left holding this script's output open.
 trap 'kill $(jobs -p) 2>/dev/null; sleep 0.5; rm -rf "$work"' EXIT
-require_tools valgrind callgrind_control nginx haproxy redis-server
+require_tools valgrind callgrind_control nginx haproxy redis-server strace
 cargo build --release --bin robeing-gateway --example bench_fixtures --example bench_client \
     --example bare_pingora >/dev/null
 target/release/examples/bench_fixtures "$work" 10000 >/dev/null
@@ -65,9 +71,11 @@ gateway_conf "$work/gateway-pool.toml" "$GWPOOL" "$work" "$work/users.toml" "$wo
 nginx -c "$work/upstream.conf" >"$work/upstream.out" 2>&1 &
 start_redis
 
-# The proxy, under callgrind, in the foreground of its own process.
+# The proxy, under callgrind (or what WRAP names), in the foreground of its
+# own process.
 run_proxy() {
     local vg=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.%p")
+    if [ -n "${WRAP:-}" ]; then read -r -a vg <<< "$WRAP"; fi
     case $1 in
         gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
@@ -108,8 +116,37 @@ measure() { # scenario proxy -> one JSON line
     if [ "${KEEP_DUMPS:-0}" = 1 ]; then cp "$dump" "$out/callgrind.$1.$2.out"; fi
     rm -f "$work"/cg."$2"."$pid"*
     local statuses; statuses=$(echo "$done_line" | cut -d' ' -f3-)
-    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"requests\":$n,\"instructions\":$ir,\"per_request\":$((ir / n)),\"statuses\":\"$statuses\"}"
+    local calls; calls=$(syscalls "$1" "$2")
+    echo "{\"scenario\":\"$1\",\"proxy\":\"$2\",\"requests\":$n,\"instructions\":$ir,\"per_request\":$((ir / n)),\"syscalls_per_request\":$calls,\"statuses\":\"$statuses\"}"
 }
+
+# System calls per request of scenario $1 through proxy $2: the calls strace
+# logged (every thread; a call interrupted by another thread's is logged
+# twice, "unfinished" then "resumed": the second is not counted) during the
+# N measured requests, divided by N.
+syscalls() {
+    local port; port=$(port_for "$2")
+    local log="$work/st.$2"
+    rm -f "$log"
+    WRAP="strace -f -qq -o $log" run_proxy "$2" >"$work/$2.strace.out" 2>&1 &
+    local pid=$!
+    wait_port "$port"
+    local client=(target/release/examples/bench_client "127.0.0.1:$port")
+    # shellcheck disable=SC2046
+    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    sleep 0.3
+    local before; before=$(count_calls "$log")
+    # shellcheck disable=SC2046
+    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$n" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    sleep 0.3
+    local after; after=$(count_calls "$log")
+    # The traced process first: strace killed alone would detach from it
+    # and leave it holding the port.
+    pkill -9 -P "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    awk -v a="$after" -v b="$before" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / n }'
+}
+count_calls() { grep -cv -e 'resumed>' -e '^[0-9]* *+++' -e '^[0-9]* *---' "$1" || true; }
 
 : > "$out/instructions.jsonl"
 for scenario in $scenarios; do
