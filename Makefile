@@ -48,8 +48,9 @@ test: deps-test lint
 # report.md, report.json, report.html) has both.
 bench: deps-build
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
-	  && command -v valgrind >/dev/null && command -v redis-server >/dev/null && command -v h2load >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind redis-server nghttp2-client >/dev/null; }
+	  && command -v valgrind >/dev/null && command -v redis-server >/dev/null && command -v h2load >/dev/null \
+	  && command -v strace >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx haproxy wrk valgrind redis-server nghttp2-client strace >/dev/null; }
 	@command -v oha >/dev/null || cargo install oha --locked
 	benches/load/run.sh
 	benches/instructions/run.sh
@@ -60,8 +61,8 @@ bench: deps-build
 # (benches/instructions/run.sh; UPDATE_BASELINE=1 records a new baseline).
 bench-instructions: deps-build
 	@command -v valgrind >/dev/null && command -v nginx >/dev/null && command -v haproxy >/dev/null \
-	  && command -v redis-server >/dev/null || \
-	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind nginx haproxy redis-server >/dev/null; }
+	  && command -v redis-server >/dev/null && command -v strace >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get install -y -qq valgrind nginx haproxy redis-server strace >/dev/null; }
 	benches/instructions/run.sh
 
 bench-micro:
