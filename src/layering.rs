@@ -219,7 +219,21 @@ fn paths_at(code: &str, from: usize) -> Vec<String> {
                 continue;
             }
             out.push(path);
-            // Skip an `as name`.
+            // Skip an `as name`, so a group goes on to its next item.
+            let mut j = *i;
+            while j < s.len() && s[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if s.get(j..j + 3) == Some(b"as ") {
+                j += 3;
+                while j < s.len() && s[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                while j < s.len() && (s[j].is_ascii_alphanumeric() || s[j] == b'_') {
+                    j += 1;
+                }
+                *i = j;
+            }
             return;
         }
     }
@@ -305,10 +319,7 @@ fn read_graph(src: &Path) -> Graph {
         graph.files.insert(module.clone(), file.clone());
         let code = &texts[file];
         let edges = graph.edges.entry(module.clone()).or_default();
-        for (anchor, base) in [
-            ("crate::", String::new()),
-            ("super::", parent(&module, file)),
-        ] {
+        for (anchor, base) in [("crate::", String::new()), ("super::", parent(&module))] {
             let mut at = 0;
             while let Some(n) = code[at..].find(anchor) {
                 let start = at + n;
@@ -339,8 +350,7 @@ fn read_graph(src: &Path) -> Graph {
 }
 
 /// The module `super::` names from `module`'s file.
-fn parent(module: &str, file: &Path) -> String {
-    let _ = file;
+fn parent(module: &str) -> String {
     module
         .rsplit_once("::")
         .map_or(String::new(), |(p, _)| p.to_owned())
@@ -477,7 +487,7 @@ fn imports_follow_the_documented_layers_and_form_no_cycle() {
 
 #[test]
 fn the_reader_sees_use_trees_inline_paths_and_skips_tests() {
-    let text = "use crate::a::{b, c::{d, e as f}};\n// crate::x\nlet s = \"crate::y\";\nlet v = crate::g::h(1);\n#[cfg(test)]\nmod tests { use crate::z; }\n#[cfg(test)]\nmod more;\nfn l<'a>(c: char) -> bool { c == 'x' }\n";
+    let text = "use crate::a::{b, c::{d as x, e as f}};\n// crate::x\nlet s = \"crate::y\";\nlet v = crate::g::h(1);\n#[cfg(test)]\nmod tests { use crate::z; }\n#[cfg(test)]\nmod more;\nfn l<'a>(c: char) -> bool { c == 'x' }\n";
     let (code, tests) = without_tests(&code_only(text));
     assert_eq!(tests, ["more"]);
     let mut found = Vec::new();

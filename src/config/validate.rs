@@ -286,9 +286,9 @@ fn signing_key(i: usize, key: &KeyConfig, earlier: &[KeyConfig], problems: &mut 
             format!("'{}' is used by an earlier key", key.kid),
         );
     }
-    let Some(algorithm) = key.algorithm.known() else {
-        problems.add(at("algorithm"), key.algorithm.problem().unwrap_or_default());
-        return;
+    let algorithm = match key.algorithm.parsed() {
+        Ok(algorithm) => algorithm,
+        Err(message) => return problems.add(at("algorithm"), message),
     };
     let secret = key.secret_env.is_some() || key.secret_file.is_some();
     if algorithm == jsonwebtoken::Algorithm::HS256 {
@@ -447,17 +447,14 @@ fn limit_store(limit: &RateLimitConfig, problems: &mut Problems) {
         "rate_limit.ipv6_prefix_length",
         "must be 32 to 128",
     );
-    match limit.store.known() {
-        Some(LimitStore::Local) => {}
-        Some(LimitStore::Redis) => problems.check(
+    match limit.store.parsed() {
+        Ok(LimitStore::Local) => {}
+        Ok(LimitStore::Redis) => problems.check(
             limit.redis_url_env.is_some(),
             "rate_limit.redis_url_env",
             "is needed with store = \"redis\" (the variable holding the Redis URL)",
         ),
-        None => problems.add(
-            "rate_limit.store",
-            limit.store.problem().unwrap_or_default(),
-        ),
+        Err(message) => problems.add("rate_limit.store", message),
     }
     if let Some(message) = limit.on_store_error.problem() {
         problems.add("rate_limit.on_store_error", message);

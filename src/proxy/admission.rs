@@ -12,6 +12,7 @@ use pingora::prelude::Session;
 use pingora::{Error, ErrorType};
 
 use crate::auth::token::{bearer_token, BearerToken};
+use crate::config::Keyword;
 use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
 use crate::edge::shared_limits::StoreFallback;
 use crate::edge::slack::{HeldBytes, SlackGate, SlackVerifier};
@@ -242,7 +243,7 @@ async fn check_limit(
             Err(_) => {
                 metrics()
                     .rate_limit_store_fallbacks
-                    .with_label_values(&[shared.fallback.as_str()])
+                    .with_label_values(&[shared.fallback.word()])
                     .inc();
                 match shared.fallback {
                     StoreFallback::Local => gateway.limiter.check(key, limit.per_minute),

@@ -57,7 +57,8 @@ pub struct RequestCtx {
     /// The client as resolved through `trusted_proxies`; see
     /// [`Self::client_ip`].
     client: Option<Option<IpAddr>>,
-    /// TLS and HSTS of the client's connection; see [`Self::connection`].
+    /// The socket's peer, TLS and HSTS of the client's connection; see
+    /// [`Self::connection`].
     connection: Option<ClientConnection>,
     /// When the current try's request went upstream, and how long its
     /// response header took (the access log's `upstream_time_ms`).

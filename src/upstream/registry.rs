@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, Keyword};
 
 use super::peer::{PeerSnapshot, PeerState};
 use super::pool::Pool;
@@ -146,7 +146,7 @@ impl UpstreamRegistry {
                 serde_json::json!({
                     "route": pool.pattern,
                     "service": pool.service,
-                    "load_balancing": crate::config::keywords::word_of(pool.balancing),
+                    "load_balancing": pool.balancing.word(),
                     "max_retries": pool.max_retries,
                     "peers": peers,
                 })

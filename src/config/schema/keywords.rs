@@ -16,6 +16,14 @@ pub trait Keyword: Sized + Copy + PartialEq + 'static {
     const WORDS: &'static [(&'static str, Self)];
     /// What a refused word is not: `'x' is not {EXPECTED}`.
     const EXPECTED: &'static str;
+
+    /// The word this value is written as.
+    fn word(self) -> &'static str {
+        Self::WORDS
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(word, _)| word)
+    }
 }
 
 /// A keyword as the file wrote it: known, or kept for validation to refuse.
@@ -34,12 +42,18 @@ impl<K: Keyword> Word<K> {
         }
     }
 
+    /// The value, or validation's message for a word that is none of
+    /// `K`'s.
+    pub fn parsed(&self) -> Result<K, String> {
+        match self {
+            Self::Known(k) => Ok(*k),
+            Self::Unknown(word) => Err(format!("'{word}' is not {}", K::EXPECTED)),
+        }
+    }
+
     /// Validation's message for a word that is none of `K`'s.
     pub fn problem(&self) -> Option<String> {
-        match self {
-            Self::Known(_) => None,
-            Self::Unknown(word) => Some(format!("'{word}' is not {}", K::EXPECTED)),
-        }
+        self.parsed().err()
     }
 }
 
@@ -63,18 +77,10 @@ impl<K: Keyword> From<K> for Word<K> {
     }
 }
 
-/// The word a value is written as.
-pub fn word_of<K: Keyword>(value: K) -> &'static str {
-    K::WORDS
-        .iter()
-        .find(|(_, v)| *v == value)
-        .map_or("", |(word, _)| word)
-}
-
 impl<K: Keyword> fmt::Display for Word<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Known(k) => f.write_str(word_of(*k)),
+            Self::Known(k) => f.write_str(k.word()),
             Self::Unknown(word) => f.write_str(word),
         }
     }
@@ -160,12 +166,6 @@ pub enum StoreFallback {
     Deny,
 }
 
-impl StoreFallback {
-    pub fn as_str(self) -> &'static str {
-        word_of(self)
-    }
-}
-
 impl Keyword for StoreFallback {
     const WORDS: &'static [(&'static str, Self)] = &[
         ("local", Self::Local),
@@ -229,8 +229,8 @@ mod tests {
 
     #[test]
     fn every_value_has_its_word() {
-        assert_eq!(word_of(StoreFallback::Deny), "deny");
-        assert_eq!(word_of(Balancing::LeastConnections), "least_connections");
+        assert_eq!(StoreFallback::Deny.word(), "deny");
+        assert_eq!(Balancing::LeastConnections.word(), "least_connections");
         assert_eq!(
             Word::<MinVersion>::Unknown("1.1".into())
                 .problem()
@@ -239,7 +239,7 @@ mod tests {
         );
         assert!(UpstreamProtocol::H2.is_tls() && !UpstreamProtocol::H2c.is_tls());
         for (word, value) in Balancing::WORDS {
-            assert_eq!(word_of(*value), *word);
+            assert_eq!(value.word(), *word);
         }
         let doc: Doc = toml::from_str("balancing = 'random'\nalgorithm = 'none'").unwrap();
         assert_eq!(

@@ -63,12 +63,9 @@ pub(super) fn peers(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems:
 
 /// `protocol`, and the TLS keys only `h2` takes.
 fn protocol(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems: &mut Problems) {
-    match route.protocol.known() {
-        None => problems.add(
-            key("protocol"),
-            route.protocol.problem().unwrap_or_default(),
-        ),
-        Some(protocol) if !protocol.is_tls() => {
+    match route.protocol.parsed() {
+        Err(message) => problems.add(key("protocol"), message),
+        Ok(protocol) if !protocol.is_tls() => {
             for (field, set) in [
                 ("tls_ca_file", route.tls_ca_file.is_some()),
                 ("tls_server_name", route.tls_server_name.is_some()),
@@ -80,7 +77,7 @@ fn protocol(route: &RouteConfig, key: &dyn Fn(&str) -> String, problems: &mut Pr
                 );
             }
         }
-        Some(_) => {
+        Ok(_) => {
             if let Some(name) = &route.tls_server_name {
                 problems.check(
                     rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
