@@ -50,9 +50,7 @@ impl Readiness {
             None
         }
     }
-}
 
-impl Readiness {
     /// The flag the proxy reads to close connections while draining.
     pub fn draining(&self) -> Arc<AtomicBool> {
         self.draining.clone()
