@@ -27,7 +27,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::Notify;
 
-use super::keys::{is_valid_kid, rsa_key, SigningKey};
+use super::keys::{rsa_key, SigningKey};
+use crate::config::is_valid_kid;
 use crate::config::JwksConfig;
 use crate::live::Live;
 use crate::observe::metrics::metrics;

@@ -27,8 +27,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::Jwks;
-use super::keys::{unix_now, SigningKey, VerifyCounters, MAX_KID_BYTES};
+use super::keys::{unix_now, SigningKey, VerifyCounters};
 use crate::config::AuthConfig;
+use crate::config::MAX_KID_BYTES;
 use crate::errors::GatewayError;
 
 /// The longest username accepted from a token, in bytes.

@@ -96,6 +96,14 @@ pub fn parse(source: &str) -> Result<Config, ConfigError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn kids_are_checked() {
+        assert!(is_valid_kid("2026-11"));
+        assert!(!is_valid_kid("a b"));
+        assert!(!is_valid_kid(""));
+        assert!(!is_valid_kid(&"k".repeat(MAX_KID_BYTES + 1)));
+    }
+
     /// One route, `/api/auth/*` to port 9000, public.
     fn minimal() -> String {
         testing::TestConfig::new()

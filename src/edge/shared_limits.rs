@@ -86,7 +86,7 @@ end
 return out
 "#;
 
-pub use crate::config::StoreFallback;
+use crate::config::StoreFallback;
 
 /// Why the store gave no decision.
 #[derive(Debug, Clone, thiserror::Error)]

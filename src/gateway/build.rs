@@ -17,7 +17,7 @@ use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
     route_key, AuthConfig, Config, ConfigError, LimitStore, LoadedConfig, RateLimitConfig,
-    RouteConfig, UpstreamDefaults, UserSource, UsersConfig,
+    RouteConfig, UpstreamDefaults, UpstreamProtocol, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::RateLimiter;
@@ -26,9 +26,7 @@ use crate::routing::policy::{RoutePolicy, RouteTimeouts};
 use crate::routing::table::{Route, RouteTable};
 
 use super::Gateway;
-use crate::upstream::{
-    names, protocol, Pool, PoolEntry, UpstreamProtocol, UpstreamRegistry, UpstreamTls,
-};
+use crate::upstream::{names, protocol, Pool, PoolEntry, UpstreamRegistry, UpstreamTls};
 use jsonwebtoken::Validation;
 
 impl Gateway {

@@ -13,8 +13,8 @@ use pingora::{Error, ErrorType};
 
 use crate::auth::token::{bearer_token, BearerToken};
 use crate::config::Keyword;
+use crate::config::StoreFallback;
 use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
-use crate::edge::shared_limits::StoreFallback;
 use crate::edge::slack::{HeldBytes, SlackGate, SlackVerifier};
 use crate::errors::GatewayError;
 use crate::gateway::Gateway;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use crate::config::pattern_segments;
+use crate::config::pattern_segments;
 
 use super::policy::RoutePolicy;
 

@@ -23,7 +23,7 @@ use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use crate::config::TlsListenerConfig;
 use crate::live::Live;
 
-pub use crate::config::MinVersion;
+use crate::config::MinVersion;
 
 /// What the running configuration serves on one TLS listener; rebuilt
 /// with the rest of the state on every SIGHUP.

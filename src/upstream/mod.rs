@@ -13,6 +13,6 @@ pub mod protocol;
 pub mod registry;
 
 pub use attempts::Attempts;
-pub use pool::{Balancing, Member, Pool, PoolEntry};
-pub use protocol::{UpstreamProtocol, UpstreamTls};
+pub use pool::{Member, Pool, PoolEntry};
+pub use protocol::UpstreamTls;
 pub use registry::{PeerKey, PoolSlot, UpstreamRegistry};

@@ -17,7 +17,7 @@ use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::peer::PeerState;
-pub use crate::config::Balancing;
+use crate::config::Balancing;
 
 /// One peer of one route.
 pub struct Member {

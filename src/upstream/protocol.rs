@@ -18,7 +18,7 @@ use rustls_pki_types::CertificateDer;
 /// opens another connection.
 pub const H2_STREAMS_PER_CONNECTION: usize = 100;
 
-pub use crate::config::UpstreamProtocol;
+use crate::config::UpstreamProtocol;
 
 /// The TLS side of a route's `h2` peers: the trusted roots (none: the
 /// system's) and the name to ask for and check (none: the peer's host).
