@@ -51,6 +51,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 struct State {
     slack_secret: String,
     received: Mutex<Vec<(String, String)>>,
+    /// `--close-second`: the `traceparent` values of each request, in order.
+    traceparents: Mutex<Vec<Vec<String>>>,
     record: Option<Mutex<std::fs::File>>,
 }
 
@@ -282,6 +284,7 @@ async fn main() {
     let state = Arc::new(State {
         slack_secret,
         received: Mutex::new(Vec::new()),
+        traceparents: Mutex::new(Vec::new()),
         record,
     });
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -340,6 +343,8 @@ async fn main() {
 
 /// `--close-second`: answers the first request of a connection, records the
 /// second and closes without answering it. GETs without a body only.
+/// `/__received` lists the targets, `/__traceparents` each request's
+/// `traceparent` values.
 async fn serve_close_second(state: Arc<State>, mut stream: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut seen = Vec::new();
@@ -362,7 +367,17 @@ async fn serve_close_second(state: Arc<State>, mut stream: tokio::net::TcpStream
         let body = if target == "/__received" {
             let received = state.received.lock().unwrap().clone();
             serde_json::json!(received).to_string()
+        } else if target == "/__traceparents" {
+            let seen = state.traceparents.lock().unwrap().clone();
+            serde_json::json!(seen).to_string()
         } else {
+            let traceparents = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+                .map(|(_, value)| value.trim().to_owned())
+                .collect();
+            state.traceparents.lock().unwrap().push(traceparents);
             state
                 .received
                 .lock()

@@ -31,6 +31,7 @@ fn reply(req: &Request<EchoRequest>, index: u32) -> EchoReply {
         username: meta("x-username"),
         forwarded_proto: meta("x-forwarded-proto"),
         index,
+        traceparent: meta("traceparent"),
     }
 }
 

@@ -154,3 +154,78 @@ async fn grpc_calls_pass_with_identity_trailers_and_grpc_errors() {
         .expect("the connection still works");
     assert_eq!(again.into_inner().message, "again");
 }
+
+// Trace context over HTTP/2 both ways: a gRPC call to an h2c server and an
+// h2 request to an h2 (TLS) upstream, a second gateway, each carry one
+// `traceparent` of the caller's trace, and each makes a span.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_calls_and_h2_requests_carry_their_trace_and_make_spans() {
+    const GRPC_TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const H2_TRACE: &str = "00-5bf92f3577b34da6a3ce929d0e0e4737-10f067aa0ba902b8-01";
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "traced");
+    let server = Upstream::start_grpc();
+    let echo = Upstream::start();
+    let collector = Collector::start();
+    // The inner hop: a gateway on TLS (h2) in front of the echo upstream.
+    let inner_tls = free_port();
+    let inner_extra = tls_block(inner_tls, &cert, &key, "");
+    let inner_routes = route("/public/*", echo.port, false, "");
+    let _inner = Gateway::start_with(GatewayOptions {
+        server_extra: &inner_extra,
+        ..GatewayOptions::new(&inner_routes)
+    });
+    let tls_port = free_port();
+    let routes = format!("\n[tracing]\notlp_endpoint = \"{}\"\n", collector.url())
+        + &route("/test.Echo/*", server.port, false, "protocol = \"h2c\"")
+        + &route(
+            "/public/*",
+            inner_tls,
+            false,
+            &format!("protocol = \"h2\"\ntls_ca_file = \"{}\"", cert.display()),
+        );
+    let server_extra = tls_block(tls_port, &cert, &key, "");
+    let _gw = Gateway::start_with(GatewayOptions {
+        server_extra: &server_extra,
+        ..GatewayOptions::new(&routes)
+    });
+
+    let ch = channel(tls_port, &cert).await;
+    let mut req = call("hello", 0, None);
+    req.metadata_mut()
+        .insert("traceparent", GRPC_TRACE.parse().unwrap());
+    let reply = unary(&ch, UNARY, req).await.expect("unary").into_inner();
+    assert_eq!(reply.traceparent.len(), 55, "{}", reply.traceparent);
+    assert_eq!(&reply.traceparent[..36], &GRPC_TRACE[..36]);
+    let grpc_span = reply.traceparent[36..52].to_owned();
+    assert_ne!(grpc_span, &GRPC_TRACE[36..52]);
+
+    let client = H2Client::connect(tls_port, &cert).await;
+    let r = client.get("/public/h2", &[("traceparent", H2_TRACE)]).await;
+    assert_eq!(r.status, 200);
+    let sent = r.upstream_header("traceparent");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        &sent[0][..36],
+        &H2_TRACE[..36],
+        "the trace goes through both hops"
+    );
+
+    let spans = collector.wait_for(2, Duration::from_secs(10));
+    let of = |trace: &str| {
+        spans
+            .iter()
+            .find(|s| s.trace_id_hex() == trace[3..35])
+            .unwrap_or_else(|| panic!("no span of {trace}: {spans:?}"))
+    };
+    let grpc = of(GRPC_TRACE);
+    assert_eq!(grpc.span.name, "/test.Echo/*");
+    assert_eq!(grpc.span_id_hex(), grpc_span);
+    assert_eq!(grpc.parent_id_hex(), &GRPC_TRACE[36..52]);
+    assert_eq!(grpc.attr("network.protocol.version").as_deref(), Some("2"));
+    assert_eq!(grpc.attr("http.request.method").as_deref(), Some("POST"));
+    let h2 = of(H2_TRACE);
+    assert_eq!(h2.span.name, "/public/*");
+    assert_eq!(h2.attr("network.protocol.version").as_deref(), Some("2"));
+    assert_eq!(h2.attr("http.response.status_code").as_deref(), Some("200"));
+}

@@ -24,6 +24,9 @@ pub struct Config {
     pub cors: Option<CorsConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    /// Spans exported over OTLP; none if absent (trace context is still
+    /// propagated).
+    pub tracing: Option<TracingConfig>,
     pub routes: Vec<Spanned<RouteConfig>>,
 }
 
@@ -117,6 +120,27 @@ pub struct AdminConfig {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+/// `[tracing]`: one server span per request, exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's full traces URL, used as is (like
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `http://` or `https://`.
+    pub otlp_endpoint: String,
+    /// Share of fresh traces recorded (0.0 to 1.0); a caller's sampled
+    /// flag is followed.
+    #[serde(default = "defaults::sample_ratio")]
+    pub sample_ratio: f64,
+    #[serde(default = "defaults::trace_service_name")]
+    pub service_name: String,
+    /// Environment variable holding `key=value,...` headers for the
+    /// collector (an API key: never in this file).
+    pub headers_env: Option<String>,
+    /// The user's UUID as `enduser.id` (the username never).
+    #[serde(default)]
+    pub record_user_id: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -95,6 +95,9 @@ pub fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         limit_store(limit, &mut problems);
     }
     log(&config.log, &mut problems);
+    if let Some(tracing_section) = &config.tracing {
+        tracing(tracing_section, &mut problems);
+    }
     auth(&config.auth, &mut problems);
     users(&config.users, &mut problems);
     upstream(&config.upstream, &mut problems);
@@ -202,6 +205,38 @@ fn log(log: &LogConfig, problems: &mut Problems) {
         "must be stdout, stderr, off or a file path",
     );
     problems.positive("log.queue_capacity", log.queue_capacity as u64);
+}
+
+/// `[tracing]`: a collector URL over HTTP(S) with a host, a ratio that is
+/// a share, a service name.
+fn tracing(tracing: &TracingConfig, problems: &mut Problems) {
+    if let Err(m) = otlp_endpoint(&tracing.otlp_endpoint) {
+        problems.add("tracing.otlp_endpoint", m);
+    }
+    problems.check(
+        (0.0..=1.0).contains(&tracing.sample_ratio),
+        "tracing.sample_ratio",
+        "must be 0.0 to 1.0",
+    );
+    problems.check(
+        !tracing.service_name.trim().is_empty(),
+        "tracing.service_name",
+        "must not be empty",
+    );
+}
+
+/// `http://` or `https://` with a host: the collector's traces URL.
+fn otlp_endpoint(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(()),
+        _ => Err(format!(
+            "'{url}' is not an http:// or https:// URL (the collector's traces URL, e.g. \
+             http://127.0.0.1:4318/v1/traces)"
+        )),
+    }
 }
 
 fn auth(auth: &AuthConfig, problems: &mut Problems) {

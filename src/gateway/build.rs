@@ -17,11 +17,12 @@ use crate::config::validate::Problems;
 use crate::config::validate::{parse_upstream, UpstreamEntry};
 use crate::config::{
     route_key, AuthConfig, Config, ConfigError, LimitStore, LoadedConfig, RateLimitConfig,
-    RouteConfig, UpstreamDefaults, UpstreamProtocol, UserSource, UsersConfig,
+    RouteConfig, TracingConfig, UpstreamDefaults, UpstreamProtocol, UserSource, UsersConfig,
 };
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::RateLimiter;
 use crate::edge::shared_limits::SharedLimiter;
+use crate::observe::traces::{parse_headers, SpanExport};
 use crate::routing::policy::{RoutePolicy, RouteTimeouts};
 use crate::routing::table::{Route, RouteTable};
 
@@ -72,7 +73,9 @@ impl Gateway {
         ) else {
             return Err(problems.into_error());
         };
-        // Last: only a configuration that is otherwise good fetches keys.
+        // Last: only a configuration that is otherwise good fetches keys
+        // or starts an exporter.
+        let traces = span_export(config.tracing.as_ref(), previous)?;
         let jwks = jwks(&config.auth, &base, previous);
         Ok(Self {
             routes,
@@ -94,6 +97,7 @@ impl Gateway {
             cors,
             upstreams: Arc::new(upstreams),
             user_notify,
+            traces,
         })
     }
 }
@@ -151,6 +155,34 @@ fn jwks(auth: &AuthConfig, base: &Validation, previous: Option<&Gateway>) -> Opt
         Some(old) if old.config == *config && old.base() == base => Some(old.clone()),
         _ => Some(Jwks::start(config, base)),
     }
+}
+
+/// The span export of `[tracing]`: `previous`'s while the section is the
+/// same (its thread and queue go on), else a new one with the collector
+/// headers read from `headers_env`.
+fn span_export(
+    tracing: Option<&TracingConfig>,
+    previous: Option<&Gateway>,
+) -> Result<Option<Arc<SpanExport>>, ConfigError> {
+    let Some(tracing) = tracing else {
+        return Ok(None);
+    };
+    if let Some(old) = previous.and_then(|p| p.traces.as_ref()) {
+        if old.config == *tracing {
+            return Ok(Some(old.clone()));
+        }
+    }
+    let key = "tracing.headers_env";
+    let headers = match &tracing.headers_env {
+        None => Default::default(),
+        Some(var) => {
+            let text = crate::config::env::text(var).map_err(|m| ConfigError::invalid(key, m))?;
+            parse_headers(&text).map_err(|m| ConfigError::invalid(key, format!("{var}: {m}")))?
+        }
+    };
+    SpanExport::start(tracing, headers)
+        .map(|export| Some(Arc::new(export)))
+        .map_err(|m| ConfigError::invalid("tracing.otlp_endpoint", m))
 }
 
 /// The Redis store of `[rate_limit]`, when it names one: its URL read

@@ -22,6 +22,7 @@ use crate::edge::limits::RateLimiter;
 use crate::edge::shared_limits::SharedLimiter;
 use crate::live::Live;
 use crate::observe::access_log::AccessLog;
+use crate::observe::traces::SpanExport;
 use crate::routing::table::RouteTable;
 use crate::tls::TlsListener;
 use crate::upstream::UpstreamRegistry;
@@ -63,6 +64,9 @@ pub struct Gateway {
     pub upstreams: Arc<UpstreamRegistry>,
     /// Where identity changes are announced (`[users] notify_channel`).
     pub user_notify: Option<NotifySource>,
+    /// The span export of `[tracing]`, if any (kept across SIGHUP while
+    /// the section is unchanged).
+    pub traces: Option<Arc<SpanExport>>,
 }
 
 /// The state every proxy thread reads; SIGHUP swaps it atomically.

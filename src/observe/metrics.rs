@@ -61,6 +61,7 @@ pub struct Metrics {
     pub upstream_peer_failures: IntCounterVec,
     pub upstream_retries: IntCounterVec,
     pub dns_failures: IntCounterVec,
+    pub trace_spans_dropped: IntCounter,
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
     pub rate_limit_store_round_trips: IntCounter,
@@ -225,6 +226,10 @@ const DNS_FAILURES: Family = (
     "gateway_dns_failures_total",
     "Re-resolutions of a route's upstream names that failed (its last addresses are kept)",
 );
+const TRACE_SPANS_DROPPED: Family = (
+    "gateway_trace_spans_dropped_total",
+    "Spans not exported: the queue to the exporter was full, or the collector failed",
+);
 const BUILD_INFO: Family = (
     "gateway_build_info",
     "1, labelled with the release and the commit the binary was built from",
@@ -341,6 +346,7 @@ impl Metrics {
             upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),
             upstream_retries: r.counter_vec(UPSTREAM_RETRIES, &["reason"]),
             dns_failures: r.counter_vec(DNS_FAILURES, &["route"]),
+            trace_spans_dropped: r.counter(TRACE_SPANS_DROPPED),
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
             rate_limit_store_round_trips: r.counter(RATE_LIMIT_STORE_ROUND_TRIPS),

@@ -16,6 +16,7 @@ use crate::process::readiness::InFlight;
 use crate::routing::table::Route;
 use crate::upstream::Attempts;
 use crate::wire::generate_request_id;
+use crate::wire::trace::TraceContext;
 
 /// What the client's connection says, read once per request.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +40,14 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The client's (when valid) or a generated id; see [`Self::request_id`].
     pub request_id: Option<HeaderValue>,
+    /// The request's place in its trace, and the `traceparent` it sends on
+    /// (the upstream's on every try, a gateway-written error's); see
+    /// [`Self::start_trace`].
+    pub trace: Option<TraceContext>,
+    pub traceparent: Option<HeaderValue>,
+    /// The envelope's code of a gateway-written error (its span's
+    /// `gateway.error.code`).
+    pub error_code: Option<&'static str>,
     /// The request's `Origin`, when CORS allows it.
     pub cors_origin: Option<HeaderValue>,
     /// The matched route (set before authentication, so refusals are
@@ -79,6 +88,9 @@ impl RequestCtx {
             gateway,
             started: Instant::now(),
             request_id: None,
+            trace: None,
+            traceparent: None,
+            error_code: None,
             cors_origin: None,
             route: None,
             upstream_uri: None,
@@ -136,6 +148,16 @@ impl RequestCtx {
         let client = crate::edge::limits::client_ip(peer, headers, &self.gateway.trusted_proxies);
         self.client = Some(client);
         client
+    }
+
+    /// Joins the caller's trace (a valid `traceparent`) or starts one,
+    /// sampled by `[tracing]`'s ratio; without `[tracing]` a fresh trace is
+    /// not sampled.
+    pub fn start_trace(&mut self, headers: &http::HeaderMap) {
+        let export = self.gateway.traces.as_deref();
+        let trace = TraceContext::of_request(headers, |id| export.is_some_and(|e| e.samples(id)));
+        self.traceparent = Some(trace.traceparent());
+        self.trace = Some(trace);
     }
 
     /// The `route` label of metrics and logs.

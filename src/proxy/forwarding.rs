@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::wire::names as wire;
+use crate::wire::trace::{keeps_tracestate, TraceContext, TRACESTATE};
 use crate::wire::X_FORWARDED_FOR;
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when the
@@ -75,6 +76,25 @@ pub fn set_upstream_headers(
     }
     let proto = if https { "https" } else { "http" };
     upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+    Ok(())
+}
+
+/// `upstream_request_filter`, every try: exactly one `traceparent` (the
+/// request's trace, this gateway's span as the parent), whatever the
+/// client sent; the client's `tracestate` only beside a valid parent and
+/// within its bound.
+pub fn set_trace_headers(
+    upstream: &mut RequestHeader,
+    trace: Option<&TraceContext>,
+    traceparent: Option<&HeaderValue>,
+) -> pingora::Result<()> {
+    let (Some(trace), Some(traceparent)) = (trace, traceparent) else {
+        return Ok(());
+    };
+    upstream.insert_header(wire::TRACEPARENT, traceparent.clone())?;
+    if !keeps_tracestate(&upstream.headers, trace) {
+        upstream.remove_header(&TRACESTATE);
+    }
     Ok(())
 }
 

@@ -132,6 +132,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<bool> {
         ctx.request_id = Some(request_id(&session.req_header().headers));
+        ctx.start_trace(&session.req_header().headers);
         if self.answer_preflight(session, ctx).await? {
             return Ok(true);
         }
@@ -241,7 +242,8 @@ impl ProxyHttp for GatewayProxy {
             request_id,
             peer_ip,
             https,
-        )
+        )?;
+        forwarding::set_trace_headers(upstream, ctx.trace.as_ref(), ctx.traceparent.as_ref())
     }
 
     async fn upstream_response_filter(

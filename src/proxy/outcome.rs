@@ -9,6 +9,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
+use crate::observe::traces::SpanRecord;
 use crate::proxy::context::RequestCtx;
 
 /// nginx's status for a request whose client closed the connection before
@@ -51,6 +52,62 @@ fn host_and_user_agent(req: &pingora::http::RequestHeader) -> (Option<&[u8]>, Op
     (host, user_agent)
 }
 
+/// The request's span, when it is sampled and `[tracing]` exports: its
+/// values copied for the exporter thread (only for a sampled request).
+fn record_span(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    (status, elapsed): (u16, std::time::Duration),
+    (peer, tries): (Option<&str>, u32),
+) {
+    let (Some(trace), Some(export)) = (ctx.trace, ctx.gateway.traces.clone()) else {
+        return;
+    };
+    if !trace.sampled() {
+        return;
+    }
+    let req = session.req_header();
+    let end = SystemTime::now();
+    let path = ctx
+        .upstream_uri
+        .as_ref()
+        .map_or(req.uri.path(), |u| u.path());
+    let (host, _) = host_and_user_agent(req);
+    let user_id = match (&ctx.identity, export.config.record_user_id) {
+        (Some(identity), true) => identity.user_id.to_str().ok().map(str::to_owned),
+        _ => None,
+    };
+    let route = ctx.route.as_ref().map(|r| r.pattern.clone());
+    export.record(SpanRecord {
+        trace,
+        start: end.checked_sub(elapsed).unwrap_or(end),
+        end,
+        route,
+        method: req.method.clone(),
+        path: path.to_owned(),
+        protocol: req.version,
+        status,
+        server_address: host.map(server_address),
+        client_address: ctx.client_ip(session),
+        upstream_peer: peer.map(str::to_owned),
+        tries,
+        error_code: ctx.error_code,
+        user_id,
+    });
+}
+
+/// `server.address`: the `Host` without its port.
+fn server_address(host: &[u8]) -> String {
+    let host = String::from_utf8_lossy(host);
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        _ => host.into_owned(),
+    }
+}
+
 /// Counts the request and queues its access-log entry.
 pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access_log: &AccessLog) {
     let elapsed = ctx.started.elapsed();
@@ -89,6 +146,8 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
             .observe(time.as_secs_f64());
     }
     let (upstream_peer, tries) = ctx.attempts.finish();
+    let peer_label = upstream_peer.as_ref().map(|p| p.label.as_str());
+    record_span(session, ctx, (status, elapsed), (peer_label, tries));
     if !access_log.is_enabled() {
         return;
     }
@@ -103,7 +162,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     access_log.record(&AccessEntry {
         timestamp: SystemTime::now(),
         request_id: ctx.request_id.as_ref().map_or(b"", |id| id.as_bytes()),
-        trace_id: None,
+        trace_id: ctx.trace.as_ref().map(|t| t.trace_id),
         method: req.method.as_str(),
         path: req.uri.path().as_bytes(),
         protocol: req.version,
@@ -115,7 +174,7 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
         service: route.map(|r| r.service.as_str()),
         route: route.map(|r| r.pattern.as_str()),
         upstream_status: ctx.upstream_status,
-        upstream_peer: upstream_peer.as_ref().map(|p| p.label.as_str()),
+        upstream_peer: peer_label,
         tries,
         upstream_time: ctx.upstream_time,
         status_code: status,

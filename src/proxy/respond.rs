@@ -28,12 +28,14 @@ pub async fn respond_error(
     after: AfterError,
     draining: bool,
 ) {
+    ctx.error_code = Some(err.code());
     if is_grpc(session.req_header()) {
         return respond_grpc_error(session, ctx, err).await;
     }
     let hsts = ctx.connection(session).hsts.clone();
     let rendered = render_envelope(&err, ctx.request_id()).and_then(|(mut resp, body)| {
         decorate(&mut resp, ctx, hsts)?;
+        trace_header(&mut resp, ctx)?;
         Ok((resp, body))
     });
     let (resp, body) = match rendered {
@@ -78,6 +80,14 @@ pub fn decorate(
     transport_headers(resp, hsts)
 }
 
+/// A gateway-written error's `traceparent`: the trace a client can report.
+fn trace_header(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    if let Some(traceparent) = &ctx.traceparent {
+        resp.insert_header(crate::wire::names::TRACEPARENT, traceparent.clone())?;
+    }
+    Ok(())
+}
+
 /// What even a CORS preflight answer carries (it has CORS headers of its
 /// own and comes before any rate-limit decision): the listener's HSTS.
 pub fn transport_headers(
@@ -96,6 +106,7 @@ async fn respond_grpc_error(session: &mut Session, ctx: &mut RequestCtx, err: Ga
     let hsts = ctx.connection(session).hsts.clone();
     let rendered = render_grpc(&err, ctx.request_id()).and_then(|mut resp| {
         decorate(&mut resp, ctx, hsts)?;
+        trace_header(&mut resp, ctx)?;
         Ok(resp)
     });
     let resp = match rendered {

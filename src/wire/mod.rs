@@ -2,10 +2,11 @@
 //! imports nothing of the crate): the header names it writes, the request
 //! id (its validation and generation), and the normalized path ([`path`]:
 //! the one form routing decides on and the upstream receives; `config`
-//! checks route patterns with it). `errors`, `edge`, `process`, `routing`
+//! checks route patterns with it), and the W3C trace context ([`trace`]). `errors`, `edge`, `process`, `routing`
 //! and `proxy` all use it.
 
 pub mod path;
+pub mod trace;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -26,6 +27,7 @@ pub mod names {
     pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
     pub const GRPC_STATUS: &str = "grpc-status";
     pub const GRPC_MESSAGE: &str = "grpc-message";
+    pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// The longest client request id that is kept.

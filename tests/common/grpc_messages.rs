@@ -26,6 +26,9 @@ pub struct EchoReply {
     pub forwarded_proto: String,
     #[prost(uint32, tag = "5")]
     pub index: u32,
+    /// The `traceparent` the server received.
+    #[prost(string, tag = "6")]
+    pub traceparent: String,
 }
 
 pub const UNARY: &str = "/test.Echo/Unary";

@@ -23,6 +23,7 @@ mod browser;
 mod client;
 mod faults;
 mod keys;
+mod otlp;
 mod postgres;
 mod processes;
 mod redis;
@@ -38,6 +39,8 @@ pub use client::*;
 pub use faults::*;
 #[allow(unused_imports)]
 pub use keys::*;
+#[allow(unused_imports)]
+pub use otlp::*;
 #[allow(unused_imports)]
 pub use postgres::*;
 #[allow(unused_imports)]

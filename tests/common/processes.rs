@@ -117,6 +117,12 @@ impl Upstream {
             serde_json::from_slice(&resp.body).expect("received json");
         list.into_iter().map(|(_, target)| target).collect()
     }
+
+    /// `--close-second` upstreams: each request's `traceparent` values.
+    pub async fn received_traceparents(&self) -> Vec<Vec<String>> {
+        let resp = get(self.port, "/__traceparents", &[]).await;
+        serde_json::from_slice(&resp.body).expect("traceparents json")
+    }
 }
 
 impl Drop for Upstream {
@@ -349,6 +355,24 @@ destination = "{destination}"
         },
         routes = o.routes,
     )
+}
+
+/// `robeing-gateway -t` on the configuration `options` render (nothing
+/// is started).
+pub fn check_config(options: &GatewayOptions) -> std::process::Output {
+    let dir = std::env::temp_dir().join(unique("robeing-gw-check"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let conf = dir.join("gateway.toml");
+    std::fs::write(&conf, render_config(1, 2, &dir, options)).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_robeing-gateway"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .env("GATEWAY_JWT_SECRET", JWT_SECRET)
+        .env("DATABASE_URL", &options.database_url)
+        .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run -t")
 }
 
 impl Gateway {

@@ -171,3 +171,9 @@ pub fn resolve_at_start() -> bool {
 pub fn auth_required() -> bool {
     true
 }
+pub fn sample_ratio() -> f64 {
+    1.0
+}
+pub fn trace_service_name() -> String {
+    "robeing-gateway".into()
+}
