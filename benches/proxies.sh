@@ -11,7 +11,7 @@
 # haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
 # examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
 . benches/gateway_conf.sh
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 GWREDADMIN=18104 REDIS=18090
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 GWREDADMIN=18104 GWTRACE=18105 GWTRACE1=18106 REDIS=18090
 
 # The bench's Redis for the shared limiter (REDIS_URL points at it).
 export REDIS_URL="redis://127.0.0.1:$REDIS/"
@@ -46,7 +46,9 @@ worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
 events { worker_connections 8192; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$UP backlog=4096; listen 127.0.0.1:$UP2 backlog=4096; listen 127.0.0.1:$UP3 backlog=4096;
-    location / { default_type application/json; return 200 '{"ok":true}'; } } }
+    location / { default_type application/json; return 200 '{"ok":true}'; }
+    # The OTLP sink of the traced gateways: every export answered 200.
+    location = /v1/traces { return 200; } } }
 NGINX
 cat > "$work/nginx-proxy.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/ngx.pid; error_log $work/ngx.err;
@@ -116,5 +118,6 @@ port_of() {
         gateway) echo $GW ;; nginx-proxy) echo $NGX ;; haproxy) echo $HAP ;;
         haproxy-jwt) echo $HAPJ ;; bare-pingora) echo $BARE ;;
         gateway-limit) echo $GWLIM ;; gateway-redis) echo $GWRED ;;
+        gateway-traced) echo $GWTRACE ;; gateway-traced-1pct) echo $GWTRACE1 ;;
     esac
 }

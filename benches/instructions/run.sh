@@ -15,6 +15,9 @@
 #             health checks every second), gateway-limit and gateway-redis
 #             (cached path only, under a limit it never reaches: counted
 #             locally, or in Redis),
+#             gateway-traced and gateway-traced-1pct (as gateway, cached path
+#             only, with [tracing] at sample_ratio 1.0 and 0.01, spans
+#             exported over OTLP to the upstream nginx, which answers 200),
 #             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
 #             one thread, no work stealing), nginx-proxy, haproxy,
 #             haproxy-jwt (benches/proxies.sh)
@@ -43,7 +46,7 @@ warmup=${WARMUP:-1000}
 conns=${CONNS:-4}
 out=${OUT:-target/bench}
 scenarios=${SCENARIOS:-public cached rotating invalid}
-all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis bare-pingora nginx-proxy haproxy haproxy-jwt"
+all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis gateway-traced gateway-traced-1pct bare-pingora nginx-proxy haproxy haproxy-jwt"
 proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
@@ -59,6 +62,13 @@ head -n 1000 "$work/tokens.txt" > "$work/tokens-1k.txt"
 write_proxy_configs "$work"
 gateway_conf "$work/gateway-log.toml" "$GW" "$work" "$work/users.toml" "$work/access.log" \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+for traced in "gateway-traced $GWTRACE 1.0" "gateway-traced-1pct $GWTRACE1 0.01"; do
+    read -r name port ratio <<< "$traced"
+    mkdir -p "$work/$name"
+    gateway_conf "$work/$name.toml" "$port" "$work/$name" "$work/users.toml" "$work/$name/access.log" \
+        "$(printf '[tracing]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = %s\n' "$UP" "$ratio"
+           bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
+done
 pool_route='[[routes]]
 path = "/api/*"
 service = "api"
@@ -80,7 +90,7 @@ run_proxy() {
         gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
         gateway-pool) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-pool.toml" ;;
-        gateway-limit|gateway-redis) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
+        gateway-limit|gateway-redis|gateway-traced|gateway-traced-1pct) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
         bare-pingora) exec "${vg[@]}" target/release/examples/bare_pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" ;;
         nginx-proxy) exec "${vg[@]}" nginx -g 'master_process off;' -c "$work/nginx-proxy.conf" ;;
         haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
@@ -152,7 +162,7 @@ count_calls() { grep -cv -e 'resumed>' -e '^[0-9]* *+++' -e '^[0-9]* *---' "$1" 
 for scenario in $scenarios; do
     for proxy in $proxies; do
         if [ "$scenario" = invalid ] && ! authenticates "$proxy"; then continue; fi
-        case $proxy in gateway-limit|gateway-redis) [ "$scenario" = cached ] || continue ;; esac
+        case $proxy in gateway-limit|gateway-redis|gateway-traced*) [ "$scenario" = cached ] || continue ;; esac
         line=$(measure "$scenario" "$proxy")
         echo "$line" >> "$out/instructions.jsonl"
         echo "  $line" >&2

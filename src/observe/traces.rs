@@ -1,27 +1,26 @@
 //! Spans over OTLP (`[tracing]`): one server span per sampled request,
 //! handed by the proxy thread to a bounded queue (never waiting: a full
 //! queue drops the span and counts it), and exported in batches by one
-//! thread of its own through `opentelemetry-otlp`'s HTTP/protobuf exporter.
-//! Its transport is the blocking `ureq` client the JWKS fetches already
-//! use, so no async runtime runs beside Pingora's and none on the proxy
-//! threads. A collector that is down or hung costs dropped spans (counted,
-//! one WARN per failure streak), never a request's time.
+//! thread of its own as OTLP/HTTP protobuf: `opentelemetry-proto`'s
+//! messages, encoded by prost, posted with the blocking `ureq` client the
+//! JWKS fetches already use, so no async runtime runs beside Pingora's and
+//! none on the proxy threads. The exporter thread sleeps between batches
+//! rather than waiting on the queue, so handing a span over never wakes it.
+//! A collector that is down or hung costs dropped spans (counted, one WARN
+//! per failure streak), never a request's time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_http::{HttpClient, HttpError, Request, Response};
-use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
-use opentelemetry_sdk::Resource;
+use prost::Message;
 
 use crate::config::TracingConfig;
 use crate::observe::metrics::metrics;
@@ -31,8 +30,8 @@ use crate::wire::trace::TraceContext;
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Spans in one export request.
 const MAX_BATCH: usize = 512;
-/// A span waits at most this long for its batch to fill.
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often the exporter thread takes what the queue holds.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// One export request's deadline (a hung collector costs this, on the
 /// exporter thread only).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,26 +93,20 @@ impl SpanExport {
                 .http_status_as_error(false)
                 .build(),
         );
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(config.otlp_endpoint.clone())
-            .with_protocol(Protocol::HttpBinary)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_http_client(UreqClient(agent))
-            .with_headers(headers)
-            .build()
-            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(config.service_name.clone())
-                .build(),
-        );
+        let collector = Collector {
+            agent,
+            endpoint: config.otlp_endpoint.clone(),
+            headers,
+            resource: Resource {
+                attributes: vec![text("service.name", config.service_name.clone())],
+                ..Default::default()
+            },
+            record_user_id: config.record_user_id,
+        };
         let (queue, spans) = sync_channel(QUEUE_CAPACITY);
-        let endpoint = config.otlp_endpoint.clone();
-        let record_user_id = config.record_user_id;
         std::thread::Builder::new()
             .name("span export".into())
-            .spawn(move || export_loop(&exporter, &spans, &endpoint, record_user_id))
+            .spawn(move || export_loop(&collector, &spans))
             .map_err(|e| format!("cannot start the span exporter: {e}"))?;
         Ok(Self {
             config: config.clone(),
@@ -159,40 +152,85 @@ pub fn parse_headers(text: &str) -> Result<HashMap<String, String>, String> {
         .collect()
 }
 
-/// Batches spans and exports them until every sender is gone.
-fn export_loop(
-    exporter: &opentelemetry_otlp::SpanExporter,
-    spans: &Receiver<SpanRecord>,
-    endpoint: &str,
+/// Where and how spans go: the collector's URL and headers, this
+/// process's resource.
+struct Collector {
+    agent: ureq::Agent,
+    endpoint: String,
+    headers: HashMap<String, String>,
+    resource: Resource,
     record_user_id: bool,
-) {
-    let scope = InstrumentationScope::builder("robeing-gateway")
-        .with_version(crate::VERSION)
-        .build();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+}
+
+impl Collector {
+    /// One export request: the batch as `ExportTraceServiceRequest`,
+    /// protobuf, POSTed; any answer but 2xx is a failure.
+    fn export(&self, spans: Vec<Span>) -> Result<(), String> {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(self.resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "robeing-gateway".into(),
+                        version: crate::VERSION.into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut post = self
+            .agent
+            .post(&self.endpoint)
+            .header("content-type", "application/x-protobuf");
+        for (name, value) in &self.headers {
+            post = post.header(name, value);
+        }
+        let mut answer = post
+            .send(&request.encode_to_vec()[..])
+            .map_err(|e| e.to_string())?;
+        // Read (bounded) so the connection goes back to the agent's pool.
+        let _ = answer
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec();
+        match answer.status().as_u16() {
+            200..=299 => Ok(()),
+            status => Err(format!("the collector answered {status}")),
+        }
+    }
+}
+
+/// Takes what the queue holds every [`FLUSH_EVERY`] and exports it in
+/// batches, until every sender is gone.
+fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
     let mut failing = false;
     loop {
-        let deadline = Instant::now() + FLUSH_EVERY;
+        std::thread::sleep(FLUSH_EVERY);
         let mut closed = false;
-        while batch.len() < MAX_BATCH {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match spans.recv_timeout(wait) {
-                Ok(span) => batch.push(span_data(span, &scope, record_user_id)),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    closed = true;
-                    break;
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < MAX_BATCH {
+                match spans.try_recv() {
+                    Ok(span) => batch.push(otlp_span(span, collector.record_user_id)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-        }
-        if !batch.is_empty() {
+            if batch.is_empty() {
+                break;
+            }
             let count = batch.len() as u64;
-            let sent = futures::executor::block_on(exporter.export(std::mem::take(&mut batch)));
-            batch = Vec::with_capacity(MAX_BATCH);
-            match sent {
+            match collector.export(batch) {
                 Ok(()) if failing => {
                     failing = false;
-                    log::info!("spans reach {endpoint} again");
+                    log::info!("spans reach {} again", collector.endpoint);
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -200,8 +238,9 @@ fn export_loop(
                     if !failing {
                         failing = true;
                         log::warn!(
-                            "cannot export spans to {endpoint}: {e}; dropping them (counted in \
-                             gateway_trace_spans_dropped_total) until it answers again"
+                            "cannot export spans to {}: {e}; dropping them (counted in \
+                             gateway_trace_spans_dropped_total) until it answers again",
+                            collector.endpoint
                         );
                     }
                 }
@@ -213,19 +252,21 @@ fn export_loop(
     }
 }
 
-/// OpenTelemetry's span of one request, with the HTTP semantic
-/// conventions' attributes.
-fn span_data(span: SpanRecord, scope: &InstrumentationScope, record_user_id: bool) -> SpanData {
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", span.method.as_str().to_owned()),
-        KeyValue::new("url.path", span.path),
-        KeyValue::new("http.response.status_code", i64::from(span.status)),
-        KeyValue::new("network.protocol.version", protocol_version(span.protocol)),
-        KeyValue::new("gateway.upstream.tries", i64::from(span.tries)),
-    ];
-    let mut optional = |key: &'static str, value: Option<String>| {
+/// The OTLP span of one request, with the HTTP semantic conventions'
+/// attributes.
+fn otlp_span(span: SpanRecord, record_user_id: bool) -> Span {
+    let mut attributes = Vec::with_capacity(13);
+    attributes.push(text("http.request.method", span.method.as_str().to_owned()));
+    attributes.push(text("url.path", span.path));
+    attributes.push(integer("http.response.status_code", i64::from(span.status)));
+    attributes.push(text(
+        "network.protocol.version",
+        protocol_version(span.protocol).to_owned(),
+    ));
+    attributes.push(integer("gateway.upstream.tries", i64::from(span.tries)));
+    let mut optional = |key: &str, value: Option<String>| {
         if let Some(value) = value {
-            attributes.push(KeyValue::new(key, value));
+            attributes.push(text(key, value));
         }
     };
     optional("http.route", span.route.clone());
@@ -237,33 +278,56 @@ fn span_data(span: SpanRecord, scope: &InstrumentationScope, record_user_id: boo
     optional("gateway.upstream.peer", span.upstream_peer);
     optional("gateway.error.code", span.error_code.map(str::to_owned));
     optional("enduser.id", span.user_id.filter(|_| record_user_id));
-    let status = if span.status >= 500 {
-        Status::error(format!("HTTP {}", span.status))
-    } else {
-        Status::Unset
-    };
+    let status = (span.status >= 500).then(|| Status {
+        message: format!("HTTP {}", span.status),
+        code: status::StatusCode::Error as i32,
+    });
     let trace = span.trace;
-    SpanData {
-        span_context: SpanContext::new(
-            TraceId::from_bytes(trace.trace_id),
-            SpanId::from_bytes(trace.span_id),
-            TraceFlags::new(trace.flags),
-            false,
-            TraceState::default(),
-        ),
-        parent_span_id: trace.parent_id.map_or(SpanId::INVALID, SpanId::from_bytes),
-        parent_span_is_remote: trace.parent_id.is_some(),
-        span_kind: SpanKind::Server,
-        name: span.route.unwrap_or_else(|| "unmatched".to_owned()).into(),
-        start_time: span.start,
-        end_time: span.end,
+    // The low byte: the W3C flags; then "is the parent remote" and that
+    // this span says so.
+    let remote = if trace.parent_id.is_some() {
+        0x300
+    } else {
+        0x100
+    };
+    Span {
+        trace_id: trace.trace_id.to_vec(),
+        span_id: trace.span_id.to_vec(),
+        parent_span_id: trace.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
+        flags: u32::from(trace.flags) | remote,
+        name: span.route.unwrap_or_else(|| "unmatched".to_owned()),
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: unix_nanos(span.start),
+        end_time_unix_nano: unix_nanos(span.end),
         attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
         status,
-        instrumentation_scope: scope.clone(),
+        ..Default::default()
     }
+}
+
+fn text(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn integer(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn protocol_version(version: http::Version) -> &'static str {
@@ -273,21 +337,6 @@ fn protocol_version(version: http::Version) -> &'static str {
         http::Version::HTTP_2 => "2",
         http::Version::HTTP_3 => "3",
         _ => "1.1",
-    }
-}
-
-/// The exporter's transport: ureq, blocking, on the exporter thread.
-#[derive(Debug)]
-struct UreqClient(ureq::Agent);
-
-#[async_trait]
-impl HttpClient for UreqClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
-        let response = self.0.run(Request::from_parts(parts, body.to_vec()))?;
-        let (parts, mut body) = response.into_parts();
-        let answer = body.with_config().limit(MAX_ANSWER_BYTES).read_to_vec()?;
-        Ok(Response::from_parts(parts, Bytes::from(answer)))
     }
 }
 

@@ -40,11 +40,10 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The client's (when valid) or a generated id; see [`Self::request_id`].
     pub request_id: Option<HeaderValue>,
-    /// The request's place in its trace, and the `traceparent` it sends on
-    /// (the upstream's on every try, a gateway-written error's); see
+    /// The request's place in its trace (the `traceparent` the upstream
+    /// gets on every try and a gateway-written error carries); see
     /// [`Self::start_trace`].
     pub trace: Option<TraceContext>,
-    pub traceparent: Option<HeaderValue>,
     /// The envelope's code of a gateway-written error (its span's
     /// `gateway.error.code`).
     pub error_code: Option<&'static str>,
@@ -89,7 +88,6 @@ impl RequestCtx {
             started: Instant::now(),
             request_id: None,
             trace: None,
-            traceparent: None,
             error_code: None,
             cors_origin: None,
             route: None,
@@ -155,9 +153,9 @@ impl RequestCtx {
     /// not sampled.
     pub fn start_trace(&mut self, headers: &http::HeaderMap) {
         let export = self.gateway.traces.as_deref();
-        let trace = TraceContext::of_request(headers, |id| export.is_some_and(|e| e.samples(id)));
-        self.traceparent = Some(trace.traceparent());
-        self.trace = Some(trace);
+        self.trace = Some(TraceContext::of_request(headers, |id| {
+            export.is_some_and(|e| e.samples(id))
+        }));
     }
 
     /// The `route` label of metrics and logs.

@@ -86,12 +86,11 @@ pub fn set_upstream_headers(
 pub fn set_trace_headers(
     upstream: &mut RequestHeader,
     trace: Option<&TraceContext>,
-    traceparent: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
-    let (Some(trace), Some(traceparent)) = (trace, traceparent) else {
+    let Some(trace) = trace else {
         return Ok(());
     };
-    upstream.insert_header(wire::TRACEPARENT, traceparent.clone())?;
+    upstream.insert_header(wire::TRACEPARENT, trace.traceparent())?;
     if !keeps_tracestate(&upstream.headers, trace) {
         upstream.remove_header(&TRACESTATE);
     }

@@ -243,7 +243,7 @@ impl ProxyHttp for GatewayProxy {
             peer_ip,
             https,
         )?;
-        forwarding::set_trace_headers(upstream, ctx.trace.as_ref(), ctx.traceparent.as_ref())
+        forwarding::set_trace_headers(upstream, ctx.trace.as_ref())
     }
 
     async fn upstream_response_filter(

@@ -82,8 +82,8 @@ pub fn decorate(
 
 /// A gateway-written error's `traceparent`: the trace a client can report.
 fn trace_header(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
-    if let Some(traceparent) = &ctx.traceparent {
-        resp.insert_header(crate::wire::names::TRACEPARENT, traceparent.clone())?;
+    if let Some(trace) = &ctx.trace {
+        resp.insert_header(crate::wire::names::TRACEPARENT, trace.traceparent())?;
     }
     Ok(())
 }

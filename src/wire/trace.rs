@@ -139,13 +139,13 @@ pub fn keeps_tracestate(headers: &HeaderMap, context: &TraceContext) -> bool {
 /// no secret rides on it).
 pub fn random_trace_id() -> [u8; 16] {
     let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&fastrand::u64(1..).to_le_bytes());
+    id[..8].copy_from_slice(&fastrand::u64(..).max(1).to_le_bytes());
     id[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     id
 }
 
 fn random_span_id() -> [u8; 8] {
-    fastrand::u64(1..).to_le_bytes()
+    fastrand::u64(..).max(1).to_le_bytes()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
