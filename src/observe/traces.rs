@@ -212,7 +212,9 @@ fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
         std::thread::sleep(FLUSH_EVERY);
         let mut closed = false;
         loop {
-            let mut batch = Vec::new();
+            // Sized at once: growing a vector of spans reallocates and
+            // copies it over and over.
+            let mut batch = Vec::with_capacity(MAX_BATCH);
             while batch.len() < MAX_BATCH {
                 match spans.try_recv() {
                     Ok(span) => batch.push(otlp_span(span, collector.record_user_id)),

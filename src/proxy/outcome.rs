@@ -60,12 +60,12 @@ fn record_span(
     (status, elapsed): (u16, std::time::Duration),
     (peer, tries): (Option<&str>, u32),
 ) {
-    let (Some(trace), Some(export)) = (ctx.trace, ctx.gateway.traces.clone()) else {
+    let (Some(trace), Some(_)) = (ctx.trace.filter(|t| t.sampled()), &ctx.gateway.traces) else {
         return;
     };
-    if !trace.sampled() {
+    let Some(export) = ctx.gateway.traces.clone() else {
         return;
-    }
+    };
     let req = session.req_header();
     let end = SystemTime::now();
     let path = ctx
