@@ -163,24 +163,9 @@ struct Collector {
 }
 
 impl Collector {
-    /// One export request: the batch as `ExportTraceServiceRequest`,
+    /// One export request: the batch's spans as `ExportTraceServiceRequest`,
     /// protobuf, POSTed; any answer but 2xx is a failure.
-    fn export(&self, spans: Vec<Span>) -> Result<(), String> {
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "robeing-gateway".into(),
-                        version: crate::VERSION.into(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+    fn export(&self, body: &[u8]) -> Result<(), String> {
         let mut post = self
             .agent
             .post(&self.endpoint)
@@ -188,9 +173,7 @@ impl Collector {
         for (name, value) in &self.headers {
             post = post.header(name, value);
         }
-        let mut answer = post
-            .send(&request.encode_to_vec()[..])
-            .map_err(|e| e.to_string())?;
+        let mut answer = post.send(body).map_err(|e| e.to_string())?;
         // Read (bounded) so the connection goes back to the agent's pool.
         let _ = answer
             .body_mut()
@@ -204,20 +187,82 @@ impl Collector {
     }
 }
 
+/// The export request, kept from batch to batch: its spans, their
+/// attribute lists and strings are overwritten in place and the encoded
+/// body reuses its buffer, so a batch in steady state allocates next to
+/// nothing (a fresh message per span cost about 30 allocations).
+struct Batch {
+    request: ExportTraceServiceRequest,
+    /// Spans of earlier, larger batches, ready for reuse.
+    spare: Vec<Span>,
+    body: Vec<u8>,
+}
+
+impl Batch {
+    fn new(resource: Resource) -> Self {
+        Self {
+            request: ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: "robeing-gateway".into(),
+                            version: crate::VERSION.into(),
+                            ..Default::default()
+                        }),
+                        spans: Vec::with_capacity(MAX_BATCH),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            },
+            spare: Vec::with_capacity(MAX_BATCH),
+            body: Vec::new(),
+        }
+    }
+
+    fn spans(&mut self) -> &mut Vec<Span> {
+        &mut self.request.resource_spans[0].scope_spans[0].spans
+    }
+
+    fn len(&mut self) -> usize {
+        self.spans().len()
+    }
+
+    /// Empties the batch, keeping its spans for reuse.
+    fn clear(&mut self) {
+        let spans = &mut self.request.resource_spans[0].scope_spans[0].spans;
+        self.spare.append(spans);
+    }
+
+    fn push(&mut self, record: SpanRecord, record_user_id: bool) {
+        let mut span = self.spare.pop().unwrap_or_default();
+        fill_span(&mut span, record, record_user_id);
+        self.spans().push(span);
+    }
+
+    /// The request's protobuf bytes.
+    fn encode(&mut self) -> &[u8] {
+        self.body.clear();
+        // Encoding into a Vec cannot run out of room.
+        let _ = self.request.encode(&mut self.body);
+        &self.body
+    }
+}
+
 /// Takes what the queue holds every [`FLUSH_EVERY`] and exports it in
 /// batches, until every sender is gone.
 fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
     let mut failing = false;
+    let mut batch = Batch::new(collector.resource.clone());
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let mut closed = false;
         loop {
-            // Sized at once: growing a vector of spans reallocates and
-            // copies it over and over.
-            let mut batch = Vec::with_capacity(MAX_BATCH);
+            batch.clear();
             while batch.len() < MAX_BATCH {
                 match spans.try_recv() {
-                    Ok(span) => batch.push(otlp_span(span, collector.record_user_id)),
+                    Ok(span) => batch.push(span, collector.record_user_id),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         closed = true;
@@ -225,11 +270,11 @@ fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
                     }
                 }
             }
-            if batch.is_empty() {
+            let count = batch.len() as u64;
+            if count == 0 {
                 break;
             }
-            let count = batch.len() as u64;
-            match collector.export(batch) {
+            match collector.export(batch.encode()) {
                 Ok(()) if failing => {
                     failing = false;
                     log::info!("spans reach {} again", collector.endpoint);
@@ -254,37 +299,17 @@ fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
     }
 }
 
-/// The OTLP span of one request, with the HTTP semantic conventions'
-/// attributes.
-fn otlp_span(span: SpanRecord, record_user_id: bool) -> Span {
-    let mut attributes = Vec::with_capacity(13);
-    attributes.push(text("http.request.method", span.method.as_str().to_owned()));
-    attributes.push(text("url.path", span.path));
-    attributes.push(integer("http.response.status_code", i64::from(span.status)));
-    attributes.push(text(
-        "network.protocol.version",
-        protocol_version(span.protocol).to_owned(),
-    ));
-    attributes.push(integer("gateway.upstream.tries", i64::from(span.tries)));
-    let mut optional = |key: &str, value: Option<String>| {
-        if let Some(value) = value {
-            attributes.push(text(key, value));
-        }
-    };
-    optional("http.route", span.route.clone());
-    optional("server.address", span.server_address);
-    optional(
-        "client.address",
-        span.client_address.map(|ip| ip.to_string()),
-    );
-    optional("gateway.upstream.peer", span.upstream_peer);
-    optional("gateway.error.code", span.error_code.map(str::to_owned));
-    optional("enduser.id", span.user_id.filter(|_| record_user_id));
-    let status = (span.status >= 500).then(|| Status {
-        message: format!("HTTP {}", span.status),
-        code: status::StatusCode::Error as i32,
-    });
-    let trace = span.trace;
+/// Writes one request's span over `span` (a reused one), with the HTTP
+/// semantic conventions' attributes. Integer attributes come first and
+/// in a fixed order, so every slot keeps the kind of value it held.
+fn fill_span(span: &mut Span, record: SpanRecord, record_user_id: bool) {
+    let trace = record.trace;
+    set_bytes(&mut span.trace_id, &trace.trace_id);
+    set_bytes(&mut span.span_id, &trace.span_id);
+    match trace.parent_id {
+        Some(parent) => set_bytes(&mut span.parent_span_id, &parent),
+        None => span.parent_span_id.clear(),
+    }
     // The low byte: the W3C flags; then "is the parent remote" and that
     // this span says so.
     let remote = if trace.parent_id.is_some() {
@@ -292,19 +317,101 @@ fn otlp_span(span: SpanRecord, record_user_id: bool) -> Span {
     } else {
         0x100
     };
-    Span {
-        trace_id: trace.trace_id.to_vec(),
-        span_id: trace.span_id.to_vec(),
-        parent_span_id: trace.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: u32::from(trace.flags) | remote,
-        name: span.route.unwrap_or_else(|| "unmatched".to_owned()),
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: unix_nanos(span.start),
-        end_time_unix_nano: unix_nanos(span.end),
-        attributes,
-        status,
-        ..Default::default()
+    span.flags = u32::from(trace.flags) | remote;
+    set_text(
+        &mut span.name,
+        record.route.as_deref().unwrap_or("unmatched"),
+    );
+    span.kind = span::SpanKind::Server as i32;
+    span.start_time_unix_nano = unix_nanos(record.start);
+    span.end_time_unix_nano = unix_nanos(record.end);
+    span.status = (record.status >= 500).then(|| Status {
+        message: format!("HTTP {}", record.status),
+        code: status::StatusCode::Error as i32,
+    });
+    let mut slots = Slots {
+        attributes: &mut span.attributes,
+        used: 0,
+    };
+    slots.integer("http.response.status_code", i64::from(record.status));
+    slots.integer("gateway.upstream.tries", i64::from(record.tries));
+    slots.text("http.request.method", record.method.as_str());
+    slots.text("url.path", &record.path);
+    slots.text(
+        "network.protocol.version",
+        protocol_version(record.protocol),
+    );
+    if let Some(route) = &record.route {
+        slots.text("http.route", route);
     }
+    if let Some(host) = &record.server_address {
+        slots.text("server.address", host);
+    }
+    if let Some(ip) = record.client_address {
+        let ip = crate::text::IpText::new(ip);
+        slots.text(
+            "client.address",
+            std::str::from_utf8(ip.as_bytes()).unwrap_or_default(),
+        );
+    }
+    if let Some(peer) = &record.upstream_peer {
+        slots.text("gateway.upstream.peer", peer);
+    }
+    if let Some(code) = record.error_code {
+        slots.text("gateway.error.code", code);
+    }
+    if let Some(user) = record.user_id.as_deref().filter(|_| record_user_id) {
+        slots.text("enduser.id", user);
+    }
+    let used = slots.used;
+    span.attributes.truncate(used);
+}
+
+/// A span's attribute list, written slot by slot over what it held.
+struct Slots<'a> {
+    attributes: &'a mut Vec<KeyValue>,
+    used: usize,
+}
+
+impl Slots<'_> {
+    fn next(&mut self, key: &str) -> &mut Option<AnyValue> {
+        if self.attributes.len() == self.used {
+            self.attributes.push(KeyValue::default());
+        }
+        let slot = &mut self.attributes[self.used];
+        self.used += 1;
+        set_text(&mut slot.key, key);
+        &mut slot.value
+    }
+
+    fn text(&mut self, key: &str, value: &str) {
+        match self.next(key) {
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue(text)),
+            }) => set_text(text, value),
+            other => {
+                *other = Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(value.to_owned())),
+                })
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, value: i64) {
+        *self.next(key) = Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        });
+    }
+}
+
+fn set_text(text: &mut String, value: &str) {
+    text.clear();
+    text.push_str(value);
+}
+
+fn set_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+    bytes.clear();
+    bytes.extend_from_slice(value);
 }
 
 fn text(key: &str, value: String) -> KeyValue {
@@ -312,16 +419,6 @@ fn text(key: &str, value: String) -> KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn integer(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
         }),
         ..Default::default()
     }
