@@ -31,7 +31,7 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// Spans in one export request.
 const MAX_BATCH: usize = 512;
 /// How often the exporter thread takes what the queue holds.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// One export request's deadline (a hung collector costs this, on the
 /// exporter thread only).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
