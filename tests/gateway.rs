@@ -677,3 +677,92 @@ async fn request_id_and_forwarding_headers() {
     let r = get(s.gw.port, "/api/auth/x", &[]).await;
     assert_eq!(r.upstream_header("x-forwarded-for"), ["127.0.0.1"]);
 }
+
+// Header names leave lower-case both ways (common ones title-cased), the
+// values and the count of each unchanged: what an upstream reads on the
+// wire and what the client gets back (README, "What happens to a request").
+#[tokio::test(flavor = "multi_thread")]
+async fn header_names_leave_lower_case_with_values_unchanged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    let (head_tx, mut head_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = upstream.accept().await {
+            let head_tx = head_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                head_tx
+                    .send(String::from_utf8_lossy(&head).into_owned())
+                    .ok();
+                let answer = "HTTP/1.1 200 Fine Thanks\r\nContent-Type: text/plain\r\n\
+                              X-Upstream-Note: Mixed Case Value\r\nX-Upstream-Note: second\r\n\
+                              Content-Length: 2\r\nConnection: close\r\n\r\nok";
+                sock.write_all(answer.as_bytes()).await.ok();
+            });
+        }
+    });
+    let gw = Gateway::start_with(GatewayOptions::new(&route(
+        "/api/raw/*",
+        upstream_port,
+        false,
+        "",
+    )));
+    let mut conn = Conn::connect(gw.port).await;
+    let r = conn
+        .request(
+            "GET",
+            "/api/raw/x",
+            &h(&[
+                ("X-Client-Note", "Keep This Case"),
+                ("X-Client-Note", "and this"),
+                ("Accept", "text/plain"),
+            ]),
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"ok");
+    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"x-upstream-note"), "{names:?}");
+    assert!(names.contains(&"Content-Type"), "{names:?}");
+    assert_eq!(
+        r.header_all("x-upstream-note"),
+        ["Mixed Case Value", "second"]
+    );
+
+    let head = head_rx.recv().await.expect("the upstream saw the request");
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(lines[0], "GET /api/raw/x HTTP/1.1", "{head}");
+    assert!(lines.contains(&"Host: gateway.test"), "{head}");
+    assert!(lines.contains(&"accept: text/plain"), "{head}");
+    let notes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-client-note:"))
+        .copied()
+        .collect();
+    assert_eq!(
+        notes,
+        ["x-client-note: Keep This Case", "x-client-note: and this"],
+        "{head}"
+    );
+    for gateway_header in [
+        "x-request-id:",
+        "x-forwarded-for:",
+        "x-forwarded-proto:",
+        "traceparent:",
+    ] {
+        let count = lines
+            .iter()
+            .filter(|l| l.starts_with(gateway_header))
+            .count();
+        assert_eq!(count, 1, "{gateway_header} in {head}");
+    }
+}

@@ -10,9 +10,9 @@
 //! | `upstream_peer` | a peer of the route's pool ([`crate::upstream`]: eligible, not tried yet by this request) |
 //! | `fail_to_connect`, `error_while_proxy` | the peer charged; a retry on another peer when it is safe ([`crate::upstream::attempts`]) |
 //! | `request_body_filter` | counts the body against the route's limit; the Slack gate holds it until verified |
-//! | `upstream_request_filter` | normalized target, identity and forwarding headers ([`forwarding`]), the client's own `Accept-Encoding` |
+//! | `upstream_request_filter` | the header made over ([`header_room`]), normalized target, identity and forwarding headers ([`forwarding`]), the client's own `Accept-Encoding` |
 //! | `upstream_response_filter` | notes the upstream status; the peer answered |
-//! | `response_filter` | request id, rate-limit and CORS headers; compression choice; `Connection: close` while draining |
+//! | `response_filter` | the header made over ([`header_room`]); request id, rate-limit and CORS headers; compression choice; `Connection: close` while draining |
 //! | `response_body_filter` | brotli encoding, when chosen |
 //! | `fail_to_proxy` | upstream failures become envelopes ([`failures`]) |
 //! | `request_summary`, `suppress_error_log` | what Pingora's own failure lines say, and which it writes |
@@ -25,6 +25,7 @@ pub mod admission;
 pub mod context;
 pub mod failures;
 pub mod forwarding;
+pub mod header_room;
 pub mod outcome;
 pub mod respond;
 
@@ -226,9 +227,7 @@ impl ProxyHttp for GatewayProxy {
         // Every try: Pingora rebuilds `upstream` from the client's original
         // header for a retry and calls this filter again, so the target is
         // set again (cloned, never taken) or the retry would go out raw.
-        if let Some(uri) = &ctx.upstream_uri {
-            upstream.set_uri(uri.clone());
-        }
+        header_room::upstream_request(upstream, ctx.upstream_uri.as_ref());
         ctx.compression.on_upstream_request(upstream)?;
         let request_id = ctx.request_id().clone();
         let (peer_ip, https) = {
@@ -264,6 +263,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        header_room::downstream_response(upstream_response);
         upstream_response.insert_header(wire::X_REQUEST_ID, ctx.request_id().clone())?;
         let hsts = ctx.connection(session).hsts.clone();
         respond::decorate(upstream_response, ctx, hsts)?;

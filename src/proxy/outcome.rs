@@ -2,6 +2,7 @@
 //! its access line formatted into this thread's log buffer (written out by
 //! the access-log writer thread, never here).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use pingora::prelude::Session;
@@ -11,6 +12,7 @@ use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::observe::metrics::{method_label, metrics};
 use crate::observe::traces::SpanRecord;
 use crate::proxy::context::RequestCtx;
+use crate::upstream::peer::PeerState;
 
 /// nginx's status for a request whose client closed the connection before
 /// the response was complete.
@@ -58,7 +60,7 @@ fn record_span(
     session: &Session,
     ctx: &mut RequestCtx,
     (status, elapsed): (u16, std::time::Duration),
-    (peer, tries): (Option<&str>, u32),
+    (peer, tries): (Option<&Arc<PeerState>>, u32),
 ) {
     let (Some(trace), Some(_)) = (ctx.trace.filter(|t| t.sampled()), &ctx.gateway.traces) else {
         return;
@@ -72,40 +74,30 @@ fn record_span(
         .upstream_uri
         .as_ref()
         .map_or(req.uri.path(), |u| u.path());
+    // Copied: a clone of the header value would share, and so keep alive
+    // until the span is exported, the whole buffer the request was read into.
     let (host, _) = host_and_user_agent(req);
+    let host = host.map(|host| String::from_utf8_lossy(host).into_owned());
     let user_id = match (&ctx.identity, export.config.record_user_id) {
         (Some(identity), true) => identity.user_id.to_str().ok().map(str::to_owned),
         _ => None,
     };
-    let route = ctx.route.as_ref().map(|r| r.pattern.clone());
     export.record(SpanRecord {
         trace,
         start: end.checked_sub(elapsed).unwrap_or(end),
         end,
-        route,
+        route: ctx.route.clone(),
         method: req.method.clone(),
         path: path.to_owned(),
         protocol: req.version,
         status,
-        server_address: host.map(server_address),
+        host,
         client_address: ctx.client_ip(session),
-        upstream_peer: peer.map(str::to_owned),
+        upstream_peer: peer.cloned(),
         tries,
         error_code: ctx.error_code,
         user_id,
     });
-}
-
-/// `server.address`: the `Host` without its port.
-fn server_address(host: &[u8]) -> String {
-    let host = String::from_utf8_lossy(host);
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        _ => host.into_owned(),
-    }
 }
 
 /// Counts the request and queues its access-log entry.
@@ -147,7 +139,12 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     }
     let (upstream_peer, tries) = ctx.attempts.finish();
     let peer_label = upstream_peer.as_ref().map(|p| p.label.as_str());
-    record_span(session, ctx, (status, elapsed), (peer_label, tries));
+    record_span(
+        session,
+        ctx,
+        (status, elapsed),
+        (upstream_peer.as_ref(), tries),
+    );
     if !access_log.is_enabled() {
         return;
     }
