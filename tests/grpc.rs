@@ -176,8 +176,10 @@ async fn grpc_calls_and_h2_requests_carry_their_trace_and_make_spans() {
         ..GatewayOptions::new(&inner_routes)
     });
     let tls_port = free_port();
-    let routes = format!("\n[tracing]\notlp_endpoint = \"{}\"\n", collector.url())
-        + &route("/test.Echo/*", server.port, false, "protocol = \"h2c\"")
+    let routes = format!(
+        "\n[tracing]\notlp_endpoint = \"{}\"\nexport_interval_ms = 200\n",
+        collector.url()
+    ) + &route("/test.Echo/*", server.port, false, "protocol = \"h2c\"")
         + &route(
             "/public/*",
             inner_tls,

@@ -11,8 +11,15 @@ use common::*;
 const VALID: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
 /// The `[tracing]` section (placed before the routes).
+/// The `[tracing]` section (placed before the routes); spans are sent
+/// every 200 ms unless `extra` says otherwise.
 fn tracing_section(endpoint: &str, extra: &str) -> String {
-    format!("\n[tracing]\notlp_endpoint = \"{endpoint}\"\n{extra}\n")
+    let interval = if extra.contains("export_interval_ms") {
+        ""
+    } else {
+        "export_interval_ms = 200\n"
+    };
+    format!("\n[tracing]\notlp_endpoint = \"{endpoint}\"\n{interval}{extra}\n")
 }
 
 /// `(version, trace id, parent id, flags)` of a valid `traceparent`.
@@ -391,6 +398,8 @@ fn bad_tracing_settings_are_refused_naming_the_key() {
         ("otlp_endpoint = \"not a url\"", "tracing.otlp_endpoint", "not a URL"),
         ("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 1.5", "tracing.sample_ratio", "must be 0.0 to 1.0"),
         ("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = -0.1", "tracing.sample_ratio", "must be 0.0 to 1.0"),
+        ("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nexport_interval_ms = 0", "tracing.export_interval_ms", "must be 10 to 60000"),
+        ("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nexport_interval_ms = 60001", "tracing.export_interval_ms", "must be 10 to 60000"),
         ("otlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nheaders_env = \"ROBEING_TEST_NO_SUCH_OTLP_HEADERS\"", "tracing.headers_env", "ROBEING_TEST_NO_SUCH_OTLP_HEADERS"),
     ] {
         let routes = format!("\n[tracing]\n{section}\n") + &route("/public/*", up_port, false, "");
@@ -401,33 +410,52 @@ fn bad_tracing_settings_are_refused_naming_the_key() {
     }
 }
 
+// Spans wait for their batch at most `export_interval_ms` (60 s here), yet
+// none waits that long when its exporter goes away: a section replaced by
+// SIGHUP sends what it holds at once, and so does a process that exits
+// (after the handoff, or stopped); a full batch goes at once too.
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_follow_a_sighup_and_the_handoff() {
     let up = Upstream::start();
     let (first, second) = (Collector::start(), Collector::start());
-    let options =
-        |endpoint: &str| tracing_section(endpoint, "") + &route("/public/*", up.port, false, "");
+    let options = |endpoint: &str| {
+        tracing_section(endpoint, "export_interval_ms = 60000")
+            + &route("/public/*", up.port, false, "")
+    };
     let routes = options(&first.url());
     let gw = Gateway::start_with(GatewayOptions::new(&routes));
     assert_eq!(get(gw.port, "/public/a", &[]).await.status, 200);
-    assert_eq!(first.wait_for(1, Duration::from_secs(5)).len(), 1);
-    // SIGHUP: the new endpoint takes the next spans.
+    // SIGHUP: the replaced exporter sends its span now; the new endpoint
+    // takes the next spans.
     gw.write_config(&GatewayOptions::new(&options(&second.url())));
     gw.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(first.wait_for(1, Duration::from_secs(5)).len(), 1);
     assert_eq!(get(gw.port, "/public/b", &[]).await.status, 200);
-    assert_eq!(second.wait_for(1, Duration::from_secs(5)).len(), 1);
-    // The handoff: the successor exports to the same endpoint.
+    // The handoff: the predecessor sends its span as it exits; the
+    // successor exports to the same endpoint.
     let old = gw.pid();
     let new = assert_reload_ok(&gw.reload());
     assert_ne!(old, new);
+    assert_eq!(second.wait_for(1, Duration::from_secs(5)).len(), 1);
+    // A full batch (512) goes without waiting for its turn.
+    let mut conn = Conn::connect(gw.port).await;
+    for i in 0..512 {
+        let resp = conn
+            .request("GET", &format!("/public/c{i}"), &[], b"")
+            .await;
+        assert_eq!(resp.status, 200);
+    }
+    assert_eq!(second.wait_for(513, Duration::from_secs(5)).len(), 513);
+    // Stopped: what is left goes before the process exits.
     for i in 0..5 {
         assert_eq!(
-            get(gw.port, &format!("/public/c{i}"), &[]).await.status,
+            get(gw.port, &format!("/public/d{i}"), &[]).await.status,
             200
         );
     }
-    let spans = second.wait_for(6, Duration::from_secs(5));
-    assert_eq!(spans.len(), 6, "{spans:?}");
+    gw.signal("TERM");
+    wait_for_exit(new, Duration::from_secs(15)).await;
+    let spans = second.wait_for(518, Duration::from_secs(2));
+    assert_eq!(spans.len(), 518);
     assert_eq!(first.spans().len(), 1);
 }

@@ -141,6 +141,10 @@ pub struct TracingConfig {
     /// The user's UUID as `enduser.id` (the username never).
     #[serde(default)]
     pub record_user_id: bool,
+    /// How long a span may wait for its batch (OpenTelemetry's batch
+    /// processor: `OTEL_BSP_SCHEDULE_DELAY`, 5 s); a full batch goes at once.
+    #[serde(default = "defaults::trace_export_interval_ms")]
+    pub export_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -223,6 +223,11 @@ fn tracing(tracing: &TracingConfig, problems: &mut Problems) {
         "tracing.service_name",
         "must not be empty",
     );
+    problems.check(
+        (10..=60_000).contains(&tracing.export_interval_ms),
+        "tracing.export_interval_ms",
+        "must be 10 to 60000 (milliseconds)",
+    );
 }
 
 /// `http://` or `https://` with a host: the collector's traces URL.

@@ -5,12 +5,14 @@
 //! messages, encoded by prost span by span (see [`Batch`]), posted with the blocking `ureq` client the
 //! JWKS fetches already use, so no async runtime runs beside Pingora's and
 //! none on the proxy threads. The exporter thread sleeps between batches
-//! rather than waiting on the queue, so handing a span over never wakes it.
-//! A collector that is down or hung costs dropped spans (counted, one WARN
+//! (`export_interval_ms`) rather than waiting on the queue, so handing a
+//! span over never wakes it; only the span that fills a batch does. A
+//! collector that is down or hung costs dropped spans (counted, one WARN
 //! per failure streak), never a request's time.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,8 +35,6 @@ use crate::wire::trace::TraceContext;
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Spans in one export request.
 const MAX_BATCH: usize = 512;
-/// How often the exporter thread takes what the queue holds.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// One export request's deadline (a hung collector costs this, on the
 /// exporter thread only).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +76,19 @@ pub struct SpanExport {
     /// (`sample_ratio` of them).
     threshold: u64,
     queue: SyncSender<SpanRecord>,
+    progress: Arc<Progress>,
+    exporter: std::thread::Thread,
+}
+
+/// What the proxy threads and the exporter thread share besides the queue.
+#[derive(Default)]
+struct Progress {
+    /// Spans queued or being exported: a full batch wakes the exporter,
+    /// and none left means a flush is done.
+    waiting: AtomicUsize,
+    /// The export is going away (a new `[tracing]` section, or the process
+    /// exits): the exporter sends what is queued and stops.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for SpanExport {
@@ -109,14 +122,23 @@ impl SpanExport {
             record_user_id: config.record_user_id,
         };
         let (queue, spans) = sync_channel(QUEUE_CAPACITY);
-        std::thread::Builder::new()
-            .name("span export".into())
-            .spawn(move || export_loop(&collector, &spans))
-            .map_err(|e| format!("cannot start the span exporter: {e}"))?;
+        let progress = Arc::new(Progress::default());
+        let interval = Duration::from_millis(config.export_interval_ms);
+        let exporter = {
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name("span export".into())
+                .spawn(move || export_loop(&collector, &spans, &progress, interval))
+                .map_err(|e| format!("cannot start the span exporter: {e}"))?
+                .thread()
+                .clone()
+        };
         Ok(Self {
             config: config.clone(),
             threshold: (config.sample_ratio.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
             queue,
+            progress,
+            exporter,
         })
     }
 
@@ -130,11 +152,38 @@ impl SpanExport {
     /// Hands a finished span to the exporter thread; a full queue drops it
     /// (counted): the request does not wait.
     pub fn record(&self, span: SpanRecord) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(span)
-        {
-            metrics().trace_spans_dropped.inc();
+        // Counted before it is sent, so the exporter never takes more
+        // than was counted.
+        let waiting = self.progress.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.queue.try_send(span) {
+            Ok(()) if waiting == MAX_BATCH => self.exporter.unpark(),
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.progress.waiting.fetch_sub(1, Ordering::Relaxed);
+                metrics().trace_spans_dropped.inc();
+            }
         }
+    }
+
+    /// Sends what is queued now and waits for it, at most `limit` (the
+    /// process is about to exit).
+    pub fn flush(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        self.exporter.unpark();
+        while self.progress.waiting.load(Ordering::Relaxed) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A replaced `[tracing]` section's exporter sends what its queue holds
+/// and stops, without waiting for its next turn.
+impl Drop for SpanExport {
+    fn drop(&mut self) {
+        self.progress.closing.store(true, Ordering::Relaxed);
+        self.exporter.unpark();
     }
 }
 
@@ -299,14 +348,19 @@ impl Batch {
     }
 }
 
-/// Takes what the queue holds every [`FLUSH_EVERY`] and exports it in
-/// batches, until every sender is gone.
-fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
+/// Takes what the queue holds every `interval`, or as soon as a batch is
+/// full, and exports it in batches, until the export is closed.
+fn export_loop(
+    collector: &Collector,
+    spans: &Receiver<SpanRecord>,
+    progress: &Progress,
+    interval: Duration,
+) {
     let mut failing = false;
     let mut batch = Batch::new(collector.resource.clone());
     loop {
-        std::thread::sleep(FLUSH_EVERY);
-        let mut closed = false;
+        std::thread::park_timeout(interval);
+        let mut closed = progress.closing.load(Ordering::Relaxed);
         loop {
             batch.clear();
             while batch.len() < MAX_BATCH {
@@ -323,7 +377,9 @@ fn export_loop(collector: &Collector, spans: &Receiver<SpanRecord>) {
             if count == 0 {
                 break;
             }
-            match collector.export(batch.encode()) {
+            let exported = collector.export(batch.encode());
+            progress.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+            match exported {
                 Ok(()) if failing => {
                     failing = false;
                     log::info!("spans reach {} again", collector.endpoint);
@@ -591,6 +647,7 @@ mod tests {
             service_name: "t".into(),
             headers_env: None,
             record_user_id: false,
+            export_interval_ms: 5000,
         };
         let share = |ratio: f64| {
             let export = SpanExport::start(&config(ratio), HashMap::new()).unwrap();

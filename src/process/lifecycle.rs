@@ -241,6 +241,11 @@ impl Lifecycle {
     }
 }
 
+/// How long an exiting process waits for its last spans to reach the
+/// collector (a hung one would otherwise hold the exit for the export's
+/// 5 s deadline).
+const SPAN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
 impl Lifecycle {
     /// Ends the process as soon as it is drained, instead of Pingora's
     /// fixed sleep: once it stops accepting, it stays at least
@@ -266,8 +271,12 @@ impl Lifecycle {
                         handoff::leave_final_limits(&lifecycle.server, &lifecycle.gateway.load());
                     }
                     lifecycle.release_pid_file();
-                    // The lines of the last 50 ms, not yet written.
+                    // The lines of the last 50 ms, not yet written, and the
+                    // spans waiting for their batch.
                     lifecycle.access_log.flush();
+                    if let Some(traces) = &lifecycle.gateway.load().traces {
+                        traces.flush(SPAN_FLUSH_LIMIT);
+                    }
                     std::process::exit(0);
                 }
                 std::thread::sleep(Duration::from_millis(20));

@@ -177,3 +177,6 @@ pub fn sample_ratio() -> f64 {
 pub fn trace_service_name() -> String {
     "robeing-gateway".into()
 }
+pub fn trace_export_interval_ms() -> u64 {
+    5000
+}
