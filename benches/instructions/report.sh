@@ -19,10 +19,12 @@ for scenario in public cached rotating invalid; do
     echo "$row"
 done
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f %%", (a - b) * 100 / b }'; }
-traced=$(value cached gateway-traced); traced1=$(value cached gateway-traced-1pct); gw=$(value cached gateway)
+# The traced gateways' peer is the gateway counted with the same idle
+# seconds (gateway-settled; see run.sh's settle_for).
+traced=$(value cached gateway-traced); traced1=$(value cached gateway-traced-1pct); gw=$(value cached gateway-settled)
 if [ -n "$traced" ] && [ -n "$traced1" ] && [ -n "$gw" ]; then
     echo
-    echo "Tracing, cached path with [tracing] (spans exported over OTLP): sample_ratio 1.0 $(fmt "$traced") ($(pct "$traced" "$gw")), 0.01 $(fmt "$traced1") ($(pct "$traced1" "$gw")) against the gateway's $(fmt "$gw") without it."
+    echo "Tracing, cached path with [tracing] (spans exported over OTLP): sample_ratio 1.0 $(fmt "$traced") ($(pct "$traced" "$gw")), 0.01 $(fmt "$traced1") ($(pct "$traced1" "$gw")) against the gateway's $(fmt "$gw") without it, each counted with the same idle seconds after its requests (one span per request, all exported)."
 fi
 limit=$(value cached gateway-limit); redis=$(value cached gateway-redis)
 if [ -n "$limit" ] && [ -n "$redis" ]; then

@@ -18,6 +18,8 @@
 #             gateway-traced and gateway-traced-1pct (as gateway, cached path
 #             only, with [tracing] at sample_ratio 1.0 and 0.01, spans
 #             exported over OTLP to the upstream nginx, which answers 200),
+#             gateway-settled (as gateway, cached path only, with the same
+#             idle seconds in its count as the traced ones: their peer),
 #             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
 #             one thread, no work stealing), nginx-proxy, haproxy,
 #             haproxy-jwt (benches/proxies.sh)
@@ -46,7 +48,7 @@ warmup=${WARMUP:-1000}
 conns=${CONNS:-4}
 out=${OUT:-target/bench}
 scenarios=${SCENARIOS:-public cached rotating invalid}
-all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis gateway-traced gateway-traced-1pct bare-pingora nginx-proxy haproxy haproxy-jwt"
+all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis gateway-settled gateway-traced gateway-traced-1pct bare-pingora nginx-proxy haproxy haproxy-jwt"
 proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
@@ -87,7 +89,7 @@ run_proxy() {
     local vg=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.$1.%p")
     if [ -n "${WRAP:-}" ]; then read -r -a vg <<< "$WRAP"; fi
     case $1 in
-        gateway) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
+        gateway|gateway-settled) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
         gateway-pool) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-pool.toml" ;;
         gateway-limit|gateway-redis|gateway-traced|gateway-traced-1pct) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
@@ -96,7 +98,7 @@ run_proxy() {
         haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
     esac
 }
-port_for() { case $1 in gateway|gateway-nolog) echo $GW ;; gateway-pool) echo $GWPOOL ;; *) port_of "$1" ;; esac; }
+port_for() { case $1 in gateway|gateway-nolog|gateway-settled) echo $GW ;; gateway-pool) echo $GWPOOL ;; *) port_of "$1" ;; esac; }
 request_of() { # scenario -> PATH [TOKENS_FILE]
     case $1 in
         public) echo "/public/x" ;;
@@ -107,18 +109,32 @@ request_of() { # scenario -> PATH [TOKENS_FILE]
 }
 authenticates() { case $1 in gateway|gateway-nolog|gateway-pool|haproxy-jwt) return 0 ;; *) return 1 ;; esac; }
 
+# Seconds to let a traced gateway's exporter catch up (its batch interval,
+# 5 s, and one more) after the warm-up and again after the measured
+# requests: the warm-up's spans are then exported before the counters are
+# zeroed and every measured request's span within the count, exactly one
+# span per request instead of one batch more or less. The idle seconds
+# cost something of their own (the runtimes' timers: about 2,000 per
+# request over 1,000 requests), so the traced gateways are compared with
+# gateway-settled, the gateway counted with the same seconds. SETTLE=S
+# applies S to every proxy.
+settle_for() { case $1 in gateway-traced*|gateway-settled) echo "${SETTLE:-6}" ;; *) echo "${SETTLE:-0}" ;; esac; }
+
 measure() { # scenario proxy -> one JSON line
     local port; port=$(port_for "$2")
     run_proxy "$2" >"$work/$2.log" 2>&1 &
     local pid=$!
     wait_port "$port"
     local client=(target/release/examples/bench_client "127.0.0.1:$port")
+    local settle; settle=$(settle_for "$2")
     # shellcheck disable=SC2046
     "${client[@]}" $(request_of "$1" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    sleep "$settle"
     callgrind_control -z "$pid" >/dev/null 2>&1
     local done_line
     # shellcheck disable=SC2046
     done_line=$("${client[@]}" $(request_of "$1" | awk '{print $1}') "$n" "$conns" $(request_of "$1" | awk '{print $2}'))
+    sleep "$settle"
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill -9 "$pid"; wait "$pid" 2>/dev/null || true
     local dump; dump=$(ls -t "$work"/cg."$2"."$pid".* | head -n 1)
@@ -162,7 +178,7 @@ count_calls() { grep -cv -e 'resumed>' -e '^[0-9]* *+++' -e '^[0-9]* *---' "$1" 
 for scenario in $scenarios; do
     for proxy in $proxies; do
         if [ "$scenario" = invalid ] && ! authenticates "$proxy"; then continue; fi
-        case $proxy in gateway-limit|gateway-redis|gateway-traced*) [ "$scenario" = cached ] || continue ;; esac
+        case $proxy in gateway-limit|gateway-redis|gateway-traced*|gateway-settled) [ "$scenario" = cached ] || continue ;; esac
         line=$(measure "$scenario" "$proxy")
         echo "$line" >> "$out/instructions.jsonl"
         echo "  $line" >&2
