@@ -446,6 +446,19 @@ async fn spans_follow_a_sighup_and_the_handoff() {
         assert_eq!(resp.status, 200);
     }
     assert_eq!(second.wait_for(513, Duration::from_secs(5)).len(), 513);
+    // ... in one export request, and a part batch waits for its turn.
+    for i in 0..100 {
+        let resp = conn
+            .request("GET", &format!("/public/p{i}"), &[], b"")
+            .await;
+        assert_eq!(resp.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        second.requests(),
+        2,
+        "one for the predecessor, one full batch"
+    );
     // Stopped: what is left goes before the process exits.
     for i in 0..5 {
         assert_eq!(
@@ -455,7 +468,7 @@ async fn spans_follow_a_sighup_and_the_handoff() {
     }
     gw.signal("TERM");
     wait_for_exit(new, Duration::from_secs(15)).await;
-    let spans = second.wait_for(518, Duration::from_secs(2));
-    assert_eq!(spans.len(), 518);
+    let spans = second.wait_for(618, Duration::from_secs(2));
+    assert_eq!(spans.len(), 618);
     assert_eq!(first.spans().len(), 1);
 }

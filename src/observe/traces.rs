@@ -35,8 +35,8 @@ use crate::wire::trace::TraceContext;
 pub const QUEUE_CAPACITY: usize = 4096;
 /// Spans in one export request.
 const MAX_BATCH: usize = 512;
-/// One export request's deadline (a hung collector costs this, on the
-/// exporter thread only).
+/// The deadline of each phase of an export request (a hung collector costs
+/// this, on the exporter thread only).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer read from the collector.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
@@ -105,7 +105,15 @@ impl SpanExport {
     pub fn start(config: &TracingConfig, headers: HashMap<String, String>) -> Result<Self, String> {
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
-                .timeout_global(Some(EXPORT_TIMEOUT))
+                // Each phase bounded, not the whole call: a global deadline
+                // makes ureq resolve the endpoint's name on a new thread for
+                // every export, even an IP address. A name is resolved by the
+                // system, within its resolver's own timeouts.
+                .timeout_connect(Some(EXPORT_TIMEOUT))
+                .timeout_send_request(Some(EXPORT_TIMEOUT))
+                .timeout_send_body(Some(EXPORT_TIMEOUT))
+                .timeout_recv_response(Some(EXPORT_TIMEOUT))
+                .timeout_recv_body(Some(EXPORT_TIMEOUT))
                 .max_redirects(0)
                 .proxy(None)
                 .http_status_as_error(false)
@@ -349,7 +357,8 @@ impl Batch {
 }
 
 /// Takes what the queue holds every `interval`, or as soon as a batch is
-/// full, and exports it in batches, until the export is closed.
+/// full, and exports it in batches (a closed export: everything), until the
+/// export is closed.
 fn export_loop(
     collector: &Collector,
     spans: &Receiver<SpanRecord>,
@@ -378,7 +387,7 @@ fn export_loop(
                 break;
             }
             let exported = collector.export(batch.encode());
-            progress.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
+            let left = progress.waiting.fetch_sub(batch.len(), Ordering::Relaxed) - batch.len();
             match exported {
                 Ok(()) if failing => {
                     failing = false;
@@ -396,6 +405,12 @@ fn export_loop(
                         );
                     }
                 }
+            }
+            // Under load, go on while a full batch waits; a part batch
+            // waits for its turn (sending every part batch as it comes would
+            // send one request per few spans, the queue never full).
+            if !closed && left < MAX_BATCH {
+                break;
             }
         }
         if closed {
