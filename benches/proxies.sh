@@ -11,7 +11,7 @@
 # haproxy.cfg,gateway.toml}; the fixtures (users.map, users.toml) come from
 # examples/bench_fixtures, the secret from GATEWAY_JWT_SECRET.
 . benches/gateway_conf.sh
-UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 GWREDADMIN=18104 GWTRACE=18105 GWTRACE1=18106 REDIS=18090
+UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 GWPOOL=18101 GWLIM=18102 GWRED=18103 GWREDADMIN=18104 GWTRACE=18105 GWTRACE1=18106 GWCLAIMS=18107 REDIS=18090
 
 # The bench's Redis for the shared limiter (REDIS_URL points at it).
 export REDIS_URL="redis://127.0.0.1:$REDIS/"
@@ -119,5 +119,6 @@ port_of() {
         haproxy-jwt) echo $HAPJ ;; bare-pingora) echo $BARE ;;
         gateway-limit) echo $GWLIM ;; gateway-redis) echo $GWRED ;;
         gateway-traced) echo $GWTRACE ;; gateway-traced-1pct) echo $GWTRACE1 ;;
+        gateway-claims) echo $GWCLAIMS ;;
     esac
 }

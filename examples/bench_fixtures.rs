@@ -1,5 +1,7 @@
 //! Writes the load bench's fixtures: N users (file directory and HAProxy
-//! map), a token per user, a token for `alice`, and an invalid token.
+//! map), a token per user, a token for `alice`, one for `alice` with the
+//! claims the identity-policy bench sends upstream and requires, and an
+//! invalid token.
 //!
 //! `bench_fixtures DIR N` with the signing secret in `GATEWAY_JWT_SECRET`.
 
@@ -45,5 +47,11 @@ fn main() {
     std::fs::write(dir.join("users.map"), map).unwrap();
     std::fs::write(dir.join("tokens.txt"), tokens).unwrap();
     std::fs::write(dir.join("alice.txt"), format!("{alice}\n")).unwrap();
+    let claims = serde_json::json!({
+        "username": "alice", "exp": exp, "email": "alice@example.test",
+        "roles": ["admin", "dev"], "role": "admin"
+    });
+    let with_claims = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+    std::fs::write(dir.join("alice-claims.txt"), format!("{with_claims}\n")).unwrap();
     std::fs::write(dir.join("invalid.txt"), format!("{invalid}\n")).unwrap();
 }

@@ -26,6 +26,12 @@ pub enum GatewayError {
     InvalidToken,
     #[error("Token has expired")]
     TokenExpired,
+    /// Issued before the user's `tokens_valid_after` ("log out everywhere").
+    #[error("Token has been revoked")]
+    TokenRevoked,
+    /// Authenticated, but the token lacks a claim the route requires.
+    #[error("Token does not grant access to this route")]
+    Forbidden,
     #[error("Slack request signature is missing, stale or wrong")]
     InvalidSignature,
     #[error("User not found")]
@@ -60,6 +66,8 @@ impl GatewayError {
             Self::MissingToken => "MISSING_TOKEN",
             Self::InvalidToken => "INVALID_TOKEN",
             Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenRevoked => "TOKEN_REVOKED",
+            Self::Forbidden => "FORBIDDEN",
             Self::InvalidSignature => "INVALID_SIGNATURE",
             Self::UserNotFound => "USER_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
@@ -82,7 +90,9 @@ impl GatewayError {
             Self::MissingToken
             | Self::InvalidToken
             | Self::TokenExpired
+            | Self::TokenRevoked
             | Self::InvalidSignature => 401,
+            Self::Forbidden => 403,
             Self::UserNotFound | Self::RouteNotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
@@ -103,6 +113,7 @@ impl GatewayError {
             Self::MissingToken => Some("missing_token"),
             Self::InvalidToken => Some("invalid_token"),
             Self::TokenExpired => Some("token_expired"),
+            Self::TokenRevoked => Some("token_revoked"),
             Self::UserNotFound => Some("user_not_found"),
             Self::UserDirectoryUnavailable => Some("directory_unavailable"),
             Self::SigningKeysUnavailable => Some("keys_unavailable"),
@@ -119,8 +130,10 @@ impl GatewayError {
             Self::MissingToken
             | Self::InvalidToken
             | Self::TokenExpired
+            | Self::TokenRevoked
             | Self::InvalidSignature
             | Self::UserNotFound => 16, // UNAUTHENTICATED
+            Self::Forbidden => 7, // PERMISSION_DENIED
             Self::RouteNotFound => 12, // UNIMPLEMENTED
             Self::PayloadTooLarge
             | Self::UriTooLong
@@ -140,6 +153,9 @@ impl GatewayError {
             Self::InvalidToken => Some("Bearer error=\"invalid_token\""),
             Self::TokenExpired => {
                 Some("Bearer error=\"invalid_token\", error_description=\"token expired\"")
+            }
+            Self::TokenRevoked => {
+                Some("Bearer error=\"invalid_token\", error_description=\"token revoked\"")
             }
             _ => None,
         }
@@ -277,6 +293,8 @@ mod tests {
                 503,
             ),
             (GatewayError::GatewayTimeout, "GATEWAY_TIMEOUT", 504),
+            (GatewayError::TokenRevoked, "TOKEN_REVOKED", 401),
+            (GatewayError::Forbidden, "FORBIDDEN", 403),
         ];
         for (err, code, status) in table {
             assert_eq!(err.code(), code);

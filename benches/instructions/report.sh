@@ -26,6 +26,11 @@ if [ -n "$traced" ] && [ -n "$traced1" ] && [ -n "$gw" ]; then
     echo
     echo "Tracing, cached path with [tracing] (spans exported over OTLP): sample_ratio 1.0 $(fmt "$traced") ($(pct "$traced" "$gw")), 0.01 $(fmt "$traced1") ($(pct "$traced1" "$gw")) against the gateway's $(fmt "$gw") without it, each counted with the same idle seconds after its requests (one span per request, all exported)."
 fi
+claims=$(value cached gateway-claims); plain=$(value cached gateway)
+if [ -n "$claims" ] && [ -n "$plain" ]; then
+    echo
+    echo "Identity policy, cached path with two claim headers sent upstream and require_claims on the route: $(fmt "$claims") ($(pct "$claims" "$plain")) against the gateway's $(fmt "$plain") without them."
+fi
 limit=$(value cached gateway-limit); redis=$(value cached gateway-redis)
 if [ -n "$limit" ] && [ -n "$redis" ]; then
     echo

@@ -20,6 +20,9 @@
 #             exported over OTLP to the upstream nginx, which answers 200),
 #             gateway-settled (as gateway, cached path only, with the same
 #             idle seconds in its count as the traced ones: their peer),
+#             gateway-claims (as gateway, cached path only, with two
+#             [[auth.claim_headers]] and require_claims on /api/*, the
+#             token carrying those claims),
 #             bare-pingora (examples/bare_pingora.rs: Pingora's defaults,
 #             one thread, no work stealing), nginx-proxy, haproxy,
 #             haproxy-jwt (benches/proxies.sh)
@@ -48,7 +51,7 @@ warmup=${WARMUP:-1000}
 conns=${CONNS:-4}
 out=${OUT:-target/bench}
 scenarios=${SCENARIOS:-public cached rotating invalid}
-all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis gateway-settled gateway-traced gateway-traced-1pct bare-pingora nginx-proxy haproxy haproxy-jwt"
+all_proxies="gateway gateway-nolog gateway-pool gateway-limit gateway-redis gateway-claims gateway-settled gateway-traced gateway-traced-1pct bare-pingora nginx-proxy haproxy haproxy-jwt"
 proxies=${PROXIES:-$all_proxies}
 baseline=benches/instructions/baseline.json
 mkdir -p "$out"
@@ -71,6 +74,10 @@ for traced in "gateway-traced $GWTRACE 1.0" "gateway-traced-1pct $GWTRACE1 0.01"
         "$(printf '[tracing]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = %s\n' "$UP" "$ratio"
            bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true)"
 done
+mkdir -p "$work/gateway-claims"
+gateway_conf "$work/gateway-claims.toml" "$GWCLAIMS" "$work/gateway-claims" "$work/users.toml" "$work/gateway-claims/access.log" \
+    "$(printf '[[auth.claim_headers]]\nclaim = "email"\nheader = "X-Email"\n[[auth.claim_headers]]\nclaim = "roles"\nheader = "X-Roles"\n'
+       bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true; echo 'require_claims = { role = "admin" }')"
 pool_route='[[routes]]
 path = "/api/*"
 service = "api"
@@ -92,17 +99,17 @@ run_proxy() {
         gateway|gateway-settled) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-log.toml" ;;
         gateway-nolog) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway.toml" ;;
         gateway-pool) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/gateway-pool.toml" ;;
-        gateway-limit|gateway-redis|gateway-traced|gateway-traced-1pct) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
+        gateway-limit|gateway-redis|gateway-traced|gateway-traced-1pct|gateway-claims) RUST_LOG=warn exec "${vg[@]}" target/release/robeing-gateway -c "$work/$1.toml" ;;
         bare-pingora) exec "${vg[@]}" target/release/examples/bare_pingora "127.0.0.1:$BARE" "127.0.0.1:$UP" ;;
         nginx-proxy) exec "${vg[@]}" nginx -g 'master_process off;' -c "$work/nginx-proxy.conf" ;;
         haproxy|haproxy-jwt) exec "${vg[@]}" haproxy -db -f "$work/haproxy.cfg" ;;
     esac
 }
 port_for() { case $1 in gateway|gateway-nolog|gateway-settled) echo $GW ;; gateway-pool) echo $GWPOOL ;; *) port_of "$1" ;; esac; }
-request_of() { # scenario -> PATH [TOKENS_FILE]
+request_of() { # scenario [proxy] -> PATH [TOKENS_FILE]
     case $1 in
         public) echo "/public/x" ;;
-        cached) echo "/api/x $work/alice.txt" ;;
+        cached) if [ "${2:-}" = gateway-claims ]; then echo "/api/x $work/alice-claims.txt"; else echo "/api/x $work/alice.txt"; fi ;;
         rotating) echo "/api/x $work/tokens-1k.txt" ;;
         invalid) echo "/api/x $work/invalid.txt" ;;
     esac
@@ -128,12 +135,12 @@ measure() { # scenario proxy -> one JSON line
     local client=(target/release/examples/bench_client "127.0.0.1:$port")
     local settle; settle=$(settle_for "$2")
     # shellcheck disable=SC2046
-    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    "${client[@]}" $(request_of "$1" "$2" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" "$2" | awk '{print $2}') >/dev/null
     sleep "$settle"
     callgrind_control -z "$pid" >/dev/null 2>&1
     local done_line
     # shellcheck disable=SC2046
-    done_line=$("${client[@]}" $(request_of "$1" | awk '{print $1}') "$n" "$conns" $(request_of "$1" | awk '{print $2}'))
+    done_line=$("${client[@]}" $(request_of "$1" "$2" | awk '{print $1}') "$n" "$conns" $(request_of "$1" "$2" | awk '{print $2}'))
     sleep "$settle"
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill -9 "$pid"; wait "$pid" 2>/dev/null || true
@@ -159,11 +166,11 @@ syscalls() {
     wait_port "$port"
     local client=(target/release/examples/bench_client "127.0.0.1:$port")
     # shellcheck disable=SC2046
-    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    "${client[@]}" $(request_of "$1" "$2" | awk '{print $1}') "$warmup" "$conns" $(request_of "$1" "$2" | awk '{print $2}') >/dev/null
     sleep 0.3
     local before; before=$(count_calls "$log")
     # shellcheck disable=SC2046
-    "${client[@]}" $(request_of "$1" | awk '{print $1}') "$n" "$conns" $(request_of "$1" | awk '{print $2}') >/dev/null
+    "${client[@]}" $(request_of "$1" "$2" | awk '{print $1}') "$n" "$conns" $(request_of "$1" "$2" | awk '{print $2}') >/dev/null
     sleep 0.3
     local after; after=$(count_calls "$log")
     # The traced process first: strace killed alone would detach from it
@@ -178,7 +185,7 @@ count_calls() { grep -cv -e 'resumed>' -e '^[0-9]* *+++' -e '^[0-9]* *---' "$1" 
 for scenario in $scenarios; do
     for proxy in $proxies; do
         if [ "$scenario" = invalid ] && ! authenticates "$proxy"; then continue; fi
-        case $proxy in gateway-limit|gateway-redis|gateway-traced*|gateway-settled) [ "$scenario" = cached ] || continue ;; esac
+        case $proxy in gateway-limit|gateway-redis|gateway-traced*|gateway-settled|gateway-claims) [ "$scenario" = cached ] || continue ;; esac
         line=$(measure "$scenario" "$proxy")
         echo "$line" >> "$out/instructions.jsonl"
         echo "  $line" >&2

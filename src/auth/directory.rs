@@ -1,6 +1,7 @@
-//! The user directory: who a username is. Two sources sit behind one
-//! trait: PostgreSQL (a deadpool pool running the configured, parameterized
-//! query) and a TOML file for small deployments.
+//! The user directory: who a username is, and since when their tokens are
+//! valid ("log out everywhere"). Two sources sit behind one trait:
+//! PostgreSQL (a deadpool pool running the configured, parameterized query)
+//! and a TOML file for small deployments.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,13 +27,35 @@ pub enum DirectoryError {
     Query(#[from] tokio_postgres::Error),
     #[error("user directory returned a value that is not a UUID: {0}")]
     NotUuid(String),
+    #[error(
+        "user directory query's second column is {0}, not a timestamptz (the user's tokens_valid_after)"
+    )]
+    NotTimestamp(String),
+}
+
+/// What the directory knows of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub id: Uuid,
+    /// Tokens issued (`iat`) before this instant, in Unix seconds, are
+    /// refused: the user logged out everywhere.
+    pub tokens_valid_after: Option<u64>,
+}
+
+impl DirectoryUser {
+    pub fn new(id: Uuid) -> Self {
+        Self {
+            id,
+            tokens_valid_after: None,
+        }
+    }
 }
 
 /// A source of username -> UUID answers.
 #[async_trait]
 pub trait UserDirectory: Send + Sync {
     /// `Ok(None)` means the user does not exist.
-    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError>;
+    async fn find_user(&self, username: &str) -> Result<Option<DirectoryUser>, DirectoryError>;
 
     /// Whether the directory answers now (the dependency probe).
     async fn ping(&self) -> Result<(), DirectoryError> {
@@ -113,23 +136,36 @@ impl PostgresDirectory {
         })
     }
 
-    async fn query_user_id(
+    /// The user's id (a `uuid` or text column) and, when the query returns
+    /// a second column, their `tokens_valid_after` (`timestamptz`; NULL:
+    /// none).
+    async fn query_user(
         client: &deadpool_postgres::Client,
         query: &str,
         username: &str,
-    ) -> Result<Option<Uuid>, DirectoryError> {
+    ) -> Result<Option<DirectoryUser>, DirectoryError> {
         let statement = client.prepare_cached(query).await?;
         let Some(row) = client.query_opt(&statement, &[&username]).await? else {
             return Ok(None);
         };
-        let column_type = statement.columns().first().map(|c| c.type_().clone());
-        if column_type == Some(Type::UUID) {
-            return Ok(Some(row.try_get::<_, Uuid>(0)?));
-        }
-        let text: String = row.try_get(0)?;
-        Uuid::parse_str(text.trim())
-            .map(Some)
-            .map_err(|_| DirectoryError::NotUuid(text))
+        let columns = statement.columns();
+        let id = if columns.first().map(|c| c.type_()) == Some(&Type::UUID) {
+            row.try_get::<_, Uuid>(0)?
+        } else {
+            let text: String = row.try_get(0)?;
+            Uuid::parse_str(text.trim()).map_err(|_| DirectoryError::NotUuid(text))?
+        };
+        let tokens_valid_after = match columns.get(1).map(|c| c.type_()) {
+            None => None,
+            Some(&Type::TIMESTAMPTZ | &Type::TIMESTAMP) => row
+                .try_get::<_, Option<std::time::SystemTime>>(1)?
+                .map(crate::text::unix_seconds),
+            Some(other) => return Err(DirectoryError::NotTimestamp(other.name().to_owned())),
+        };
+        Ok(Some(DirectoryUser {
+            id,
+            tokens_valid_after,
+        }))
     }
 }
 
@@ -137,9 +173,9 @@ impl PostgresDirectory {
 impl UserDirectory for PostgresDirectory {
     /// One lookup, bounded as a whole (pool wait, connect, query) by the
     /// query timeout.
-    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+    async fn find_user(&self, username: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
         let (client, deadline) = self.checkout().await?;
-        let lookup = Self::query_user_id(&client, &self.query, username);
+        let lookup = Self::query_user(&client, &self.query, username);
         let outcome = tokio::time::timeout_at(deadline, lookup).await;
         self.settle(client, outcome)
     }
@@ -160,9 +196,25 @@ impl UserDirectory for PostgresDirectory {
     }
 }
 
-/// File-backed directory: a TOML table of `username = "uuid"`.
+/// File-backed directory: a TOML table of `username = "uuid"`, or
+/// `username = { id = "uuid", tokens_valid_after = "RFC 3339" }`.
 pub struct FileDirectory {
-    users: HashMap<String, Uuid>,
+    users: HashMap<String, DirectoryUser>,
+}
+
+/// One user of the file, in either form.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum FileUser {
+    Id(String),
+    Entry(FileEntry),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    id: String,
+    tokens_valid_after: Option<String>,
 }
 
 impl FileDirectory {
@@ -171,17 +223,38 @@ impl FileDirectory {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
         })?;
-        let table: HashMap<String, String> = toml::from_str(&text)
-            .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+        let table: HashMap<String, FileUser> = toml::from_str(&text).map_err(|e| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "{}: {e} (each user is \"uuid\" or {{ id = \"uuid\", tokens_valid_after = \"RFC 3339\" }})",
+                    path.display()
+                ),
+            )
+        })?;
+        let bad = |message: String| ConfigError::invalid(key, format!("{}: {message}", path.display()));
         let mut users = HashMap::with_capacity(table.len());
-        for (name, id) in table {
-            let uuid = Uuid::parse_str(&id).map_err(|_| {
-                ConfigError::invalid(
-                    key,
-                    format!("{}: user '{name}' has '{id}', not a UUID", path.display()),
-                )
-            })?;
-            users.insert(name, uuid);
+        for (name, user) in table {
+            let (id, valid_after) = match user {
+                FileUser::Id(id) => (id, None),
+                FileUser::Entry(entry) => (entry.id, entry.tokens_valid_after),
+            };
+            let uuid = Uuid::parse_str(&id)
+                .map_err(|_| bad(format!("user '{name}' has '{id}', not a UUID")))?;
+            let tokens_valid_after = valid_after
+                .map(|text| {
+                    crate::text::parse_rfc3339_seconds(&text).map_err(|e| {
+                        bad(format!("user '{name}': tokens_valid_after '{text}' {e}"))
+                    })
+                })
+                .transpose()?;
+            users.insert(
+                name,
+                DirectoryUser {
+                    id: uuid,
+                    tokens_valid_after,
+                },
+            );
         }
         Ok(Self { users })
     }
@@ -189,7 +262,7 @@ impl FileDirectory {
 
 #[async_trait]
 impl UserDirectory for FileDirectory {
-    async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+    async fn find_user(&self, username: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
         Ok(self.users.get(username).copied())
     }
 }

@@ -16,28 +16,45 @@ use http::HeaderValue;
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use uuid::Uuid;
 
-use super::directory::{FileDirectory, PostgresDirectory, UserDirectory};
+use super::directory::{DirectoryUser, FileDirectory, PostgresDirectory, UserDirectory};
 use crate::config::{ConfigError, UserSource, UsersConfig};
 use crate::errors::GatewayError;
 use crate::observe::metrics::metrics;
 
-/// The identity headers of one user, ready to insert upstream.
+/// The identity headers of one user, ready to insert upstream, and since
+/// when their tokens are valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub id: Uuid,
     pub user_id: HeaderValue,
     pub username: HeaderValue,
+    /// Tokens issued before this (Unix seconds) are refused.
+    pub tokens_valid_after: Option<u64>,
 }
 
 impl Identity {
-    fn new(username: &str, id: Uuid) -> Option<Self> {
+    fn new(username: &str, user: DirectoryUser) -> Option<Self> {
         let mut buf = Uuid::encode_buffer();
-        let hyphenated = id.hyphenated().encode_lower(&mut buf);
+        let hyphenated = user.id.hyphenated().encode_lower(&mut buf);
         Some(Self {
-            id,
+            id: user.id,
             user_id: HeaderValue::from_str(hyphenated).ok()?,
             username: HeaderValue::from_bytes(username.as_bytes()).ok()?,
+            tokens_valid_after: user.tokens_valid_after,
         })
+    }
+
+    /// Whether a token issued at `iat` (Unix seconds) is still valid for
+    /// this user: always, unless they logged out everywhere after it. JWT
+    /// times are whole seconds, so a token issued in the second of the
+    /// revocation stays valid, as with Keycloak's not-before; a token
+    /// without `iat` is refused once the user has revoked any.
+    pub fn accepts_token_issued(&self, iat: Option<u64>) -> bool {
+        match (self.tokens_valid_after, iat) {
+            (None, _) => true,
+            (Some(after), Some(iat)) => iat >= after,
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -60,6 +77,9 @@ const STALE_RETRY: Duration = Duration::from_secs(1);
 pub struct SnapshotEntry {
     pub username: String,
     pub user_id: String,
+    /// Absent in a predecessor's file from before revocation.
+    #[serde(default)]
+    pub tokens_valid_after: Option<u64>,
     pub remaining_ms: u64,
 }
 
@@ -138,7 +158,7 @@ impl IdentityCache {
         let timer = metrics().directory_query_duration.start_timer();
         // On error the guard drops without a value: nothing is cached and the
         // next waiter becomes the loader.
-        let found = self.directory.find_user_id(username).await;
+        let found = self.directory.find_user(username).await;
         timer.observe_duration();
         let found = match found {
             Ok(found) => found,
@@ -164,7 +184,7 @@ impl IdentityCache {
             }
         };
         let (identity, ttl) = match found {
-            Some(id) => (Identity::new(username, id), self.ttl),
+            Some(user) => (Identity::new(username, user), self.ttl),
             None => (None, self.negative_ttl),
         };
         let expires_at = Instant::now() + ttl;
@@ -188,6 +208,7 @@ impl IdentityCache {
                 Some(SnapshotEntry {
                     username,
                     user_id: identity.user_id.to_str().ok()?.to_owned(),
+                    tokens_valid_after: identity.tokens_valid_after,
                     remaining_ms: remaining.as_millis() as u64,
                 })
             })
@@ -204,7 +225,11 @@ impl IdentityCache {
             let Ok(id) = Uuid::parse_str(&entry.user_id) else {
                 continue;
             };
-            let Some(identity) = Identity::new(&entry.username, id) else {
+            let user = DirectoryUser {
+                id,
+                tokens_valid_after: entry.tokens_valid_after,
+            };
+            let Some(identity) = Identity::new(&entry.username, user) else {
                 continue;
             };
             let ttl = Duration::from_millis(entry.remaining_ms).min(self.ttl);
@@ -274,13 +299,19 @@ mod tests {
 
     #[async_trait]
     impl UserDirectory for CountingDirectory {
-        async fn find_user_id(&self, username: &str) -> Result<Option<Uuid>, DirectoryError> {
+        async fn find_user(
+            &self,
+            username: &str,
+        ) -> Result<Option<DirectoryUser>, DirectoryError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             if self.fail {
                 return Err(DirectoryError::Timeout(Duration::ZERO));
             }
-            Ok((username == "alice").then(|| Uuid::from_u128(7)))
+            Ok((username == "alice").then(|| DirectoryUser {
+                id: Uuid::from_u128(7),
+                tokens_valid_after: Some(1_700_000_000),
+            }))
         }
     }
 
@@ -337,7 +368,9 @@ mod tests {
         assert_eq!(snapshot.len(), 1, "unknown users are not carried");
         let (new, new_calls) = cache(false);
         assert_eq!(new.restore(snapshot), 1);
-        assert_eq!(new.resolve("alice").await.unwrap().username, "alice");
+        let restored = new.resolve("alice").await.unwrap();
+        assert_eq!(restored.username, "alice");
+        assert_eq!(restored.tokens_valid_after, Some(1_700_000_000));
         assert_eq!(old_calls.load(Ordering::SeqCst), 2);
         assert_eq!(new_calls.load(Ordering::SeqCst), 0);
     }
@@ -356,5 +389,21 @@ mod tests {
             assert!(t.await.unwrap().is_ok());
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn tokens_issued_before_the_revocation_are_refused() {
+        let user = |after| DirectoryUser {
+            id: Uuid::from_u128(1),
+            tokens_valid_after: after,
+        };
+        let open = Identity::new("a", user(None)).unwrap();
+        assert!(open.accepts_token_issued(None));
+        assert!(open.accepts_token_issued(Some(1)));
+        let revoked = Identity::new("a", user(Some(100))).unwrap();
+        assert!(!revoked.accepts_token_issued(Some(99)));
+        assert!(revoked.accepts_token_issued(Some(100)));
+        assert!(revoked.accepts_token_issued(Some(101)));
+        assert!(!revoked.accepts_token_issued(None));
     }
 }

@@ -158,17 +158,9 @@ fn load_key(config: &KeyConfig, at: &str, base: &Validation) -> Result<SigningKe
         .verify_until
         .as_deref()
         .map(|text| {
-            humantime::parse_rfc3339(text)
-                .map_err(|e| {
-                    ConfigError::invalid(
-                        named("verify_until"),
-                        format!("key '{kid}': '{text}' is not an RFC 3339 instant ({e})"),
-                    )
-                })
-                .map(|t| {
-                    t.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                })
+            crate::text::parse_rfc3339_seconds(text).map_err(|e| {
+                ConfigError::invalid(named("verify_until"), format!("key '{kid}': '{text}' {e}"))
+            })
         })
         .transpose()?;
     if algorithm == Algorithm::HS256 {

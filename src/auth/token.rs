@@ -26,6 +26,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+use super::claims::{ClaimRules, TokenClaims};
 use super::jwks::Jwks;
 use super::keys::{unix_now, SigningKey, VerifyCounters};
 use crate::config::AuthConfig;
@@ -132,6 +133,15 @@ pub struct JwtVerifier {
     no_key: VerifyCounters,
     /// Keys have ids (`[[auth.keys]]` or JWKS): a token's `kid` selects one.
     selects_by_kid: bool,
+    /// The claims taken from a token when it is first verified.
+    claim_rules: ClaimRules,
+}
+
+/// A verified token: its user and what else it says.
+#[derive(Debug, Clone)]
+pub struct VerifiedUser {
+    pub username: Arc<str>,
+    pub claims: Arc<TokenClaims>,
 }
 
 /// Longer tokens are verified every time rather than remembered, which
@@ -142,6 +152,7 @@ const MAX_CACHED_TOKEN_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 struct VerifiedToken {
     username: Arc<str>,
+    claims: Arc<TokenClaims>,
     exp: u64,
     nbf: Option<u64>,
     /// The `verify_until` of the key that verified it.
@@ -191,6 +202,7 @@ pub fn base_validation(auth: &AuthConfig) -> Validation {
 /// A verification that got as far as a key.
 struct Verified {
     username: Arc<str>,
+    claims: Arc<TokenClaims>,
     exp: u64,
     nbf: Option<u64>,
     key_until: Option<u64>,
@@ -209,7 +221,14 @@ impl JwtVerifier {
             verified: (auth.verified_token_cache > 0)
                 .then(|| quick_cache::sync::Cache::new(auth.verified_token_cache)),
             no_key: VerifyCounters::new("none"),
+            claim_rules: ClaimRules::default(),
         }
+    }
+
+    /// The claims to take from each token (claim headers, required claims).
+    pub fn with_claim_rules(mut self, rules: ClaimRules) -> Self {
+        self.claim_rules = rules;
+        self
     }
 
     /// A verifier with the one-key shorthand: one HS256 key without a
@@ -232,7 +251,7 @@ impl JwtVerifier {
 
     /// Verifies `token` and returns the username claim.
     pub fn verify(&self, token: &str) -> Result<Arc<str>, TokenError> {
-        self.verify_gated(token, || true)
+        self.verify_gated(token, || true).map(|v| v.username)
     }
 
     /// [`Self::verify`], but a token not remembered as verified is checked
@@ -242,14 +261,17 @@ impl JwtVerifier {
         &self,
         token: &str,
         first_sight: impl FnOnce() -> bool,
-    ) -> Result<Arc<str>, TokenError> {
+    ) -> Result<VerifiedUser, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::Invalid);
         }
         if let Some(hit) = self.verified.as_ref().and_then(|c| c.get(token)) {
             // `None`: verified with a JWKS set since replaced; verify again.
             if let Some(result) = self.check_remembered(&hit) {
-                return result.map(|()| hit.username);
+                return result.map(|()| VerifiedUser {
+                    username: hit.username,
+                    claims: hit.claims,
+                });
             }
         }
         if !first_sight() {
@@ -260,6 +282,7 @@ impl JwtVerifier {
             if token.len() <= MAX_CACHED_TOKEN_BYTES {
                 let entry = VerifiedToken {
                     username: verified.username.clone(),
+                    claims: verified.claims.clone(),
                     exp: verified.exp,
                     nbf: verified.nbf,
                     key_until: verified.key_until,
@@ -268,7 +291,10 @@ impl JwtVerifier {
                 cache.insert(token.into(), entry);
             }
         }
-        Ok(verified.username)
+        Ok(VerifiedUser {
+            username: verified.username,
+            claims: verified.claims,
+        })
     }
 
     /// First sight of a token: the key its header selects, then the
@@ -383,12 +409,14 @@ impl JwtVerifier {
             return Err(TokenError::Invalid);
         }
         let (exp, nbf) = (claims.exp, claims.nbf);
+        let found = self.claim_rules.extract(&claims.other);
         let username: Arc<str> = claims
             .take_username(&self.username_claim)
             .ok_or(TokenError::Invalid)?
             .into();
         Ok(Verified {
             username,
+            claims: found,
             exp,
             nbf,
             key_until: key.verify_until,

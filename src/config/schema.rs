@@ -281,6 +281,19 @@ pub struct AuthConfig {
     /// client's next request skips the HMAC and JSON work. 0 turns it off.
     #[serde(default = "defaults::verified_token_cache")]
     pub verified_token_cache: usize,
+    /// Claims of a verified token sent upstream as headers.
+    #[serde(default)]
+    pub claim_headers: Vec<ClaimHeaderConfig>,
+}
+
+/// One `[[auth.claim_headers]]` entry: a claim of a verified token, sent
+/// upstream as `header` (stripped from every client request).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimHeaderConfig {
+    /// A top-level claim, or a dotted path into an object claim (`org.id`).
+    pub claim: String,
+    pub header: String,
 }
 
 /// One `[[server.tls]]` listener.
@@ -442,6 +455,9 @@ pub struct RouteConfig {
     /// Environment variable holding the Slack signing secret: requests
     /// without a valid Slack signature are refused at the edge.
     pub slack_signing_secret_env: Option<String>,
+    /// Claims the token must carry here, `{ claim = value }` or
+    /// `{ claim = [values] }` (any of them); else 403 `FORBIDDEN`.
+    pub require_claims: Option<toml::Table>,
 }
 
 /// `[routes.health_check]`: an HTTP GET of `path` expecting 2xx, or a TCP

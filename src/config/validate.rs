@@ -10,8 +10,10 @@ use super::schema::*;
 use super::ConfigError;
 use crate::wire::path::normalize_path;
 
+mod claims;
 mod peers;
 
+pub use claims::{claim_values, folded_header_name};
 use peers::peers;
 pub use peers::{parse_upstream, UpstreamEntry};
 
@@ -308,6 +310,7 @@ fn auth(auth: &AuthConfig, problems: &mut Problems) {
         "auth.max_token_bytes",
         "must be at least 64",
     );
+    claims::claim_headers(auth, problems);
 }
 
 /// One `[[auth.keys]]` entry: a usable, unique `kid`; the sources its
@@ -467,6 +470,7 @@ fn routes(routes: &[Spanned<RouteConfig>], source: &str, problems: &mut Problems
             "must not be empty",
         );
         peers(route, &key, problems);
+        claims::require_claims(route, &key, problems);
         for (field, value) in [
             ("connect_timeout_ms", route.connect_timeout_ms),
             ("read_timeout_ms", route.read_timeout_ms),

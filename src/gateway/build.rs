@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::auth::database::Database;
+use crate::auth::claims::{ClaimHeader, ClaimPath, ClaimRules};
 use crate::auth::identity::IdentityCache;
 use crate::auth::jwks::Jwks;
 use crate::auth::keys::load_keys;
@@ -77,10 +79,12 @@ impl Gateway {
         // or starts an exporter.
         let traces = span_export(config.tracing.as_ref(), previous)?;
         let jwks = jwks(&config.auth, &base, previous);
+        let claim_rules = claim_rules(config);
         Ok(Self {
             routes,
             tls: tls.into(),
-            jwt: JwtVerifier::new(&config.auth, keys, jwks),
+            claim_headers: claim_rules.headers.iter().map(|h| h.header.clone()).collect(),
+            jwt: JwtVerifier::new(&config.auth, keys, jwks).with_claim_rules(claim_rules),
             identity,
             users: config.users.clone(),
             limiter: rate_limiter(previous, limiter_keys),
@@ -100,6 +104,32 @@ impl Gateway {
             traces,
         })
     }
+}
+
+/// The claims taken from every verified token: the claim headers, and each
+/// claim some route requires (once).
+fn claim_rules(config: &Config) -> ClaimRules {
+    let headers = config
+        .auth
+        .claim_headers
+        .iter()
+        .filter_map(|entry| {
+            Some(ClaimHeader {
+                claim: ClaimPath::new(&entry.claim),
+                header: HeaderName::from_bytes(entry.header.as_bytes()).ok()?,
+            })
+        })
+        .collect();
+    let mut required: Vec<ClaimPath> = Vec::new();
+    for route in &config.routes {
+        for claim in route.get_ref().require_claims.iter().flatten().map(|(c, _)| c) {
+            let path = ClaimPath::new(claim);
+            if !required.contains(&path) {
+                required.push(path);
+            }
+        }
+    }
+    ClaimRules { headers, required }
 }
 
 /// Counters the local limiter keeps: the first-sight budget counts in the

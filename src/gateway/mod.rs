@@ -35,6 +35,9 @@ pub struct Gateway {
     /// What each `[[server.tls]]` listener serves (its certificate).
     pub tls: Arc<[TlsListener]>,
     pub jwt: JwtVerifier,
+    /// The `[[auth.claim_headers]]` names: stripped from every client
+    /// request like the identity headers, set only from a verified token.
+    pub claim_headers: Vec<http::HeaderName>,
     pub identity: Arc<IdentityCache>,
     /// The `[users]` section the identity cache was built from.
     users: UsersConfig,

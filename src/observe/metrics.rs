@@ -56,6 +56,7 @@ pub struct Metrics {
     pub header_timeouts: IntCounter,
     pub config_reloads: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub claims_refused: IntCounterVec,
     pub upstream_peer_healthy: IntGaugeVec,
     pub upstream_peer_requests: IntCounterVec,
     pub upstream_peer_failures: IntCounterVec,
@@ -152,6 +153,10 @@ const HEADER_TIMEOUTS: Family = (
 const CONFIG_RELOADS: Family = (
     "gateway_config_reloads_total",
     "In-place configuration reloads (SIGHUP), by result",
+);
+const CLAIMS_REFUSED: Family = (
+    "gateway_claims_refused_total",
+    "Authenticated requests refused 403 because the token lacks a claim the route requires, by route",
 );
 const RATE_LIMITED: Family = (
     "gateway_rate_limited_total",
@@ -341,6 +346,7 @@ impl Metrics {
             header_timeouts: r.counter(HEADER_TIMEOUTS),
             config_reloads: r.counter_vec(CONFIG_RELOADS, &["result"]),
             rate_limited: r.counter_vec(RATE_LIMITED, &["route", "subject"]),
+            claims_refused: r.counter_vec(CLAIMS_REFUSED, &["route"]),
             upstream_peer_healthy: r.gauge_vec(UPSTREAM_PEER_HEALTHY, &["route", "peer"]),
             upstream_peer_requests: r.counter_vec(UPSTREAM_PEER_REQUESTS, &["peer"]),
             upstream_peer_failures: r.counter_vec(UPSTREAM_PEER_FAILURES, &["peer"]),

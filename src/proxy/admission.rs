@@ -11,7 +11,9 @@ use pingora::http::RequestHeader;
 use pingora::prelude::Session;
 use pingora::{Error, ErrorType};
 
-use crate::auth::token::{bearer_token, BearerToken};
+use crate::auth::claims::TokenClaims;
+use crate::auth::identity::Identity;
+use crate::auth::token::{bearer_token, BearerToken, VerifiedUser};
 use crate::config::Keyword;
 use crate::config::StoreFallback;
 use crate::edge::limits::{self, Decision, LimitKey, Subject, FIRST_SIGHT_SCOPE};
@@ -48,7 +50,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
     if let Some(verifier) = &route.policy.slack {
         ctx.slack = Some(slack_gate(req, verifier, gateway.max_buffered_body_bytes)?);
     }
-    strip_identity_headers(session.req_header_mut());
+    strip_identity_headers(session.req_header_mut(), &gateway.claim_headers);
     // Set before authentication, so refusals are counted on their route.
     ctx.route = Some(route.clone());
     // Limits key an IPv6 address by its prefix.
@@ -70,11 +72,15 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Ga
         return Err(GatewayError::RateLimitExceeded);
     }
     // On a public route a valid token still gets identity;
-    // a missing or bad one, or a user the directory cannot vouch for,
-    // goes on anonymously.
+    // a missing, bad or revoked one, or a user the directory cannot vouch
+    // for, goes on anonymously.
     let identity = match verified {
-        Ok(username) => match gateway.identity.resolve(&username).await {
-            Ok(identity) => Some(identity),
+        Ok(token) => match resolve_user(&gateway, &token).await {
+            Ok(identity) => {
+                check_claims(&route, &token.claims)?;
+                ctx.token_claims = Some(token.claims);
+                Some(identity)
+            }
             Err(e) if route.policy.auth_required => return Err(e),
             Err(_) => None,
         },
@@ -183,13 +189,13 @@ fn check_request_size(
     Ok(())
 }
 
-/// The username of a valid bearer token; `first_sight` is asked before a
-/// token not remembered as verified is checked.
+/// A valid bearer token's user and claims; `first_sight` is asked before
+/// a token not remembered as verified is checked.
 fn verify_bearer(
     gateway: &Gateway,
     req: &RequestHeader,
     first_sight: impl FnOnce() -> bool,
-) -> Result<Arc<str>, GatewayError> {
+) -> Result<VerifiedUser, GatewayError> {
     match bearer_token(&req.headers) {
         BearerToken::Missing => Err(GatewayError::MissingToken),
         BearerToken::Malformed => Err(GatewayError::InvalidToken),
@@ -198,6 +204,31 @@ fn verify_bearer(
             .verify_gated(token, first_sight)
             .map_err(Into::into),
     }
+}
+
+/// The token's user, unless they logged out everywhere after the token
+/// was issued (`tokens_valid_after`; checked on every request, so a
+/// remembered token is refused too).
+async fn resolve_user(gateway: &Gateway, token: &VerifiedUser) -> Result<Identity, GatewayError> {
+    let identity = gateway.identity.resolve(&token.username).await?;
+    if identity.accepts_token_issued(token.claims.iat) {
+        Ok(identity)
+    } else {
+        Err(GatewayError::TokenRevoked)
+    }
+}
+
+/// The route's `require_claims`: every listed claim must pass (403, counted
+/// by route).
+fn check_claims(route: &Route, claims: &TokenClaims) -> Result<(), GatewayError> {
+    if route.policy.require_claims.iter().all(|r| r.holds(claims)) {
+        return Ok(());
+    }
+    metrics()
+        .claims_refused
+        .with_label_values(&[route.pattern.as_str()])
+        .inc();
+    Err(GatewayError::Forbidden)
 }
 
 /// Spends one of `client`'s first-sight tokens (`None`: the budget is

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Uri};
 
+use crate::auth::claims::TokenClaims;
 use crate::auth::identity::Identity;
 use crate::edge::compression::Compression;
 use crate::edge::limits::Decision;
@@ -56,6 +57,8 @@ pub struct RequestCtx {
     /// from what the client sent (normalized path, absolute-form target).
     pub upstream_uri: Option<Uri>,
     pub identity: Option<Identity>,
+    /// What the verified token says beyond its user (claim headers, `iat`).
+    pub token_claims: Option<Arc<TokenClaims>>,
     /// The rate-limit decision, for the RateLimit-* response headers.
     pub rate_limit: Option<Decision>,
     /// The body gate of a Slack-signed request.
@@ -93,6 +96,7 @@ impl RequestCtx {
             route: None,
             upstream_uri: None,
             identity: None,
+            token_claims: None,
             rate_limit: None,
             slack: None,
             compression: Compression::default(),

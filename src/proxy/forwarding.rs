@@ -5,6 +5,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
+use crate::auth::claims::TokenClaims;
+use crate::auth::identity::Identity;
 use crate::wire::names as wire;
 use crate::wire::trace::{keeps_tracestate, TraceContext, TRACESTATE};
 use crate::wire::X_FORWARDED_FOR;
@@ -28,26 +30,32 @@ pub fn insert_rate_limit_headers(
     Ok(())
 }
 
-/// True for names that an upstream could read as `X-User-Id`/`X-Username`:
-/// any case, with `_` standing for `-` (CGI-style servers merge the two).
-pub fn is_identity_header(name: &str) -> bool {
-    let same = |want: &str| {
-        name.len() == want.len()
-            && name.bytes().zip(want.bytes()).all(|(a, b)| {
-                let a = if a == b'_' { b'-' } else { a };
-                a.eq_ignore_ascii_case(&b)
-            })
-    };
-    same("x-user-id") || same("x-username")
+/// True when `name` reads as `want` (lower case) to an upstream: any case,
+/// with `_` standing for `-` (CGI-style servers merge the two).
+fn reads_as(name: &str, want: &str) -> bool {
+    name.len() == want.len()
+        && name.bytes().zip(want.bytes()).all(|(a, b)| {
+            let a = if a == b'_' { b'-' } else { a };
+            a.eq_ignore_ascii_case(&b)
+        })
 }
 
-/// Removes every client-sent identity header, in any case, count or spelling.
-pub fn strip_identity_headers(req: &mut RequestHeader) {
+/// True for names that an upstream could read as `X-User-Id`/`X-Username`
+/// or as one of the claim headers (`claim_headers`, lower case).
+pub fn is_identity_header(name: &str, claim_headers: &[HeaderName]) -> bool {
+    reads_as(name, "x-user-id")
+        || reads_as(name, "x-username")
+        || claim_headers.iter().any(|h| reads_as(name, h.as_str()))
+}
+
+/// Removes every client-sent identity and claim header, in any case, count
+/// or spelling.
+pub fn strip_identity_headers(req: &mut RequestHeader, claim_headers: &[HeaderName]) {
     // Names are lower-cased by the parser; the common case finds nothing.
     let spoofed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|name| is_identity_header(name.as_str()))
+        .filter(|name| is_identity_header(name.as_str(), claim_headers))
         .cloned()
         .collect();
     for name in spoofed {
@@ -55,20 +63,33 @@ pub fn strip_identity_headers(req: &mut RequestHeader) {
     }
 }
 
+/// Who the request is from, as the upstream is told: the user and the
+/// claim headers of their verified token.
+pub struct Caller<'a> {
+    pub identity: Option<&'a Identity>,
+    pub claims: Option<&'a TokenClaims>,
+    /// Every configured claim header (stripped whether set or not).
+    pub claim_headers: &'a [HeaderName],
+}
+
 /// `upstream_request_filter`: the headers that leave for the upstream.
-/// Identity headers are stripped again (in `request_filter` already; this
-/// header is the one that leaves), then only the gateway sets them.
+/// Identity and claim headers are stripped again (in `request_filter`
+/// already; this header is the one that leaves), then only the gateway
+/// sets them, from a verified token.
 pub fn set_upstream_headers(
     upstream: &mut RequestHeader,
-    identity: Option<&crate::auth::identity::Identity>,
+    caller: &Caller,
     request_id: HeaderValue,
     client_ip: Option<std::net::IpAddr>,
     https: bool,
 ) -> pingora::Result<()> {
-    strip_identity_headers(upstream);
-    if let Some(identity) = identity {
+    strip_identity_headers(upstream, caller.claim_headers);
+    if let Some(identity) = caller.identity {
         upstream.insert_header(wire::X_USER_ID, identity.user_id.clone())?;
         upstream.insert_header(wire::X_USERNAME, identity.username.clone())?;
+        for (name, value) in caller.claims.map_or(&[][..], |c| &c.headers) {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
     }
     upstream.insert_header(wire::X_REQUEST_ID, request_id)?;
     if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
@@ -159,11 +180,16 @@ mod tests {
             "X_Username",
             "x-username",
         ] {
-            assert!(is_identity_header(n), "{n}");
+            assert!(is_identity_header(n, &[]), "{n}");
         }
         for n in ["x-user-ids", "x-user", "user-id", "x-usernamex"] {
-            assert!(!is_identity_header(n), "{n}");
+            assert!(!is_identity_header(n, &[]), "{n}");
         }
+        let claims = [HeaderName::from_static("x-tenant")];
+        for n in ["x-tenant", "X_Tenant", "X-TENANT"] {
+            assert!(is_identity_header(n, &claims), "{n}");
+        }
+        assert!(!is_identity_header("x-tenants", &claims));
     }
 
     #[test]
@@ -173,7 +199,7 @@ mod tests {
         req.append_header("x-user-id", "b").unwrap();
         req.append_header("X_USERNAME", "c").unwrap();
         req.append_header("Accept", "d").unwrap();
-        strip_identity_headers(&mut req);
+        strip_identity_headers(&mut req, &[]);
         assert_eq!(req.headers.len(), 1);
         assert_eq!(req.headers["accept"], "d");
     }

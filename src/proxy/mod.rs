@@ -235,9 +235,14 @@ impl ProxyHttp for GatewayProxy {
             (connection.peer_ip, connection.https)
         };
         ctx.upstream_sent = Some(std::time::Instant::now());
+        let caller = forwarding::Caller {
+            identity: ctx.identity.as_ref(),
+            claims: ctx.token_claims.as_deref(),
+            claim_headers: &ctx.gateway.claim_headers,
+        };
         forwarding::set_upstream_headers(
             upstream,
-            ctx.identity.as_ref(),
+            &caller,
             request_id,
             peer_ip,
             https,

@@ -1,5 +1,6 @@
-//! What a route asks of the edge: authentication, its rate limit, body
-//! limits, Slack signatures, compression, its timeouts and retries. Built
+//! What a route asks of the edge: authentication and the claims it
+//! requires, its rate limit, body limits, Slack signatures, compression,
+//! its timeouts and retries. Built
 //! by one constructor, [`RoutePolicy::from_config`], with every default
 //! applied, so a new per-route key touches the schema, this type and the
 //! phase that uses it (`docs/architecture.md`, "Worked example").
@@ -7,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::claims::{ClaimPath, ClaimRequirement};
+use crate::config::validate::claim_values;
 use crate::config::{Config, RateLimitConfig, RouteConfig, UpstreamDefaults};
 use crate::edge::limits::{route_scope, DEFAULT_SCOPE};
 use crate::edge::slack::{self, SlackVerifier};
@@ -36,6 +39,8 @@ pub struct RouteTimeouts {
 pub struct RoutePolicy {
     /// Fail closed: a route is protected unless it says otherwise.
     pub auth_required: bool,
+    /// Claims the token must carry (`require_claims`); else 403.
+    pub require_claims: Vec<ClaimRequirement>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: u64,
     /// The limit requests on this route count against, if any.
@@ -57,6 +62,7 @@ impl Default for RoutePolicy {
         let ms = Duration::from_millis;
         Self {
             auth_required: true,
+            require_claims: Vec::new(),
             max_body_bytes: 1 << 20,
             rate_limit: None,
             raw: false,
@@ -84,6 +90,7 @@ impl RoutePolicy {
         let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
         Ok(Self {
             auth_required: route.auth_required,
+            require_claims: require_claims(route),
             max_body_bytes: route.max_body_bytes.unwrap_or(config.server.max_body_bytes),
             rate_limit: route_limit(route, config.rate_limit.as_ref()),
             raw: route.raw,
@@ -97,6 +104,19 @@ impl RoutePolicy {
             max_retries: route.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
         })
     }
+}
+
+/// The route's `require_claims` (validation has checked every value).
+fn require_claims(route: &RouteConfig) -> Vec<ClaimRequirement> {
+    route
+        .require_claims
+        .iter()
+        .flatten()
+        .map(|(claim, values)| ClaimRequirement {
+            claim: ClaimPath::new(claim),
+            allowed: claim_values(values).unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The route's own limit (0: none), else the `[rate_limit]` default.

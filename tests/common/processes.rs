@@ -264,6 +264,8 @@ pub struct GatewayOptions<'a> {
     pub routes: &'a str,
     /// Lines added to `[users]`.
     pub users_extra: &'a str,
+    /// A users file as the `[users]` source instead of PostgreSQL.
+    pub users_file: Option<&'a std::path::Path>,
     /// Lines added to `[server]`.
     pub server_extra: &'a str,
     /// The `[auth]` section in place of the one-secret default.
@@ -282,6 +284,7 @@ impl<'a> GatewayOptions<'a> {
         Self {
             routes,
             users_extra: "",
+            users_file: None,
             server_extra: "",
             auth: None,
             admin_extra: "",
@@ -320,8 +323,7 @@ upgrade_sock = "{dir}/upgrade.sock"
 {auth}
 
 [users]
-source = "postgres"
-database_url_env = "DATABASE_URL"
+{users_source}
 {users_extra}
 
 [upstream]
@@ -347,6 +349,10 @@ destination = "{destination}"
         auth = o
             .auth
             .unwrap_or("[auth]\nsecret_env = \"GATEWAY_JWT_SECRET\"\nleeway_seconds = 0"),
+        users_source = match o.users_file {
+            Some(path) => format!("source = \"file\"\nusers = \"{}\"", path.display()),
+            None => "source = \"postgres\"\ndatabase_url_env = \"DATABASE_URL\"".to_owned(),
+        },
         // A test's own query timeout replaces the default one.
         users_extra = if o.users_extra.contains("query_timeout_ms") {
             o.users_extra.to_owned()
