@@ -133,7 +133,7 @@ impl GatewayError {
             | Self::TokenRevoked
             | Self::InvalidSignature
             | Self::UserNotFound => 16, // UNAUTHENTICATED
-            Self::Forbidden => 7, // PERMISSION_DENIED
+            Self::Forbidden => 7,     // PERMISSION_DENIED
             Self::RouteNotFound => 12, // UNIMPLEMENTED
             Self::PayloadTooLarge
             | Self::UriTooLong

@@ -58,10 +58,17 @@ async fn claims_reach_the_upstream_as_headers_and_only_from_the_token() {
     for path in ["/api/robeing/x", "/api/auth/x"] {
         let r = get(gw.port, path, &with_token).await;
         assert_eq!(r.status, 200, "{path}");
-        assert_eq!(r.upstream_header("x-email"), ["alice@example.test"], "{path}");
+        assert_eq!(
+            r.upstream_header("x-email"),
+            ["alice@example.test"],
+            "{path}"
+        );
         assert_eq!(r.upstream_header("x-roles"), ["admin, dev"], "{path}");
         assert_eq!(r.upstream_header("x-org-id"), ["org-7"], "{path}");
-        assert!(r.upstream_header("x-org").is_empty(), "an object claim is left out");
+        assert!(
+            r.upstream_header("x-org").is_empty(),
+            "an object claim is left out"
+        );
         assert!(r.upstream_header("x_email").is_empty());
         assert_eq!(r.upstream_header("x-user-id"), [ALICE_ID]);
     }
@@ -69,7 +76,10 @@ async fn claims_reach_the_upstream_as_headers_and_only_from_the_token() {
     let r = get(gw.port, "/api/auth/x", &spoofed()).await;
     assert_eq!(r.status, 200);
     for name in ["x-email", "x_email", "x-roles", "x-org-id"] {
-        assert!(r.upstream_header(name).is_empty(), "{name} reached upstream");
+        assert!(
+            r.upstream_header(name).is_empty(),
+            "{name} reached upstream"
+        );
     }
     // A token without the claims: nothing set, the spoofed copies gone.
     let mut plain = spoofed();
@@ -85,7 +95,10 @@ async fn claims_reach_the_upstream_as_headers_and_only_from_the_token() {
     let r = client
         .get(
             "/api/robeing/x",
-            &[("authorization", &token), ("x-email", "mallory@example.test")],
+            &[
+                ("authorization", &token),
+                ("x-email", "mallory@example.test"),
+            ],
         )
         .await;
     assert_eq!(r.status, 200);
@@ -100,15 +113,27 @@ fn claim_headers_and_required_claims_are_checked_naming_the_key() {
     for (entry, message) in [
         ("claim = \"a\"\nheader = \"Connection\"", "hop-by-hop"),
         ("claim = \"a\"\nheader = \"Host\"", "hop-by-hop, Host"),
-        ("claim = \"a\"\nheader = \"X-User-Id\"", "one the gateway sets"),
-        ("claim = \"a\"\nheader = \"x_request_id\"", "one the gateway sets"),
-        ("claim = \"a\"\nheader = \"X-Forwarded-Host\"", "one the gateway sets"),
-        ("claim = \"a\"\nheader = \"traceparent\"", "one the gateway sets"),
+        (
+            "claim = \"a\"\nheader = \"X-User-Id\"",
+            "one the gateway sets",
+        ),
+        (
+            "claim = \"a\"\nheader = \"x_request_id\"",
+            "one the gateway sets",
+        ),
+        (
+            "claim = \"a\"\nheader = \"X-Forwarded-Host\"",
+            "one the gateway sets",
+        ),
+        (
+            "claim = \"a\"\nheader = \"traceparent\"",
+            "one the gateway sets",
+        ),
         ("claim = \"a\"\nheader = \"bad name\"", "not a header name"),
         ("claim = \"a..b\"\nheader = \"X-A\"", "claim name"),
     ] {
-        let routes = format!("\n[[auth.claim_headers]]\n{entry}\n")
-            + &route("/api/*", up_port, true, "");
+        let routes =
+            format!("\n[[auth.claim_headers]]\n{entry}\n") + &route("/api/*", up_port, true, "");
         let out = check_config(&GatewayOptions::new(&routes));
         assert!(!out.status.success(), "{entry} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -131,16 +156,30 @@ fn claim_headers_and_required_claims_are_checked_naming_the_key() {
     );
     // require_claims on a public route, and values that are not scalars.
     for (extra, auth_required, message) in [
-        ("require_claims = { role = \"admin\" }", false, "needs auth_required = true"),
-        ("require_claims = { role = { x = 1 } }", true, "must be a string, number or boolean"),
-        ("require_claims = { role = [] }", true, "must be a string, number or boolean"),
+        (
+            "require_claims = { role = \"admin\" }",
+            false,
+            "route '/api/*' needs auth_required = true",
+        ),
+        (
+            "require_claims = { role = { x = 1 } }",
+            true,
+            "must be a string, number or boolean",
+        ),
+        (
+            "require_claims = { role = [] }",
+            true,
+            "must be a string, number or boolean",
+        ),
     ] {
         let routes = route("/api/*", up_port, auth_required, extra);
         let out = check_config(&GatewayOptions::new(&routes));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra} was accepted");
         assert!(
-            stderr.contains("require_claims") && stderr.contains("/api/*") && stderr.contains(message),
+            stderr.contains("routes[0]")
+                && stderr.contains("require_claims")
+                && stderr.contains(message),
             "{extra}: {stderr}"
         );
     }
@@ -154,14 +193,24 @@ async fn required_claims_admit_or_refuse_with_403() {
     let up = Upstream::start();
     let routes = format!(
         "{}{}{}",
-        route("/admin/*", up.port, true, "require_claims = { role = \"admin\" }"),
+        route(
+            "/admin/*",
+            up.port,
+            true,
+            "require_claims = { role = \"admin\" }"
+        ),
         route(
             "/paid/*",
             up.port,
             true,
             "require_claims = { tier = [\"gold\", \"silver\"], level = 3 }"
         ),
-        route("/ops/*", up.port, true, "require_claims = { groups = \"ops\" }"),
+        route(
+            "/ops/*",
+            up.port,
+            true,
+            "require_claims = { groups = \"ops\" }"
+        ),
     );
     let gw = Gateway::start_with(GatewayOptions::new(&routes));
     let token = |claims: serde_json::Value| {
@@ -226,7 +275,11 @@ async fn all_answer(gateways: &[Gateway], token: &str, want: u16, limit: Duratio
     loop {
         let mut statuses = Vec::new();
         for gw in gateways {
-            statuses.push(get(gw.port, "/api/robeing/x", &[bearer(token)]).await.status);
+            statuses.push(
+                get(gw.port, "/api/robeing/x", &[bearer(token)])
+                    .await
+                    .status,
+            );
         }
         if statuses.iter().all(|s| *s == want) {
             return started.elapsed();
@@ -247,9 +300,8 @@ async fn logging_out_everywhere_reaches_every_instance_within_a_second() {
     ensure_user_notify_trigger();
     let up = Upstream::start();
     let routes = route("/api/robeing/*", up.port, true, "");
-    let users = format!(
-        "{REVOCABLE}\ncache_ttl_seconds = 300\nnotify_channel = \"robeing_user_changed\""
-    );
+    let users =
+        format!("{REVOCABLE}\ncache_ttl_seconds = 300\nnotify_channel = \"robeing_user_changed\"");
     let gateways: Vec<Gateway> = (0..3)
         .map(|_| {
             Gateway::start_with(GatewayOptions {
@@ -309,7 +361,10 @@ async fn without_notifications_the_cache_ttl_bounds_revocation() {
         "UPDATE \"user\" SET tokens_valid_after = now() WHERE username = '{name}'"
     ));
     // Still cached: served until the entry expires, then refused.
-    assert_eq!(get(gw.port, "/api/robeing/x", &[bearer(&old)]).await.status, 200);
+    assert_eq!(
+        get(gw.port, "/api/robeing/x", &[bearer(&old)]).await.status,
+        200
+    );
     let took = all_answer(std::slice::from_ref(&gw), &old, 401, Duration::from_secs(3)).await;
     assert!(took <= Duration::from_millis(2500), "{took:?}");
 }

@@ -80,9 +80,10 @@ impl TokenClaims {
 impl ClaimRules {
     /// Takes what the rules ask for out of a token's claims.
     pub fn extract(&self, claims: &Map<String, Value>) -> Arc<TokenClaims> {
-        let iat = claims.get("iat").and_then(Value::as_f64).and_then(|iat| {
-            (iat.is_finite() && iat >= 0.0).then_some(iat as u64)
-        });
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_f64)
+            .and_then(|iat| (iat.is_finite() && iat >= 0.0).then_some(iat as u64));
         let headers = self
             .headers
             .iter()

@@ -232,7 +232,8 @@ impl FileDirectory {
                 ),
             )
         })?;
-        let bad = |message: String| ConfigError::invalid(key, format!("{}: {message}", path.display()));
+        let bad =
+            |message: String| ConfigError::invalid(key, format!("{}: {message}", path.display()));
         let mut users = HashMap::with_capacity(table.len());
         for (name, user) in table {
             let (id, valid_after) = match user {
@@ -243,9 +244,8 @@ impl FileDirectory {
                 .map_err(|_| bad(format!("user '{name}' has '{id}', not a UUID")))?;
             let tokens_valid_after = valid_after
                 .map(|text| {
-                    crate::text::parse_rfc3339_seconds(&text).map_err(|e| {
-                        bad(format!("user '{name}': tokens_valid_after '{text}' {e}"))
-                    })
+                    crate::text::parse_rfc3339_seconds(&text)
+                        .map_err(|e| bad(format!("user '{name}': tokens_valid_after '{text}' {e}")))
                 })
                 .transpose()?;
             users.insert(

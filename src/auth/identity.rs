@@ -299,10 +299,7 @@ mod tests {
 
     #[async_trait]
     impl UserDirectory for CountingDirectory {
-        async fn find_user(
-            &self,
-            username: &str,
-        ) -> Result<Option<DirectoryUser>, DirectoryError> {
+        async fn find_user(&self, username: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             if self.fail {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::auth::database::Database;
 use crate::auth::claims::{ClaimHeader, ClaimPath, ClaimRules};
+use crate::auth::database::Database;
 use crate::auth::identity::IdentityCache;
 use crate::auth::jwks::Jwks;
 use crate::auth::keys::load_keys;
@@ -83,7 +83,11 @@ impl Gateway {
         Ok(Self {
             routes,
             tls: tls.into(),
-            claim_headers: claim_rules.headers.iter().map(|h| h.header.clone()).collect(),
+            claim_headers: claim_rules
+                .headers
+                .iter()
+                .map(|h| h.header.clone())
+                .collect(),
             jwt: JwtVerifier::new(&config.auth, keys, jwks).with_claim_rules(claim_rules),
             identity,
             users: config.users.clone(),
@@ -122,7 +126,13 @@ fn claim_rules(config: &Config) -> ClaimRules {
         .collect();
     let mut required: Vec<ClaimPath> = Vec::new();
     for route in &config.routes {
-        for claim in route.get_ref().require_claims.iter().flatten().map(|(c, _)| c) {
+        for claim in route
+            .get_ref()
+            .require_claims
+            .iter()
+            .flatten()
+            .map(|(c, _)| c)
+        {
             let path = ClaimPath::new(claim);
             if !required.contains(&path) {
                 required.push(path);

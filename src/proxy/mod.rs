@@ -240,13 +240,7 @@ impl ProxyHttp for GatewayProxy {
             claims: ctx.token_claims.as_deref(),
             claim_headers: &ctx.gateway.claim_headers,
         };
-        forwarding::set_upstream_headers(
-            upstream,
-            &caller,
-            request_id,
-            peer_ip,
-            https,
-        )?;
+        forwarding::set_upstream_headers(upstream, &caller, request_id, peer_ip, https)?;
         forwarding::set_trace_headers(upstream, ctx.trace.as_ref())
     }
 

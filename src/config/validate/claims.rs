@@ -54,7 +54,10 @@ pub(super) fn claim_headers(auth: &AuthConfig, problems: &mut Problems) {
         );
         let folded = folded_header_name(&entry.header);
         if http::HeaderName::from_bytes(entry.header.as_bytes()).is_err() {
-            problems.add(at("header"), format!("'{}' is not a header name", entry.header));
+            problems.add(
+                at("header"),
+                format!("'{}' is not a header name", entry.header),
+            );
         } else if is_reserved(&folded) {
             problems.add(
                 at("header"),
@@ -88,7 +91,11 @@ pub(super) fn require_claims(
     if !route.auth_required {
         problems.add(
             key("require_claims"),
-            "needs auth_required = true (a route without a token has no claims to check)",
+            format!(
+                "route '{}' needs auth_required = true (a route without a token has no claims \
+                 to check)",
+                route.path
+            ),
         );
     }
     problems.check(
@@ -137,7 +144,13 @@ mod tests {
 
     #[test]
     fn reserved_names_in_any_spelling() {
-        for name in ["Host", "X_User_Id", "x-forwarded-host", "TraceParent", "Transfer-Encoding"] {
+        for name in [
+            "Host",
+            "X_User_Id",
+            "x-forwarded-host",
+            "TraceParent",
+            "Transfer-Encoding",
+        ] {
             assert!(is_reserved(&folded_header_name(name)), "{name}");
         }
         for name in ["x-email", "X-Tenant", "x-roles"] {
