@@ -227,7 +227,11 @@ impl ProxyHttp for GatewayProxy {
         // Every try: Pingora rebuilds `upstream` from the client's original
         // header for a retry and calls this filter again, so the target is
         // set again (cloned, never taken) or the retry would go out raw.
-        header_room::upstream_request(upstream, ctx.upstream_uri.as_ref());
+        header_room::upstream_request(
+            upstream,
+            ctx.upstream_uri.as_ref(),
+            ctx.gateway.claim_headers.len(),
+        );
         ctx.compression.on_upstream_request(upstream)?;
         let request_id = ctx.request_id().clone();
         let (peer_ip, https) = {
