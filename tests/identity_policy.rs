@@ -334,6 +334,10 @@ async fn logging_out_everywhere_reaches_every_instance_within_a_second() {
     assert_envelope(&r, 401, "TOKEN_REVOKED");
     // A token without iat is refused once the user has revoked any.
     all_answer(&gateways, &no_iat, 401, Duration::from_secs(1)).await;
+    // An older token never seen before (not remembered anywhere): refused.
+    let unseen =
+        token_with(json!({"username": name, "exp": in_seconds(600), "iat": in_seconds(-5)}));
+    all_answer(&gateways, &unseen, 401, Duration::from_secs(1)).await;
     // Issued afterwards (its iat in a later second): accepted.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     all_answer(&gateways, &token_for(&name), 200, Duration::from_secs(1)).await;
