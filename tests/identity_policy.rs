@@ -351,7 +351,7 @@ async fn without_notifications_the_cache_ttl_bounds_revocation() {
     ensure_schema();
     let up = Upstream::start();
     let routes = route("/api/robeing/*", up.port, true, "");
-    let users = format!("{REVOCABLE}\ncache_ttl_seconds = 2");
+    let users = format!("{REVOCABLE}\ncache_ttl_seconds = 3");
     let gw = Gateway::start_with(GatewayOptions {
         users_extra: &users,
         ..GatewayOptions::new(&routes)
@@ -364,13 +364,14 @@ async fn without_notifications_the_cache_ttl_bounds_revocation() {
     psql(&format!(
         "UPDATE \"user\" SET tokens_valid_after = now() WHERE username = '{name}'"
     ));
-    // Still cached: served until the entry expires, then refused.
+    // Still cached (about 1.2 s into its 3 s): served until the entry
+    // expires, then refused.
     assert_eq!(
         get(gw.port, "/api/robeing/x", &[bearer(&old)]).await.status,
         200
     );
-    let took = all_answer(std::slice::from_ref(&gw), &old, 401, Duration::from_secs(3)).await;
-    assert!(took <= Duration::from_millis(2500), "{took:?}");
+    let took = all_answer(std::slice::from_ref(&gw), &old, 401, Duration::from_secs(4)).await;
+    assert!(took <= Duration::from_millis(3000), "{took:?}");
 }
 
 // The file directory: `tokens_valid_after` per user, applied by SIGHUP.
