@@ -24,6 +24,7 @@ use crate::config::{
 use crate::edge::cors::CorsPolicy;
 use crate::edge::limits::RateLimiter;
 use crate::edge::shared_limits::SharedLimiter;
+use crate::observe::metrics::RouteMetrics;
 use crate::observe::traces::{parse_headers, SpanExport};
 use crate::routing::policy::{RoutePolicy, RouteTimeouts};
 use crate::routing::table::{Route, RouteTable};
@@ -312,6 +313,7 @@ fn route_table(
             service: route.service.clone(),
             pool: upstreams.add_pool(pool),
             policy,
+            metrics: RouteMetrics::of(&route.path),
         });
     }
     routes

@@ -85,6 +85,36 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// One route's histograms, looked up once when the route is built: a
+/// label lookup per request cost about 110 instructions each, four per
+/// request.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    pub request_duration: Histogram,
+    pub upstream_response: Histogram,
+    pub request_body_bytes: Histogram,
+    pub response_body_bytes: Histogram,
+}
+
+impl RouteMetrics {
+    /// The histograms of the route labelled `route`.
+    pub fn of(route: &str) -> Self {
+        let m = metrics();
+        Self {
+            request_duration: m.request_duration.with_label_values(&[route]),
+            upstream_response: m.upstream_response.with_label_values(&[route]),
+            request_body_bytes: m.request_body_bytes.with_label_values(&[route]),
+            response_body_bytes: m.response_body_bytes.with_label_values(&[route]),
+        }
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics").finish_non_exhaustive()
+    }
+}
+
 /// A metric's name and help text.
 type Family = (&'static str, &'static str);
 

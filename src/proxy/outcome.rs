@@ -9,7 +9,7 @@ use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::observe::access_log::{AccessEntry, AccessLog};
-use crate::observe::metrics::{method_label, metrics};
+use crate::observe::metrics::{method_label, metrics, RouteMetrics};
 use crate::observe::traces::SpanRecord;
 use crate::proxy::context::RequestCtx;
 use crate::upstream::peer::PeerState;
@@ -119,23 +119,27 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
             upstream_status,
         ])
         .inc();
-    m.request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
+    // A matched route's histograms are looked up already; an unmatched
+    // request looks them up now.
+    let unmatched;
+    let histograms = match &ctx.route {
+        Some(route) => &route.metrics,
+        None => {
+            unmatched = RouteMetrics::of(route);
+            &unmatched
+        }
+    };
+    histograms.request_duration.observe(elapsed.as_secs_f64());
     let (request_bytes, response_bytes) = (
         session.body_bytes_read() as u64,
         session.body_bytes_sent() as u64,
     );
-    m.request_body_bytes
-        .with_label_values(&[route])
-        .observe(request_bytes as f64);
-    m.response_body_bytes
-        .with_label_values(&[route])
+    histograms.request_body_bytes.observe(request_bytes as f64);
+    histograms
+        .response_body_bytes
         .observe(response_bytes as f64);
     if let Some(time) = ctx.upstream_time {
-        m.upstream_response
-            .with_label_values(&[route])
-            .observe(time.as_secs_f64());
+        histograms.upstream_response.observe(time.as_secs_f64());
     }
     let (upstream_peer, tries) = ctx.attempts.finish();
     let peer_label = upstream_peer.as_ref().map(|p| p.label.as_str());

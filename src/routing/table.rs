@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::config::pattern_segments;
 
 use super::policy::RoutePolicy;
+use crate::observe::metrics::RouteMetrics;
 
 /// One configured route, ready to serve: where it matches, which service
 /// and peers answer it, and what it asks of the edge.
@@ -23,6 +24,8 @@ pub struct Route {
     /// whole when a name resolves to other addresses.
     pub pool: crate::upstream::PoolSlot,
     pub policy: RoutePolicy,
+    /// Its histograms, labelled with the pattern.
+    pub metrics: RouteMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +98,7 @@ pub fn test_route(pattern: &str) -> Route {
             &["127.0.0.1:1"],
         ))),
         policy: RoutePolicy::default(),
+        metrics: RouteMetrics::of(pattern),
     }
 }
 
