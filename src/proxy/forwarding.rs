@@ -7,9 +7,8 @@ use pingora::http::RequestHeader;
 
 use crate::auth::claims::TokenClaims;
 use crate::auth::identity::Identity;
-use crate::wire::names as wire;
-use crate::wire::trace::{keeps_tracestate, TraceContext, TRACESTATE};
-use crate::wire::X_FORWARDED_FOR;
+use crate::wire::trace::{keeps_tracestate, TraceContext, TRACEPARENT, TRACESTATE};
+use crate::wire::{X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID, X_USERNAME, X_USER_ID};
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (and `Retry-After` when the
 /// request was refused), in whole seconds.
@@ -51,16 +50,20 @@ pub fn is_identity_header(name: &str, claim_headers: &[HeaderName]) -> bool {
 /// Removes every client-sent identity and claim header, in any case, count
 /// or spelling.
 pub fn strip_identity_headers(req: &mut RequestHeader, claim_headers: &[HeaderName]) {
-    // Names are lower-cased by the parser; the common case finds nothing.
-    let spoofed: Vec<HeaderName> = req
-        .headers
+    for name in spoofed_names(&req.headers, claim_headers) {
+        req.remove_header(&name);
+    }
+}
+
+/// The identity and claim header names a client sent (the common case:
+/// none, and nothing allocated).
+fn spoofed_names(headers: &HeaderMap, claim_headers: &[HeaderName]) -> Vec<HeaderName> {
+    // Names are lower-cased by the parser.
+    headers
         .keys()
         .filter(|name| is_identity_header(name.as_str(), claim_headers))
         .cloned()
-        .collect();
-    for name in spoofed {
-        req.remove_header(&name);
-    }
+        .collect()
 }
 
 /// Who the request is from, as the upstream is told: the user and the
@@ -72,32 +75,35 @@ pub struct Caller<'a> {
     pub claim_headers: &'a [HeaderName],
 }
 
-/// `upstream_request_filter`: the headers that leave for the upstream.
-/// Identity and claim headers are stripped again (in `request_filter`
-/// already; this header is the one that leaves), then only the gateway
-/// sets them, from a verified token.
+/// `upstream_request_filter`: the headers that leave for the upstream,
+/// written into the map of the request made over (`header_room`), by
+/// name constants: through Pingora's `insert_header` each name was parsed
+/// and copied again on every request. Identity and claim headers are
+/// stripped again (in `request_filter` already; this header is the one
+/// that leaves), then only the gateway sets them, from a verified token.
 pub fn set_upstream_headers(
-    upstream: &mut RequestHeader,
+    headers: &mut HeaderMap,
     caller: &Caller,
     request_id: HeaderValue,
     client_ip: Option<std::net::IpAddr>,
     https: bool,
 ) -> pingora::Result<()> {
-    strip_identity_headers(upstream, caller.claim_headers);
+    for name in spoofed_names(headers, caller.claim_headers) {
+        headers.remove(&name);
+    }
     if let Some(identity) = caller.identity {
-        upstream.insert_header(wire::X_USER_ID, identity.user_id.clone())?;
-        upstream.insert_header(wire::X_USERNAME, identity.username.clone())?;
+        insert(headers, X_USER_ID, identity.user_id.clone())?;
+        insert(headers, X_USERNAME, identity.username.clone())?;
         for (name, value) in caller.claims.map_or(&[][..], |c| &c.headers) {
-            upstream.insert_header(name.clone(), value.clone())?;
+            insert(headers, name.clone(), value.clone())?;
         }
     }
-    upstream.insert_header(wire::X_REQUEST_ID, request_id)?;
-    if let Some(xff) = forwarded_for(&upstream.headers, client_ip) {
-        upstream.insert_header(wire::X_FORWARDED_FOR, xff)?;
+    insert(headers, X_REQUEST_ID, request_id)?;
+    if let Some(xff) = forwarded_for(headers, client_ip) {
+        insert(headers, X_FORWARDED_FOR, xff)?;
     }
     let proto = if https { "https" } else { "http" };
-    upstream.insert_header(wire::X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
-    Ok(())
+    insert(headers, X_FORWARDED_PROTO, HeaderValue::from_static(proto))
 }
 
 /// `upstream_request_filter`, every try: exactly one `traceparent` (the
@@ -105,19 +111,30 @@ pub fn set_upstream_headers(
 /// client sent; the client's `tracestate` only beside a valid parent and
 /// within its bound.
 pub fn set_trace_headers(
-    upstream: &mut RequestHeader,
+    headers: &mut HeaderMap,
     trace: Option<&TraceContext>,
 ) -> pingora::Result<()> {
     let Some(trace) = trace else {
         return Ok(());
     };
-    upstream.insert_header(wire::TRACEPARENT, trace.traceparent())?;
+    insert(headers, TRACEPARENT, trace.traceparent())?;
     // A lookup first: most requests carry no tracestate, and removing
     // costs more than looking.
-    if upstream.headers.contains_key(TRACESTATE) && !keeps_tracestate(&upstream.headers, trace) {
-        upstream.remove_header(&TRACESTATE);
+    if headers.contains_key(TRACESTATE) && !keeps_tracestate(headers, trace) {
+        headers.remove(TRACESTATE);
     }
     Ok(())
+}
+
+/// Replaces every value of `name` with `value`; a map at `http`'s size
+/// limit is an error, never a panic.
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) -> pingora::Result<()> {
+    headers.try_insert(name, value).map(drop).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "too many headers to add the gateway's",
+        )
+    })
 }
 
 /// `X-Forwarded-For` with the client address appended to what came in.

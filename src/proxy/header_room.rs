@@ -23,11 +23,17 @@ const ADDED_UPSTREAM: usize = 8;
 const ADDED_DOWNSTREAM: usize = 8;
 
 /// The request that leaves for the upstream, on every try: caseless, with
-/// room for the gateway's headers and `claim_headers` more, and with
-/// `target` (the normalized origin-form target) when it differs from the
-/// client's. Without one, the client's target is sent from its URI, which
-/// admission has checked is exactly the bytes received.
-pub fn upstream_request(upstream: &mut RequestHeader, target: Option<&Uri>, claim_headers: usize) {
+/// room for the gateway's headers and `claim_headers` more, `add` writing
+/// them straight into its map, and with `target` (the normalized
+/// origin-form target) when it differs from the client's. Without one, the
+/// client's target is sent from its URI, which admission has checked is
+/// exactly the bytes received.
+pub fn upstream_request(
+    upstream: &mut RequestHeader,
+    target: Option<&Uri>,
+    claim_headers: usize,
+    add: impl FnOnce(&mut http::HeaderMap) -> pingora::Result<()>,
+) -> pingora::Result<()> {
     let send_end_stream = upstream.send_end_stream();
     let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
     let mut parts = http::request::Parts::from(std::mem::replace(upstream, placeholder));
@@ -36,10 +42,12 @@ pub fn upstream_request(upstream: &mut RequestHeader, target: Option<&Uri>, clai
     if let Some(target) = target {
         parts.uri = target.clone();
     }
+    let added = add(&mut parts.headers);
     *upstream = RequestHeader::from(parts);
     if let Some(send_end_stream) = send_end_stream {
         upstream.set_send_end_stream(send_end_stream);
     }
+    added
 }
 
 /// The upstream's response as the client will get it: caseless, with room
@@ -62,7 +70,7 @@ mod tests {
         req.append_header("X-Custom", "2").unwrap();
         req.append_header("Host", "example.test").unwrap();
         let target: Uri = "/b?q=1".parse().unwrap();
-        upstream_request(&mut req, Some(&target), 0);
+        upstream_request(&mut req, Some(&target), 0, |_| Ok(())).unwrap();
         assert_eq!(req.method, http::Method::POST);
         assert_eq!(req.raw_path(), b"/b?q=1");
         let values: Vec<_> = req.headers.get_all("x-custom").iter().collect();
@@ -81,7 +89,7 @@ mod tests {
     #[test]
     fn without_a_target_the_clients_uri_is_sent() {
         let mut req = RequestHeader::build("GET", b"/x/y?z=%20", None).unwrap();
-        upstream_request(&mut req, None, 0);
+        upstream_request(&mut req, None, 0, |_| Ok(())).unwrap();
         assert_eq!(req.raw_path(), b"/x/y?z=%20");
     }
 

@@ -225,14 +225,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         // Every try: Pingora rebuilds `upstream` from the client's original
-        // header for a retry and calls this filter again, so the target is
-        // set again (cloned, never taken) or the retry would go out raw.
-        header_room::upstream_request(
-            upstream,
-            ctx.upstream_uri.as_ref(),
-            ctx.gateway.claim_headers.len(),
-        );
-        ctx.compression.on_upstream_request(upstream)?;
+        // header for a retry and calls this filter again, so the target and
+        // every header are set again (cloned, never taken) or the retry
+        // would go out raw.
         let request_id = ctx.request_id().clone();
         let (peer_ip, https) = {
             let connection = ctx.connection(session);
@@ -244,8 +239,17 @@ impl ProxyHttp for GatewayProxy {
             claims: ctx.token_claims.as_deref(),
             claim_headers: &ctx.gateway.claim_headers,
         };
-        forwarding::set_upstream_headers(upstream, &caller, request_id, peer_ip, https)?;
-        forwarding::set_trace_headers(upstream, ctx.trace.as_ref())
+        let trace = ctx.trace.as_ref();
+        header_room::upstream_request(
+            upstream,
+            ctx.upstream_uri.as_ref(),
+            ctx.gateway.claim_headers.len(),
+            |headers| {
+                forwarding::set_upstream_headers(headers, &caller, request_id, peer_ip, https)?;
+                forwarding::set_trace_headers(headers, trace)
+            },
+        )?;
+        ctx.compression.on_upstream_request(upstream)
     }
 
     async fn upstream_response_filter(
