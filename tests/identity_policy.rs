@@ -269,29 +269,6 @@ async fn required_claims_admit_or_refuse_with_403() {
 
 const REVOCABLE: &str = "query = 'SELECT id, tokens_valid_after FROM \"user\" WHERE username = $1'";
 
-/// Polls until every gateway answers `want` for `token`, within `limit`.
-async fn all_answer(gateways: &[Gateway], token: &str, want: u16, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut statuses = Vec::new();
-        for gw in gateways {
-            statuses.push(
-                get(gw.port, "/api/robeing/x", &[bearer(token)])
-                    .await
-                    .status,
-            );
-        }
-        if statuses.iter().all(|s| *s == want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "after {limit:?}: {statuses:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 // "Log out everywhere": three instances sharing PostgreSQL with
 // notifications refuse a user's older tokens within a second of the
 // UPDATE, remembered or not; a token issued afterwards passes.
@@ -311,11 +288,7 @@ async fn logging_out_everywhere_reaches_every_instance_within_a_second() {
         })
         .collect();
     for gw in &gateways {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while metric_value(gw.admin_port, "gateway_user_notify_up").await != 1 {
-            assert!(Instant::now() < deadline, "the listener never came up");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_listening(gw).await;
     }
     let name = unique("revoked");
     add_user(&name);

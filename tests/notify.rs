@@ -11,37 +11,6 @@ use common::*;
 
 const NOTIFY: &str = "cache_ttl_seconds = 300\nnegative_cache_ttl_seconds = 300\nnotify_channel = \"robeing_user_changed\"";
 
-/// Polls until every gateway answers `want` for `token`, within `limit`.
-async fn all_answer(gateways: &[Gateway], token: &str, want: u16, limit: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let mut statuses = Vec::new();
-        for gw in gateways {
-            statuses.push(
-                get(gw.port, "/api/robeing/x", &[bearer(token)])
-                    .await
-                    .status,
-            );
-        }
-        if statuses.iter().all(|s| *s == want) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "after {limit:?}: {statuses:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn wait_listening(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric_value(gw.admin_port, "gateway_user_notify_up").await != 1 {
-        assert!(Instant::now() < deadline, "the listener never came up");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deletions_renames_and_creations_reach_every_instance_within_a_second() {
     ensure_user_notify_trigger();

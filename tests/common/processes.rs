@@ -617,3 +617,36 @@ impl Drop for Gateway {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls until every gateway answers `want` for `token` on
+/// `/api/robeing/x`, within `limit`; how long it took.
+pub async fn all_answer(gateways: &[Gateway], token: &str, want: u16, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut statuses = Vec::new();
+        for gw in gateways {
+            statuses.push(
+                get(gw.port, "/api/robeing/x", &[bearer(token)])
+                    .await
+                    .status,
+            );
+        }
+        if statuses.iter().all(|s| *s == want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "after {limit:?}: {statuses:?}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits (at most 5 s) until `gw`'s `notify_channel` listener is up.
+pub async fn wait_listening(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_value(gw.admin_port, "gateway_user_notify_up").await != 1 {
+        assert!(Instant::now() < deadline, "the listener never came up");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
