@@ -52,6 +52,8 @@ fn run(cli: &Cli) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // aws-lc-rs is the TLS provider before anything (Pingora, redis) asks.
+    robeing_gateway::tls::crypto::install();
     let cli = Cli::parse();
     if cli.command.is_some() {
         process_log::init("info");

@@ -97,6 +97,34 @@ async fn tls_12_and_13_with_alpn_h2_and_http1() {
     assert!(r.header("strict-transport-security").is_none());
 }
 
+/// The listener runs on aws-lc-rs, the library that verifies tokens too
+/// (README, "One crypto library"): a client offering only the hybrid
+/// post-quantum key exchange X25519MLKEM768, which aws-lc-rs has and ring
+/// (Pingora's own default) does not, completes its handshake; the same
+/// client offering only a group no provider has (none) cannot.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listener_runs_on_aws_lc_rs() {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "aws-lc");
+    let up = Upstream::start();
+    let port = free_port();
+    let gw = start(
+        &tls_block(port, &cert, &key, ""),
+        &route("/api/robeing/*", up.port, false, ""),
+    );
+    let only = |group| rustls::crypto::CryptoProvider {
+        kx_groups: vec![group],
+        ..default_provider()
+    };
+    handshake_on(port, &cert, only(kx_group::X25519MLKEM768))
+        .await
+        .expect("an ML-KEM handshake with the gateway");
+    let refused = handshake_on(port, &cert, only(kx_group::MLKEM1024)).await;
+    assert!(refused.is_err(), "a group the listener lacks was accepted");
+    drop(gw);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn min_version_13_refuses_tls_12() {
     let dir = cert_dir();

@@ -202,9 +202,10 @@ fn next_pair(text: &str) -> (&str, &str, String, &str) {
     (&text[..end], key, value, &text[end..])
 }
 
-/// The rustls client for `mode` (not `Plain`), on the ring provider.
+/// The rustls client for `mode` (not `Plain`), on the gateway's one
+/// crypto provider.
 fn client_config(mode: &TlsMode) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::crypto::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;

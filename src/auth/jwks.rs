@@ -193,6 +193,7 @@ fn fetch(config: &JwksConfig) -> Result<Vec<u8>, String> {
             .timeout_global(Some(Duration::from_millis(config.timeout_ms)))
             .max_redirects(0)
             .proxy(None)
+            .tls_config(crate::tls::crypto::ureq_tls())
             .http_status_as_error(false)
             .build(),
     );

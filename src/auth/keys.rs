@@ -199,36 +199,52 @@ fn load_key(config: &KeyConfig, at: &str, base: &Validation) -> Result<SigningKe
 }
 
 /// An RS256, ES256 or EdDSA public key from a PEM file (SPKI, or PKCS#1
-/// for RSA), checked by its algorithm's crate.
+/// for RSA), checked by aws-lc-rs, the library that verifies with it.
 fn read_public_key(algorithm: Algorithm, path: &Path) -> Result<DecodingKey, String> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
     public_key_from_pem(algorithm, &pem)
 }
 
-/// The decoding key of a PEM public key of `algorithm`.
+/// The decoding key of a PEM public key of `algorithm`: jsonwebtoken reads
+/// the PEM, aws-lc-rs then parses the key itself (an RSA modulus, a point on
+/// P-256, an Ed25519 point), so a key that would fail every token fails the
+/// configuration instead.
 pub fn public_key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, String> {
+    use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+    let pem = pem.as_bytes();
     match algorithm {
         Algorithm::RS256 => {
-            use rsa::pkcs1::DecodeRsaPublicKey as _;
-            use rsa::pkcs8::DecodePublicKey as _;
-            use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPublicKey::from_public_key_pem(pem)
-                .or_else(|_| rsa::RsaPublicKey::from_pkcs1_pem(pem))
+            let decoding = DecodingKey::from_rsa_pem(pem)
                 .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
-            rsa_key(&key.n().to_bytes_be(), &key.e().to_bytes_be())
+            let der = decoding
+                .try_get_as_bytes()
+                .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
+            let key = aws_lc_rs::rsa::PublicKey::from_der(der)
+                .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
+            rsa_key(
+                key.modulus().big_endian_without_leading_zero(),
+                key.exponent().big_endian_without_leading_zero(),
+            )
         }
         Algorithm::ES256 => {
-            use p256::pkcs8::DecodePublicKey as _;
-            let key = p256::PublicKey::from_public_key_pem(pem)
+            let decoding = DecodingKey::from_ec_pem(pem)
                 .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
-            let point = p256::EncodedPoint::from(key);
-            Ok(DecodingKey::from_ec_der(point.as_bytes()))
+            let point = decoding
+                .try_get_as_bytes()
+                .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
+            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
+            Ok(decoding)
         }
         Algorithm::EdDSA => {
-            use ed25519_dalek::pkcs8::DecodePublicKey as _;
-            let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
+            let decoding = DecodingKey::from_ed_pem(pem)
                 .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
-            Ok(DecodingKey::from_ed_der(key.as_bytes()))
+            let point = decoding
+                .try_get_as_bytes()
+                .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
+            ParsedPublicKey::new(&ED25519, point)
+                .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
+            Ok(decoding)
         }
         other => Err(format!("{other:?} has no public key")),
     }

@@ -150,6 +150,8 @@ impl SharedLimiter {
         timeout: Duration,
         fallback: StoreFallback,
     ) -> Result<Self, String> {
+        // redis builds its rustls client on the process default.
+        crate::tls::crypto::install();
         let client = match root_cert {
             None => redis::Client::open(url),
             Some(root_cert) => redis::Client::build_with_tls(

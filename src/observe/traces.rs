@@ -116,6 +116,7 @@ impl SpanExport {
                 .timeout_recv_body(Some(EXPORT_TIMEOUT))
                 .max_redirects(0)
                 .proxy(None)
+                .tls_config(crate::tls::crypto::ureq_tls())
                 .http_status_as_error(false)
                 .build(),
         );

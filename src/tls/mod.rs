@@ -1,5 +1,6 @@
 //! TLS at the edge (`[[server.tls]]`): rustls through Pingora's `rustls`
-//! feature (ring, the same rustls the JWKS client already builds).
+//! feature, on the aws-lc-rs provider of [`crypto`] (the same library the
+//! JWT verification and every TLS client of the gateway use).
 //!
 //! Each TLS listener's certificate resolver ([`GatewayCerts`]) serves the
 //! certificate the running configuration holds for it: a SIGHUP that read
@@ -9,6 +10,8 @@
 //! the resolver, which refuses a ClientHello offering no TLS 1.3 suite. One
 //! certificate per listener: a client asking for another name (SNI) gets
 //! it all the same, and its own name check decides.
+
+pub mod crypto;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -129,7 +132,7 @@ pub fn load_certified_key(
 ) -> Result<CertifiedKey, (&'static str, String)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    pingora::tls::install_default_crypto_provider();
+    crypto::install();
     let (cert, key) = (cert_file.display(), key_file.display());
     let chain = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| ("cert_file", format!("cannot read {cert}: {e}")))?

@@ -67,11 +67,22 @@ pub fn tls_block(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
 }
 
 fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_on(ca, alpn, robeing_gateway::tls::crypto::provider())
+}
+
+fn client_config_on(
+    ca: &Path,
+    alpn: &[&[u8]],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
         roots.add(cert.expect("ca pem")).expect("ca cert");
     }
-    let mut config = ClientConfig::builder()
+    // The gateway's provider (rustls has ring too, through Pingora).
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -88,6 +99,24 @@ pub async fn tls_connect(port: u16, ca: &Path, alpn: &[&[u8]]) -> TlsStream<TcpS
         .connect(name, tcp)
         .await
         .expect("TLS handshake")
+}
+
+/// A TLS 1.3 handshake with the gateway by a client on `provider`: its
+/// error, if it fails.
+pub async fn handshake_on(
+    port: u16,
+    ca: &Path,
+    provider: rustls::crypto::CryptoProvider,
+) -> Result<(), String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    TlsConnector::from(client_config_on(ca, &[b"http/1.1"], Arc::new(provider)))
+        .connect(name, tcp)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// An HTTP/2 response, read to its end.
