@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -36,6 +36,8 @@ use pingora::protocols::{
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+mod http1;
 
 use super::h2_headers::HeaderBlockWatch;
 use crate::edge::limits::client_key;
@@ -66,6 +68,8 @@ pub struct GuardedApp<A> {
     app: Arc<A>,
     limits: ConnectionLimits,
     open: Arc<OpenConnections>,
+    /// Ends the HTTP/1.1 connections waiting for their next request.
+    draining: http1::Draining,
 }
 
 impl<A> GuardedApp<A> {
@@ -74,12 +78,13 @@ impl<A> GuardedApp<A> {
             app: Arc::new(app),
             limits,
             open: Arc::new(OpenConnections::default()),
+            draining: http1::Draining::default(),
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -105,11 +110,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             },
             None => None,
         };
-        let guarded = GuardedStream::new(stream, &self.limits, slot);
-        self.app.process_new(Box::new(guarded), shutdown).await
+        let guarded = Box::new(GuardedStream::new(stream, &self.limits, slot));
+        let h2c = self.app.server_options().is_some_and(|o| o.h2c);
+        if guarded.h2.is_some() || h2c {
+            // HTTP/2 (ALPN h2): Pingora's own path, a stream per request.
+            return self.app.process_new(guarded, shutdown).await;
+        }
+        http1::serve(&self.app, guarded, &self.draining, shutdown).await;
+        None
     }
 
     async fn cleanup(&self) {
+        self.draining.start();
         self.app.cleanup().await;
     }
 }
@@ -202,6 +214,10 @@ pub struct GuardedStream {
     /// Armed once, reset only when it fires before the connection was idle
     /// that long: a busy connection costs about one reset per idle period.
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// HTTP/1.1: a request's first read, made while no request was in
+    /// progress (`http1`), and how much of it Pingora has read since.
+    first_bytes: Vec<u8>,
+    first_bytes_read: usize,
     _slot: Option<IpSlot>,
 }
 
@@ -226,8 +242,33 @@ impl GuardedStream {
             idle_timeout: limits.idle_timeout,
             idle_since: None,
             idle_timer: None,
+            first_bytes: Vec::new(),
+            first_bytes_read: 0,
             _slot: slot,
         }
+    }
+
+    /// Keeps a request's first read for Pingora's first read of it.
+    fn keep_first_bytes(&mut self, bytes: &[u8]) {
+        self.first_bytes = bytes.to_vec();
+        self.first_bytes_read = 0;
+    }
+
+    /// Hands over what is left of the first read, and frees it once it is
+    /// all read (an idle connection holds no buffer).
+    fn read_first_bytes(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        let left = &self.first_bytes[self.first_bytes_read..];
+        if left.is_empty() {
+            return false;
+        }
+        let n = left.len().min(buf.remaining());
+        buf.put_slice(&left[..n]);
+        self.first_bytes_read += n;
+        if self.first_bytes_read == self.first_bytes.len() {
+            self.first_bytes = Vec::new();
+            self.first_bytes_read = 0;
+        }
+        true
     }
 
     /// HTTP/1.1, a read found nothing between requests: whether the
@@ -302,6 +343,9 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.read_first_bytes(buf) {
+            return Poll::Ready(Ok(()));
+        }
         let awaiting = this.awaiting_header.load(Ordering::Relaxed);
         if !awaiting && this.h2.is_none() {
             this.header_started = None;
@@ -443,6 +487,12 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let left = &self.first_bytes[self.first_bytes_read..];
+        if !left.is_empty() {
+            let n = left.len().min(buf.len());
+            buf[..n].copy_from_slice(&left[..n]);
+            return Ok(true);
+        }
         self.inner.try_peek(buf).await
     }
 }
