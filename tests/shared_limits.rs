@@ -343,4 +343,35 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
         (3..90).contains(&round_trips),
         "90 decisions in {round_trips} round trips"
     );
+    let mut sent_alone = 0;
+    for gw in &gateways {
+        sent_alone +=
+            metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await;
+    }
+    assert!(
+        (1..round_trips).contains(&sent_alone),
+        "{sent_alone} of {round_trips} calls sent alone: the rest must be batches"
+    );
+}
+
+/// One request at a time: each decision goes to Redis at once, from the
+/// request itself, not through the driver's queue (README, "Shared limits").
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_requests_send_their_decisions_alone() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 1000, "");
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique("alone");
+    add_user(&user);
+    let token = token_for(&user);
+    for n in 0..20 {
+        let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        assert_eq!(r.status, 200);
+    }
+    let round_trips =
+        metric_value(gw.admin_port, "gateway_rate_limit_store_round_trips_total").await;
+    let alone = metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await;
+    assert_eq!(round_trips, 20, "one call per request");
+    assert_eq!(alone, 20, "every call sent by its request");
 }

@@ -6,14 +6,16 @@
 //! Each counter is one key with a TTL of the time until its state equals
 //! no state: an idle user costs nothing.
 //!
-//! Decisions are batched: a request queues its decision, and one driver
-//! task per process sends everything queued as one script call (up to
-//! [`MAX_BATCH`] decisions), one batch in flight at a time. The script
-//! decides them in queue order, each exactly as if it had been sent alone,
-//! so the limit stays exact; under load one round trip and one script run
-//! serve many requests, and an idle gateway sends each decision at once
-//! (nothing waits for a batch to fill). Every key of a batch is in one
-//! script call, so the store is a single Redis, not a Redis Cluster.
+//! Decisions are batched under load: while a Redis call is in flight, a
+//! request queues its decision, and one driver task per process sends
+//! everything queued as one script call (up to [`MAX_BATCH`] decisions),
+//! one batch in flight at a time. The script decides them in queue order,
+//! each exactly as if it had been sent alone, so the limit stays exact;
+//! one round trip and one script run serve many requests. When no call is
+//! in flight, the request sends its decision itself, at once: no queue, no
+//! hand-off to the driver and back (the sequential case pays only the
+//! round trip). Every key of a batch is in one script call, so the store
+//! is a single Redis, not a Redis Cluster.
 //!
 //! The driver opens the process's one multiplexed connection (redis-rs
 //! `ConnectionManager`, which reconnects by itself) on first use, inside
@@ -26,7 +28,7 @@
 //! rather than one per request; the next decision after that tries Redis
 //! again, and recovery needs no restart.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,11 +124,29 @@ struct Pending {
     reply: oneshot::Sender<Result<Answer, StoreError>>,
 }
 
+/// The process's connection to Redis and its driver, set up on first use.
+struct Store {
+    connection: ConnectionManager,
+    script: redis::Script,
+    queue: mpsc::Sender<Pending>,
+    /// Redis calls in flight (a request's own, or the driver's batch).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One call counted in [`Store::in_flight`] until dropped (the call ended,
+/// timed out, or the request was abandoned).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct SharedLimiter {
     client: redis::Client,
-    /// The driver's queue, set up (connection opened, driver spawned) on
-    /// first use.
-    queue: OnceCell<mpsc::Sender<Pending>>,
+    /// Opened on first use.
+    store: OnceCell<Store>,
     /// The dependency probe's own connection (not the decisions' one: a
     /// probe must not queue behind them), opened again after a failure.
     probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -166,7 +186,7 @@ impl SharedLimiter {
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
             client,
-            queue: OnceCell::new(),
+            store: OnceCell::new(),
             probe: tokio::sync::Mutex::new(None),
             timeout,
             fallback,
@@ -215,10 +235,19 @@ impl SharedLimiter {
             return Err(StoreError::Skipped);
         }
         let (interval, tolerance) = gcra_parameters(per_minute);
-        let result = match self.queue().await {
-            Ok(queue) => {
-                self.decide(queue, redis_key(&key), interval, tolerance)
-                    .await
+        let result = match self.store().await {
+            Ok(store) => {
+                let key = redis_key(&key);
+                match store
+                    .in_flight
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        let _counted = InFlight(store.in_flight.clone());
+                        self.decide_alone(store, &key, interval, tolerance).await
+                    }
+                    Err(_) => self.decide(&store.queue, key, interval, tolerance).await,
+                }
             }
             Err(e) => Err(e),
         };
@@ -251,6 +280,34 @@ impl SharedLimiter {
         }
     }
 
+    /// Sends the decision itself (no call was in flight), within the
+    /// budget.
+    async fn decide_alone(
+        &self,
+        store: &Store,
+        key: &str,
+        interval: u64,
+        tolerance: u64,
+    ) -> Result<Answer, StoreError> {
+        let m = metrics();
+        m.rate_limit_store_round_trips.inc();
+        m.rate_limit_store_sent_alone.inc();
+        let mut connection = store.connection.clone();
+        let mut invocation = store.script.prepare_invoke();
+        invocation.key(key).arg(interval).arg(tolerance);
+        let call = async {
+            let numbers: Vec<u64> = invocation.invoke_async(&mut connection).await?;
+            if numbers.len() != 3 {
+                return Err(StoreError::BadAnswer(numbers.len(), 1));
+            }
+            Ok(answer_at(&numbers, 0))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
     /// Queues the decision and waits for its batch's answer, within the
     /// budget (a queue that is full fails at once).
     async fn decide(
@@ -278,12 +335,12 @@ impl SharedLimiter {
         }
     }
 
-    /// The driver's queue: on first use the connection is opened within
-    /// [`CONNECT_BUDGET`] (not the per-decision budget: opening takes a
-    /// few round trips) and the driver spawned on this runtime; afterwards
-    /// the connection reconnects by itself.
-    async fn queue(&self) -> Result<&mpsc::Sender<Pending>, StoreError> {
-        let setup = self.queue.get_or_try_init(|| async {
+    /// The connection and the driver's queue: on first use the connection
+    /// is opened within [`CONNECT_BUDGET`] (not the per-decision budget:
+    /// opening takes a few round trips) and the driver spawned on this
+    /// runtime; afterwards the connection reconnects by itself.
+    async fn store(&self) -> Result<&Store, StoreError> {
+        let setup = self.store.get_or_try_init(|| async {
             // One attempt per try (no retry loop inside): a Redis that is
             // down at start costs one refused connect per skip period.
             let config = ConnectionManagerConfig::new()
@@ -300,8 +357,21 @@ impl SharedLimiter {
                     )
                 })?;
             let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
-            tokio::spawn(drive(connection, waiting, self.timeout));
-            Ok::<_, StoreError>(queue)
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let script = redis::Script::new(GCRA_SCRIPT);
+            tokio::spawn(drive(
+                connection.clone(),
+                script.clone(),
+                waiting,
+                self.timeout,
+                in_flight.clone(),
+            ));
+            Ok::<_, StoreError>(Store {
+                connection,
+                script,
+                queue,
+                in_flight,
+            })
         });
         match tokio::time::timeout(CONNECT_BUDGET, setup).await {
             Ok(queue) => queue,
@@ -316,10 +386,11 @@ impl SharedLimiter {
 /// with it the queue, is dropped.
 async fn drive(
     mut connection: ConnectionManager,
+    script: redis::Script,
     mut waiting: mpsc::Receiver<Pending>,
     budget: Duration,
+    in_flight: Arc<AtomicUsize>,
 ) {
-    let script = redis::Script::new(GCRA_SCRIPT);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Waiters that gave up are not decided: their requests were
@@ -329,6 +400,8 @@ async fn drive(
             continue;
         }
         metrics().rate_limit_store_round_trips.inc();
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let counted = InFlight(in_flight.clone());
         let answers = match tokio::time::timeout(
             budget,
             decide_batch(&script, &mut connection, &batch),
@@ -338,6 +411,7 @@ async fn drive(
             Ok(answers) => answers,
             Err(_) => Err(StoreError::Timeout),
         };
+        drop(counted);
         for (i, pending) in batch.drain(..).enumerate() {
             let answer = match &answers {
                 Ok(numbers) => Ok(answer_at(numbers, i)),

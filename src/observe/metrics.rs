@@ -66,6 +66,7 @@ pub struct Metrics {
     pub rate_limit_store_up: IntGauge,
     pub rate_limit_store_fallbacks: IntCounterVec,
     pub rate_limit_store_round_trips: IntCounter,
+    pub rate_limit_store_sent_alone: IntCounter,
     pub jwt_verifications: IntCounterVec,
     pub jwks_fetches: IntCounterVec,
     pub jwks_up: IntGauge,
@@ -219,6 +220,10 @@ const RATE_LIMIT_STORE_FALLBACKS: Family = (
 const RATE_LIMIT_STORE_ROUND_TRIPS: Family = (
     "gateway_rate_limit_store_round_trips_total",
     "Script calls sent to the shared rate-limit store; each decides a batch of requests",
+);
+const RATE_LIMIT_STORE_SENT_ALONE: Family = (
+    "gateway_rate_limit_store_sent_alone_total",
+    "Script calls a request sent itself, no call being in flight (the others are the driver's batches)",
 );
 const JWT_VERIFICATIONS: Family = (
     "gateway_jwt_verifications_total",
@@ -386,6 +391,7 @@ impl Metrics {
             rate_limit_store_up: r.gauge(RATE_LIMIT_STORE_UP),
             rate_limit_store_fallbacks: r.counter_vec(RATE_LIMIT_STORE_FALLBACKS, &["mode"]),
             rate_limit_store_round_trips: r.counter(RATE_LIMIT_STORE_ROUND_TRIPS),
+            rate_limit_store_sent_alone: r.counter(RATE_LIMIT_STORE_SENT_ALONE),
             jwt_verifications: r.counter_vec(JWT_VERIFICATIONS, &["kid", "result"]),
             jwks_fetches: r.counter_vec(JWKS_FETCHES, &["result"]),
             jwks_up: r.gauge(JWKS_UP),
