@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need, when missing:
-# cmake (Pingora's zlib-ng), PostgreSQL server + client + pg_virtualenv,
+# cmake (Pingora's zlib-ng), a C compiler (jemalloc, and aws-lc-rs: the
+# crypto library, built from the C sources its crate ships), PostgreSQL server + client + pg_virtualenv,
 # Chromium for the browser test of CORS, redis-server for the shared
 # rate-limit tests, and openssl for the signing-key tests' key pairs.
 # Usage: scripts/install-deps.sh [build|test]
