@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release run test unit lint fmt bench bench-instructions bench-micro fuzz fuzz-build deps-build deps-test clean
+.PHONY: all build release run test unit lint fmt bench bench-instructions bench-idle bench-micro fuzz fuzz-build deps-build deps-test clean
 
 all: build
 
@@ -55,6 +55,7 @@ bench: deps-build
 	benches/load/run.sh
 	benches/instructions/run.sh
 	benches/tls/run.sh
+	benches/idle/run.sh
 	benches/load/report.sh target/bench/runs.jsonl target/bench >/dev/null
 
 # Instructions per request under callgrind, and the guard on the cached path
@@ -67,6 +68,11 @@ bench-instructions: deps-build
 
 # The micro benches, then openssl's own figures for the same signatures on
 # this machine (the peer of jwt/verify_rs256, _es256 and _eddsa).
+# Memory per idle HTTP/1.1 and HTTP/2 connection, beside nginx.
+bench-idle: deps-build
+	@command -v nginx >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq nginx >/dev/null; }
+	benches/idle/run.sh
+
 bench-micro:
 	cargo bench --bench hot_path
 	openssl speed -seconds 3 rsa2048 ecdsap256 ed25519 2>/dev/null | grep -E 'verify|rsa 2048|nistp256|Ed25519'
