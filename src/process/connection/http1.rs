@@ -64,9 +64,12 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     shutdown: &ShutdownWatch,
 ) {
     let mut carried: Option<HttpPersistentSettings> = None;
+    // Registered once per connection (its first wait), not per request.
+    let drained = draining.notify.notified();
+    tokio::pin!(drained);
     loop {
         let pipelined = carried.as_ref().is_some_and(may_hold_pipelined_bytes);
-        if !pipelined && !first_bytes(&mut guarded, draining).await {
+        if !pipelined && !first_bytes(&mut guarded, draining, drained.as_mut()).await {
             return;
         }
         let mut session = ServerSession::new_http1(guarded);
@@ -95,18 +98,24 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
 
 /// Waits for the next request's first bytes and keeps them in the guard:
 /// false when the connection closed, broke, passed its header deadline or
-/// idle bound (the guard's reads end it), or the service drains.
-async fn first_bytes(guarded: &mut GuardedStream, draining: &Draining) -> bool {
-    let drained = draining.notify.notified();
-    tokio::pin!(drained);
+/// idle bound (the guard's reads end it), or the service drains while it
+/// waits (bytes already there are served, as Pingora's own loop does).
+async fn first_bytes(
+    guarded: &mut GuardedStream,
+    draining: &Draining,
+    mut drained: Pin<&mut tokio::sync::futures::Notified<'_>>,
+) -> bool {
     poll_fn(|cx| {
-        if draining.started.load(Ordering::Acquire) || drained.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
         let mut room = [MaybeUninit::<u8>::uninit(); FIRST_READ_BYTES];
         let mut buf = ReadBuf::uninit(&mut room);
         match Pin::new(&mut *guarded).poll_read(cx, &mut buf) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if draining.started.load(Ordering::Acquire) || drained.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(false);
+                }
+                Poll::Pending
+            }
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(false),
             Poll::Ready(Ok(())) => {
                 guarded.keep_first_bytes(buf.filled());
