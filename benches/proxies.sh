@@ -17,6 +17,22 @@ UP=18080 GW=18100 NGX=18081 HAP=18082 HAPJ=18083 BARE=18084 UP2=18085 UP3=18086 
 export REDIS_URL="redis://127.0.0.1:$REDIS/"
 start_redis() { redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no >/dev/null 2>&1 & }
 
+# make_tls_cert WORK: WORK/tls.crt and WORK/tls.key, a self-signed ECDSA
+# P-256 certificate for localhost and 127.0.0.1 (the TLS and idle benches).
+make_tls_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
+}
+
+# gateway_tls_block PORT WORK: the gateway's [[server.tls]] listener on
+# 127.0.0.1:PORT with WORK's certificate.
+gateway_tls_block() {
+    printf '[[server.tls]]\nlisten = "127.0.0.1:%s"\ncert_file = "%s"\nkey_file = "%s"\n' \
+        "$1" "$2/tls.crt" "$2/tls.key"
+}
+
 # require_tools TOOL... : fails naming the Debian packages when one is missing.
 require_tools() {
     for tool in "$@"; do

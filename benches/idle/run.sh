@@ -28,10 +28,7 @@ trap 'kill $(jobs -p) 2>/dev/null; sleep 0.5; rm -rf "$work"' EXIT
 require_tools nginx openssl
 cargo build --release --bin robeing-gateway --example bench_fixtures --example idle_conns >/dev/null
 target/release/examples/bench_fixtures "$work" 10 >/dev/null
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+make_tls_cert "$work"
 write_proxy_configs "$work"
 cat > "$work/nginx-idle.conf" <<NGINX
 worker_processes 1; daemon off; pid $work/ngx-idle.pid; error_log $work/ngx-idle.err;
@@ -46,8 +43,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 600s;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets off; ssl_session_cache off;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
-tls_block=$(printf '[[server.tls]]\nlisten = "127.0.0.1:%s"\ncert_file = "%s"\nkey_file = "%s"\n' \
-    "$GWTLS" "$work/tls.crt" "$work/tls.key")
+tls_block=$(gateway_tls_block "$GWTLS" "$work")
 gateway_conf "$work/gateway-idle.toml" "$GW" "$work" "$work/users.toml" off \
     "$(bench_route "/public/*" public "$UP" false; echo "$tls_block")"
 # Idle connections stay for the whole measurement (the default bound is 60 s).

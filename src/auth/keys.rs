@@ -210,44 +210,41 @@ fn read_public_key(algorithm: Algorithm, path: &Path) -> Result<DecodingKey, Str
 /// P-256, an Ed25519 point), so a key that would fail every token fails the
 /// configuration instead.
 pub fn public_key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, String> {
-    use aws_lc_rs::signature::{ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519};
     let pem = pem.as_bytes();
     match algorithm {
         Algorithm::RS256 => {
-            let decoding = DecodingKey::from_rsa_pem(pem)
-                .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
-            let der = decoding
-                .try_get_as_bytes()
-                .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
-            let key = aws_lc_rs::rsa::PublicKey::from_der(der)
-                .map_err(|e| format!("not an RSA public key in PEM ({e})"))?;
+            let not_rsa = |e: &dyn std::fmt::Display| format!("not an RSA public key in PEM ({e})");
+            let decoding = DecodingKey::from_rsa_pem(pem).map_err(|e| not_rsa(&e))?;
+            let der = decoding.try_get_as_bytes().map_err(|e| not_rsa(&e))?;
+            let key = aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|e| not_rsa(&e))?;
             rsa_key(
                 key.modulus().big_endian_without_leading_zero(),
                 key.exponent().big_endian_without_leading_zero(),
             )
         }
-        Algorithm::ES256 => {
-            let decoding = DecodingKey::from_ec_pem(pem)
-                .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
-            let point = decoding
-                .try_get_as_bytes()
-                .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
-            ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-                .map_err(|e| format!("not a P-256 public key in PEM ({e})"))?;
-            Ok(decoding)
-        }
-        Algorithm::EdDSA => {
-            let decoding = DecodingKey::from_ed_pem(pem)
-                .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
-            let point = decoding
-                .try_get_as_bytes()
-                .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
-            ParsedPublicKey::new(&ED25519, point)
-                .map_err(|e| format!("not an Ed25519 public key in PEM ({e})"))?;
-            Ok(decoding)
-        }
+        Algorithm::ES256 => checked_point(
+            DecodingKey::from_ec_pem(pem),
+            &ECDSA_P256_SHA256_FIXED,
+            "a P-256",
+        ),
+        Algorithm::EdDSA => checked_point(DecodingKey::from_ed_pem(pem), &ED25519, "an Ed25519"),
         other => Err(format!("{other:?} has no public key")),
     }
+}
+
+/// An elliptic-curve key jsonwebtoken read from PEM, its point parsed by
+/// aws-lc-rs for `algorithm` (`what` names the curve in a refusal).
+fn checked_point(
+    read: jsonwebtoken::errors::Result<DecodingKey>,
+    algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm,
+    what: &str,
+) -> Result<DecodingKey, String> {
+    let refused = |e: &dyn std::fmt::Display| format!("not {what} public key in PEM ({e})");
+    let decoding = read.map_err(|e| refused(&e))?;
+    let point = decoding.try_get_as_bytes().map_err(|e| refused(&e))?;
+    aws_lc_rs::signature::ParsedPublicKey::new(algorithm, point).map_err(|e| refused(&e))?;
+    Ok(decoding)
 }
 
 /// An RSA verification key from its modulus and exponent (big-endian),

@@ -487,12 +487,8 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        let left = &self.first_bytes[self.first_bytes_read..];
-        if !left.is_empty() {
-            let n = left.len().min(buf.len());
-            buf[..n].copy_from_slice(&left[..n]);
-            return Ok(true);
-        }
+        // Only Pingora's h2c check peeks, before any first bytes are kept
+        // (those are read by the HTTP/1 loop alone).
         self.inner.try_peek(buf).await
     }
 }
