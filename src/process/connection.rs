@@ -38,6 +38,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 mod http1;
+mod listener;
+
+pub use listener::ClientListeners;
 
 use super::h2_headers::HeaderBlockWatch;
 use crate::edge::limits::client_key;
@@ -218,8 +221,17 @@ pub struct GuardedStream {
     /// progress (`http1`), and how much of it Pingora has read since.
     first_bytes: Vec<u8>,
     first_bytes_read: usize,
+    /// Writes gathered until a flush, as the 1,460-byte buffer of
+    /// Pingora's own listeners did: a response's header and a small body
+    /// leave in one system call (one TLS record). Taken on a request's first
+    /// write, freed while the connection waits for its next request.
+    write_buf: Vec<u8>,
     _slot: Option<IpSlot>,
 }
+
+/// The most bytes gathered before a write goes out (one TCP segment, as
+/// Pingora's listeners buffer); a larger write goes out directly.
+const WRITE_BUFFER_BYTES: usize = 1460;
 
 impl GuardedStream {
     fn new(inner: Stream, limits: &ConnectionLimits, slot: Option<IpSlot>) -> Self {
@@ -244,8 +256,49 @@ impl GuardedStream {
             idle_timer: None,
             first_bytes: Vec::new(),
             first_bytes_read: 0,
+            write_buf: Vec::new(),
             _slot: slot,
         }
+    }
+
+    /// Frees the write buffer of a connection waiting for its next request
+    /// (an idle connection holds none); kept while it holds bytes.
+    fn release_write_buffer(&mut self) {
+        if self.write_buf.is_empty() && self.write_buf.capacity() != 0 {
+            self.write_buf = Vec::new();
+        }
+    }
+
+    /// Writes out what the write buffer holds.
+    fn poll_write_buffered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.write_buf.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.write_buf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.write_buf.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room for `len` more bytes: false when they are to be written
+    /// directly (as many as the buffer holds, or more).
+    fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.write_buf.len() + len > WRITE_BUFFER_BYTES {
+            if let Err(e) = std::task::ready!(self.poll_write_buffered(cx)) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if len >= WRITE_BUFFER_BYTES {
+            return Poll::Ready(Ok(false));
+        }
+        if self.write_buf.capacity() == 0 {
+            self.write_buf.reserve_exact(WRITE_BUFFER_BYTES);
+        }
+        Poll::Ready(Ok(true))
     }
 
     /// Keeps a request's first read for Pingora's first read of it.
@@ -405,14 +458,28 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        match std::task::ready!(this.poll_room(cx, buf.len())) {
+            Ok(true) => {
+                this.write_buf.extend_from_slice(buf);
+                Poll::Ready(Ok(buf.len()))
+            }
+            Ok(false) => Pin::new(&mut this.inner).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = std::task::ready!(self.poll_write_buffered(cx)) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = std::task::ready!(self.poll_write_buffered(cx)) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -421,7 +488,18 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let len = bufs.iter().map(|b| b.len()).sum();
+        match std::task::ready!(this.poll_room(cx, len)) {
+            Ok(true) => {
+                for buf in bufs {
+                    this.write_buf.extend_from_slice(buf);
+                }
+                Poll::Ready(Ok(len))
+            }
+            Ok(false) => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -432,6 +510,8 @@ impl AsyncWrite for GuardedStream {
 #[async_trait]
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
+        // What is buffered goes out before the close.
+        let _ = std::future::poll_fn(|cx| self.poll_write_buffered(cx)).await;
         self.inner.shutdown().await;
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -22,7 +21,7 @@ use crate::gateway::{live, Gateway, SharedGateway};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::{AdminApp, AllowFrom};
 use crate::observe::dependencies::{Dependencies, DependencyChecks, DependencyStatus};
-use crate::process::connection::{ConnectionLimits, GuardedApp};
+use crate::process::connection::{ClientListeners, ConnectionLimits, GuardedApp};
 use crate::process::lifecycle::{Lifecycle, SignalWatch};
 use crate::process::readiness::Readiness;
 use crate::process::stdio::StdioReceiver;
@@ -60,16 +59,6 @@ pub fn pingora_conf(server: &ServerConfig, flags: RunFlags) -> ServerConf {
     }
 }
 
-/// A client-facing listener. Reads are unbuffered: Pingora 0.9 would put a
-/// zeroed 64 KiB `BufReader` in front of every accepted connection (kept
-/// for the connection's life: most of its idle memory), and request heads
-/// are read into Pingora's own header buffer anyway; with no TLS on these
-/// listeners nothing gains from the extra copy. Writes keep Pingora's
-/// small buffer.
-fn client_listener(addr: &str) -> ListenerConfig {
-    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(0))
-}
-
 /// Threads that must start after Pingora has (maybe) forked into the
 /// background: the access-log writer and the drain watcher.
 struct ProcessTasks {
@@ -90,18 +79,18 @@ impl BackgroundService for ProcessTasks {
 
 /// The plain and the TLS client listeners of `[server]`.
 fn add_client_listeners<A>(
-    proxy: &mut Service<A>,
+    proxy: &mut ClientListeners<A>,
     server: &ServerConfig,
     shared: &SharedGateway,
 ) -> Result<(), ConfigError> {
     for addr in &server.listen {
-        proxy.add_listener(client_listener(addr));
+        proxy.add_tcp(addr);
     }
     for (i, tls) in server.tls.iter().enumerate() {
         let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
         let certs = GatewayCerts::new(live(shared, |g| g.tls.clone()), tls).map_err(invalid)?;
         let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
-        proxy.add_listener(client_listener(&tls.listen).tls(settings));
+        proxy.add_tls(&tls.listen, settings);
     }
     Ok(())
 }
@@ -225,7 +214,12 @@ pub fn run(mut loaded: LoadedConfig, gateway: Gateway, flags: RunFlags) -> Resul
         GatewayProxy::new(shared.clone(), lifecycle.draining(), access_log.clone()),
     );
     proxy.server_options = Some(server_options(&server));
-    let mut proxy = Service::new("robeing-gateway".into(), GuardedApp::new(proxy, limits));
+    let handshake_timeout = limits.header_timeout;
+    let mut proxy = ClientListeners::new(
+        "robeing-gateway",
+        GuardedApp::new(proxy, limits),
+        handshake_timeout,
+    );
     add_client_listeners(&mut proxy, &server, &shared)?;
     pingora.add_service(proxy);
     let dependencies = add_background_services(&mut pingora, &shared);

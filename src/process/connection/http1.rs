@@ -110,6 +110,7 @@ async fn first_bytes(
         let mut buf = ReadBuf::uninit(&mut room);
         match Pin::new(&mut *guarded).poll_read(cx, &mut buf) {
             Poll::Pending => {
+                guarded.release_write_buffer();
                 if draining.started.load(Ordering::Acquire) || drained.as_mut().poll(cx).is_ready()
                 {
                     return Poll::Ready(false);
