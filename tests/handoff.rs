@@ -182,12 +182,17 @@ async fn rate_limit_budgets_survive_the_handoff() {
 
     assert_reload_ok(&gw.reload());
     wait_for_exit(old_pid, Duration::from_secs(15)).await;
-    assert!(
-        gw.log()
-            .contains("took over 1 rate-limit counters from the predecessor"),
-        "{}",
-        gw.log()
-    );
+    // alice's counter, and the first-sight budget of the client's address
+    // when the handoff came within its interval (100 ms) of her first
+    // request.
+    let log = gw.log();
+    let taken = log
+        .split("took over ")
+        .filter_map(|rest| rest.split_once(" rate-limit counters from the predecessor"))
+        .map(|(count, _)| count)
+        .filter(|count| count.bytes().all(|b| b.is_ascii_digit()))
+        .collect::<Vec<_>>();
+    assert!(matches!(taken.as_slice(), ["1"] | ["2"]), "{log}");
     let r = get(gw.port, "/api/robeing/after", &[alice]).await;
     assert_envelope(&r, 429, "RATE_LIMIT_EXCEEDED");
     assert!(r.header("retry-after").is_some());

@@ -281,3 +281,62 @@ fn bad_certificates_name_the_listener() {
         assert!(err.contains(want), "{want} at start in {err}");
     }
 }
+
+// A handshake that fails or never finishes is the client's doing: the
+// connection closes within the header deadline, is counted by reason, and
+// no ERROR line asks an operator to act. A good client is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_and_stalled_handshakes_are_counted_and_closed_by_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "stalled");
+    let up = Upstream::start();
+    let port = free_port();
+    let server_extra = format!(
+        "header_timeout_ms = 500\n{}",
+        tls_block(port, &cert, &key, "")
+    );
+    let gw = start(&server_extra, &route("/api/robeing/*", up.port, false, ""));
+    let refused =
+        |reason: &str| format!("gateway_connections_refused_total{{reason=\"{reason}\"}}");
+
+    // Not a ClientHello: refused at once.
+    let mut garbage = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), garbage.read_to_end(&mut sink)).await;
+    assert!(
+        closed.is_ok(),
+        "a plain-text request on the TLS port stayed open"
+    );
+
+    // Connected, then silent: closed once the deadline passes.
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let good = handshake_on(port, &cert, rustls::crypto::aws_lc_rs::default_provider()).await;
+    assert!(good.is_ok(), "a good client waited behind a silent one");
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut sink)).await;
+    let waited = started.elapsed();
+    assert!(closed.is_ok(), "a silent connection outlived the deadline");
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(3),
+        "closed after {waited:?}, deadline 500 ms"
+    );
+
+    assert_eq!(
+        metric_value(gw.admin_port, &refused("tls_handshake_failed")).await,
+        1
+    );
+    assert_eq!(
+        metric_value(gw.admin_port, &refused("tls_handshake_timeout")).await,
+        1
+    );
+    assert!(gw.error_lines().is_empty(), "{:?}", gw.error_lines());
+}

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -226,6 +226,12 @@ pub struct GuardedStream {
     /// leave in one system call (one TLS record). Taken on a request's first
     /// write, freed while the connection waits for its next request.
     write_buf: Vec<u8>,
+    /// HTTP/1.x: bytes Pingora has read since the request started, and the
+    /// length of the header it parsed (`header_complete`). Equal, for a
+    /// request that began with a read of its own: Pingora holds no byte of
+    /// a pipelined next request (`http1`).
+    delivered: usize,
+    header_len: AtomicUsize,
     _slot: Option<IpSlot>,
 }
 
@@ -257,8 +263,23 @@ impl GuardedStream {
             first_bytes: Vec::new(),
             first_bytes_read: 0,
             write_buf: Vec::new(),
+            delivered: 0,
+            header_len: AtomicUsize::new(0),
             _slot: slot,
         }
+    }
+
+    /// A request starts: its bytes are counted from here.
+    fn start_request(&mut self) {
+        self.delivered = 0;
+        *self.header_len.get_mut() = 0;
+    }
+
+    /// Whether Pingora has read the request's header and not one byte
+    /// more (no body, no next request).
+    fn read_only_the_header(&self) -> bool {
+        let header_len = self.header_len.load(Ordering::Relaxed);
+        header_len != 0 && header_len == self.delivered
     }
 
     /// Frees the write buffer of a connection waiting for its next request
@@ -375,10 +396,16 @@ fn guard_of(session: &pingora::proxy::Session) -> Option<&GuardedStream> {
         .downcast_ref::<GuardedStream>()
 }
 
-/// The request's header section is complete: stop its clock.
+/// The request's header section is complete: stop its clock, and note its
+/// length.
 pub fn header_complete(session: &pingora::proxy::Session) {
     if let Some(guard) = guard_of(session) {
         guard.awaiting_header.store(false, Ordering::Relaxed);
+        if let Some(http1) = session.as_downstream().as_http1() {
+            // Parsed: the header's bytes are there.
+            let len = http1.get_headers_raw_bytes().len();
+            guard.header_len.store(len, Ordering::Relaxed);
+        }
     }
 }
 
@@ -396,7 +423,9 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         if this.read_first_bytes(buf) {
+            this.delivered += buf.filled().len() - before;
             return Poll::Ready(Ok(()));
         }
         let awaiting = this.awaiting_header.load(Ordering::Relaxed);
@@ -447,6 +476,9 @@ impl AsyncRead for GuardedStream {
                 this.idle_since = None;
             }
             _ => {}
+        }
+        if read.is_ready() {
+            this.delivered += buf.filled().len() - filled;
         }
         read
     }

@@ -260,11 +260,12 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         }
         let stream: Stream = match tls {
             None => Box::new(stream),
-            Some(acceptor) => match Box::pin(handshake(stream, acceptor, handshake_timeout)).await
-            {
-                Some(stream) => stream,
-                None => return,
-            },
+            Some(acceptor) => {
+                match Box::pin(handshake(stream, acceptor, handshake_timeout)).await {
+                    Some(stream) => stream,
+                    None => return,
+                }
+            }
         };
         let mut next = app.process_new(stream, &shutdown).await;
         while let Some(stream) = next {
@@ -274,7 +275,11 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
 }
 
 /// The TLS handshake within its deadline; `None` (counted) when it fails.
-async fn handshake(stream: L4Stream, acceptor: Arc<Acceptor>, deadline: Duration) -> Option<Stream> {
+async fn handshake(
+    stream: L4Stream,
+    acceptor: Arc<Acceptor>,
+    deadline: Duration,
+) -> Option<Stream> {
     let peer = stream
         .get_socket_digest()
         .and_then(|digest| digest.peer_addr().map(|addr| addr.to_string()))
