@@ -6,9 +6,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc with its defaults (docs/benchmarks.md: what it gave).
+/// jemalloc (docs/benchmarks.md: what it gave).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start: freed blocks up to 64 KiB stay in
+/// the thread's cache (its default stops at 32 KiB). Pingora takes a 64 KiB
+/// buffer for every upstream response body; beyond the cache, each one went
+/// through jemalloc's large-allocation path, about 2,000 instructions a
+/// request (docs/benchmarks.md, "The gateway's own share"). The cache holds
+/// a bounded number of blocks per thread and size.
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_OPTIONS: &[u8; 17] = b"tcache_max:65536\0";
 
 use robeing_gateway::config;
 use robeing_gateway::gateway::{plan_loaded, Plan};
