@@ -15,7 +15,8 @@
 # The proxy is pinned to CPU 0, the load and the upstream to CPU 1.
 # Rounds are interleaved; the report gives medians.
 #
-# Usage: benches/tls/run.sh   (ROUNDS, SECONDS_PER_RUN, CONNS, OUT)
+# Usage: benches/tls/run.sh   (ROUNDS, SECONDS_PER_RUN, CONNS, OUT; KEEP_DUMPS=1
+# keeps the callgrind files in OUT)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/proxies.sh
@@ -99,7 +100,9 @@ for proxy in gateway nginx; do
         callgrind_control -d "$pid" >/dev/null 2>&1
         kill -9 "$pid"; wait "$pid" 2>/dev/null || true
         ok=$(awk '/^status codes:/ {print $3}' "$work/h2load.out")
-        ir=$(awk '/^summary:/ {print $2}' "$(ls -t "$work"/cg."$proxy".* | head -n 1)")
+        dump=$(ls -t "$work"/cg."$proxy".* | head -n 1)
+        ir=$(awk '/^summary:/ {print $2}' "$dump")
+        [ -n "${KEEP_DUMPS:-}" ] && cp "$dump" "$out/callgrind.h2_$scenario.$proxy.out"
         rm -f "$work"/cg."$proxy".*
         echo "{\"proxy\":\"$proxy\",\"test\":\"instructions_$scenario\",\"per_request\":$((ir / 1000)),\"ok\":$ok}" >> "$out/tls.jsonl"
     done
