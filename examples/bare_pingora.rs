@@ -2,6 +2,11 @@
 //! with one worker thread and no work stealing (as the gateway runs in the
 //! bench), every request forwarded to one upstream, nothing else.
 //!
+//! It runs on the gateway's allocator with the gateway's options (jemalloc,
+//! blocks up to 64 KiB cached per thread: `src/main.rs`), so that the
+//! difference from the gateway is the gateway's code, not the allocator's
+//! speed at Pingora's own allocations.
+//!
 //! `bare_pingora LISTEN_ADDR UPSTREAM_ADDR`
 
 use async_trait::async_trait;
@@ -9,6 +14,12 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{http_proxy_service, ProxyHttp};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_OPTIONS: &[u8; 17] = b"tcache_max:65536\0";
 
 struct Bare {
     upstream: String,
