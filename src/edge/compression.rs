@@ -36,6 +36,10 @@ pub struct Compression {
     /// The client's `Accept-Encoding`, when the module was shown a
     /// q-value-ordered one instead; restored before forwarding.
     original_accept_encoding: Option<HeaderValue>,
+    /// The client accepts an encoding and the route compresses: without
+    /// that, neither the module nor brotli ever encodes this response, and
+    /// the module is not even looked up (a hash-map look-up each time).
+    negotiated: bool,
 }
 
 impl Compression {
@@ -46,10 +50,17 @@ impl Compression {
         session: &mut Session,
         policy: &CompressionConfig,
     ) -> pingora::Result<()> {
+        // No `Accept-Encoding`: the module leaves the response alone
+        // whatever its level.
+        let headers = &session.req_header().headers;
+        if !headers.contains_key(http::header::ACCEPT_ENCODING) {
+            return Ok(());
+        }
         set_level(&mut session.downstream_modules_ctx, policy.level);
         if policy.level == 0 {
             return Ok(());
         }
+        self.negotiated = true;
         let accept = session
             .req_header()
             .headers
@@ -81,6 +92,9 @@ impl Compression {
         raw_route: bool,
         policy: &CompressionConfig,
     ) -> pingora::Result<()> {
+        if !self.negotiated {
+            return Ok(());
+        }
         let head = session.req_header().method == http::Method::HEAD;
         if keep_uncompressed(resp, raw_route, policy.min_size_bytes) {
             set_level(&mut session.downstream_modules_ctx, 0);

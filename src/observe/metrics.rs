@@ -416,6 +416,58 @@ impl Metrics {
 }
 
 /// The `method` label: standard methods as themselves, the rest `OTHER`.
+/// Counts one finished request in `gateway_requests_total`. The counter of
+/// a label set is kept in a small per-thread list of the sets seen last:
+/// the vector's own look-up hashes the four values and takes its lock on
+/// every request. Series of this family are never removed, so a kept
+/// counter stays the exported one.
+pub fn count_request(route: &str, method: &'static str, status: u16, upstream: Option<u16>) {
+    /// Label sets kept per thread; the oldest gives way.
+    const KEPT: usize = 16;
+    struct Kept {
+        route: Box<str>,
+        method: &'static str,
+        status: u16,
+        upstream: Option<u16>,
+        counter: IntCounter,
+    }
+    thread_local! {
+        static RECENT: std::cell::RefCell<(Vec<Kept>, usize)> =
+            const { std::cell::RefCell::new((Vec::new(), 0)) };
+    }
+    RECENT.with_borrow_mut(|(kept, next)| {
+        let found = kept.iter().find(|k| {
+            k.status == status && k.upstream == upstream && k.method == method && *k.route == *route
+        });
+        if let Some(k) = found {
+            k.counter.inc();
+            return;
+        }
+        let (mut status_text, mut upstream_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let upstream_label = upstream.map_or("none", |s| upstream_text.format(s));
+        let counter = metrics().requests.with_label_values(&[
+            route,
+            method,
+            status_text.format(status),
+            upstream_label,
+        ]);
+        counter.inc();
+        let entry = Kept {
+            route: route.into(),
+            method,
+            status,
+            upstream,
+            counter,
+        };
+        if kept.len() < KEPT {
+            kept.push(entry);
+        } else {
+            kept[*next] = entry;
+            *next = (*next + 1) % KEPT;
+        }
+    });
+}
+
 pub fn method_label(method: &http::Method) -> &'static str {
     use http::Method;
     match *method {
@@ -435,6 +487,27 @@ pub fn method_label(method: &http::Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_in_their_own_series_past_the_kept_sets() {
+        let series = |route: &str, status: &str, upstream: &str| {
+            metrics()
+                .requests
+                .with_label_values(&[route, "GET", status, upstream])
+                .get()
+        };
+        // More label sets than a thread keeps, twice over, in turns.
+        for round in 0..3 {
+            for i in 0..40u16 {
+                let route = format!("/count-{i}/*");
+                count_request(&route, "GET", 200 + i, (i % 2 == 0).then_some(200));
+                let upstream = if i % 2 == 0 { "200" } else { "none" };
+                assert_eq!(series(&route, &(200 + i).to_string(), upstream), round + 1);
+            }
+        }
+        count_request("/count-0/*", "POST", 200, Some(200));
+        assert_eq!(series("/count-0/*", "200", "200"), 3);
+    }
 
     #[test]
     fn methods_fold_into_a_bounded_set() {

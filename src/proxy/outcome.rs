@@ -9,7 +9,7 @@ use pingora::prelude::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::observe::access_log::{AccessEntry, AccessLog};
-use crate::observe::metrics::{method_label, metrics, RouteMetrics};
+use crate::observe::metrics::{count_request, method_label, RouteMetrics};
 use crate::observe::traces::SpanRecord;
 use crate::proxy::context::RequestCtx;
 use crate::upstream::peer::PeerState;
@@ -105,20 +105,8 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     let elapsed = ctx.started.elapsed();
     let status = final_status(session, e);
     let req = session.req_header();
-    let (mut status_buf, mut upstream_buf) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let upstream_status = ctx
-        .upstream_status
-        .map_or("none", |s| upstream_buf.format(s));
-    let m = metrics();
     let route = ctx.route_label();
-    m.requests
-        .with_label_values(&[
-            route,
-            method_label(&req.method),
-            status_buf.format(status),
-            upstream_status,
-        ])
-        .inc();
+    count_request(route, method_label(&req.method), status, ctx.upstream_status);
     // A matched route's histograms are looked up already; an unmatched
     // request looks them up now.
     let unmatched;
