@@ -25,7 +25,7 @@ DETAIL = {
 
 
 def inclusive(path):
-    """Inclusive cost of each function (its own entry, not inlined copies)."""
+    """Inclusive cost of each function."""
     out = subprocess.run(
         ["callgrind_annotate", "--auto=no", "--threshold=100", "--inclusive=yes", path],
         capture_output=True, text=True, check=True,
@@ -39,8 +39,8 @@ def inclusive(path):
         if "PROGRAM TOTALS" in name:
             total = cost
             continue
-        if not name.endswith("]"):
-            continue  # an inlined copy, counted in its caller
+        # A function appears once per source file its code came from
+        # (inlining); the largest entry is the function's whole.
         name = re.sub(r" \[[^\]]*\]$", "", name)
         name = re.sub(r"^\S*?\.(rs|c|h|S):", "", name)
         name = name.replace("::{{closure}}", "")
