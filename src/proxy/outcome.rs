@@ -106,7 +106,12 @@ pub fn record(session: &Session, e: Option<&Error>, ctx: &mut RequestCtx, access
     let status = final_status(session, e);
     let req = session.req_header();
     let route = ctx.route_label();
-    count_request(route, method_label(&req.method), status, ctx.upstream_status);
+    count_request(
+        route,
+        method_label(&req.method),
+        status,
+        ctx.upstream_status,
+    );
     // A matched route's histograms are looked up already; an unmatched
     // request looks them up now.
     let unmatched;

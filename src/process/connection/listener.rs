@@ -60,6 +60,9 @@ struct Endpoint {
 /// The proxy's client-facing listeners, serving `app`.
 pub struct ClientListeners<A> {
     name: String,
+    /// Every `listen` address, kept for Pingora's table of inherited
+    /// sockets (the endpoints are taken when the service starts).
+    addresses: Vec<String>,
     endpoints: Vec<Endpoint>,
     app: Option<Arc<A>>,
     handshake_timeout: Duration,
@@ -71,6 +74,7 @@ impl<A> ClientListeners<A> {
     pub fn new(name: &str, app: A, handshake_timeout: Duration) -> Self {
         Self {
             name: name.to_string(),
+            addresses: Vec::new(),
             endpoints: Vec::new(),
             app: Some(Arc::new(app)),
             handshake_timeout,
@@ -79,6 +83,7 @@ impl<A> ClientListeners<A> {
 
     /// A clear-text listener (HTTP/1.x, or h2c when the app allows it).
     pub fn add_tcp(&mut self, addr: &str) {
+        self.addresses.push(addr.to_string());
         self.endpoints.push(Endpoint {
             addr: addr.to_string(),
             tls: None,
@@ -87,6 +92,7 @@ impl<A> ClientListeners<A> {
 
     /// A TLS listener.
     pub fn add_tls(&mut self, addr: &str, settings: TlsSettings) {
+        self.addresses.push(addr.to_string());
         self.endpoints.push(Endpoint {
             addr: addr.to_string(),
             tls: Some(settings),
@@ -139,7 +145,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ClientListeners<A> {
     }
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(self.endpoints.iter().map(|e| e.addr.clone()).collect())
+        Some(self.addresses.clone())
     }
 }
 
