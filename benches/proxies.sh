@@ -26,11 +26,11 @@ make_tls_cert() {
         -keyout "$1/tls.key" -out "$1/tls.crt" 2>/dev/null
 }
 
-# gateway_tls_block PORT WORK: the gateway's [[server.tls]] listener on
-# 127.0.0.1:PORT with WORK's certificate.
+# gateway_tls_block PORT WORK [KEYS]: the gateway's [[server.tls]] listener
+# on 127.0.0.1:PORT with WORK's certificate, and KEYS (lines of the table).
 gateway_tls_block() {
-    printf '[[server.tls]]\nlisten = "127.0.0.1:%s"\ncert_file = "%s"\nkey_file = "%s"\n' \
-        "$1" "$2/tls.crt" "$2/tls.key"
+    printf '[[server.tls]]\nlisten = "127.0.0.1:%s"\ncert_file = "%s"\nkey_file = "%s"\n%s\n' \
+        "$1" "$2/tls.crt" "$2/tls.key" "${3:-}"
 }
 
 # require_tools TOOL... : fails naming the Debian packages when one is missing.

@@ -340,3 +340,61 @@ async fn failed_and_stalled_handshakes_are_counted_and_closed_by_the_deadline() 
     );
     assert!(gw.error_lines().is_empty(), "{:?}", gw.error_lines());
 }
+
+/// A request over a new TLS connection made with `config` (whose session
+/// store is kept between calls): whether its handshake resumed a session.
+async fn request_resumed(port: u16, config: std::sync::Arc<rustls::ClientConfig>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    tls.write_all(b"GET /api/robeing/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Read to the end: the session tickets arrive after the handshake.
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+// `session_resumption` (default true): a returning client resumes its
+// session; with false, every handshake is full (no tickets, no session
+// kept), as the TLS bench's nginx is configured.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_resumption_is_the_listeners_choice() {
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "resume");
+    let up = Upstream::start();
+    let (resuming, full) = (free_port(), free_port());
+    let server_extra = format!(
+        "{}{}",
+        tls_block(resuming, &cert, &key, ""),
+        tls_block(full, &cert, &key, "session_resumption = false")
+    );
+    let _gw = start(&server_extra, &route("/api/robeing/*", up.port, false, ""));
+    let config = client_config(&cert, &[b"http/1.1"]);
+    assert!(
+        !request_resumed(resuming, config.clone()).await,
+        "a first visit resumed"
+    );
+    assert!(
+        request_resumed(resuming, config).await,
+        "a returning client did not resume"
+    );
+    let config = client_config(&cert, &[b"http/1.1"]);
+    assert!(!request_resumed(full, config.clone()).await);
+    assert!(
+        !request_resumed(full, config).await,
+        "resumed with session_resumption = false"
+    );
+}

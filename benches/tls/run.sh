@@ -44,7 +44,9 @@ http { access_log off; keepalive_requests 1000000;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets off; ssl_session_cache off;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
-tls_block=$(gateway_tls_block "$GWTLS" "$work")
+# Full handshakes on both sides: nginx has tickets and its session cache
+# off, the gateway session_resumption = false (wrk resumes when offered).
+tls_block=$(gateway_tls_block "$GWTLS" "$work" 'session_resumption = false')
 gateway_conf "$work/gateway-tls.toml" "$GW" "$work" "$work/users.toml" "$work/access.log" \
     "$(bench_route "/public/*" public "$UP" false; bench_route "/api/*" api "$UP" true; echo "$tls_block")"
 

@@ -313,6 +313,10 @@ pub struct TlsListenerConfig {
     pub min_version: Word<MinVersion>,
     /// `Strict-Transport-Security: max-age=N` on this listener's responses.
     pub hsts_max_age_seconds: Option<u64>,
+    /// Returning clients may resume their session (TLS 1.3 tickets, TLS 1.2
+    /// session ids, kept in the process); false: every handshake is full.
+    #[serde(default = "defaults::session_resumption")]
+    pub session_resumption: bool,
 }
 
 /// One `[[auth.keys]]` entry: a key pinned to one algorithm.

@@ -90,7 +90,7 @@ fn add_client_listeners<A>(
         let invalid = |m: String| ConfigError::invalid(format!("server.tls[{i}]"), m);
         let certs = GatewayCerts::new(live(shared, |g| g.tls.clone()), tls).map_err(invalid)?;
         let settings = listener_settings(tls, certs).map_err(|e| invalid(e.to_string()))?;
-        proxy.add_tls(&tls.listen, settings);
+        proxy.add_tls(&tls.listen, settings, tls.session_resumption);
     }
     Ok(())
 }

@@ -66,7 +66,7 @@ pub fn tls_block(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
     )
 }
 
-fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     client_config_on(ca, alpn, robeing_gateway::tls::crypto::provider())
 }
 

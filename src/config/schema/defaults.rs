@@ -41,6 +41,9 @@ pub fn store_timeout_ms() -> u64 {
 pub fn http2() -> bool {
     true
 }
+pub fn session_resumption() -> bool {
+    true
+}
 pub fn jwks_refresh_seconds() -> u64 {
     300
 }

@@ -54,7 +54,29 @@ const EMFILE: i32 = 24;
 /// One listening address, clear text or TLS.
 struct Endpoint {
     addr: String,
-    tls: Option<TlsSettings>,
+    tls: Option<TlsEndpoint>,
+}
+
+/// A TLS listener's settings, and whether returning clients may resume.
+struct TlsEndpoint {
+    settings: TlsSettings,
+    resumption: bool,
+}
+
+impl TlsEndpoint {
+    /// The acceptor; without resumption, rustls neither sends TLS 1.3
+    /// tickets nor keeps sessions (Pingora's settings leave rustls's
+    /// defaults: two tickets a handshake, 256 sessions kept).
+    fn acceptor(self) -> Acceptor {
+        let mut acceptor = self.settings.build();
+        if !self.resumption {
+            let mut config = (**acceptor.acceptor.config()).clone();
+            config.send_tls13_tickets = 0;
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            acceptor.acceptor = Arc::new(config).into();
+        }
+        acceptor
+    }
 }
 
 /// The proxy's client-facing listeners, serving `app`.
@@ -90,12 +112,15 @@ impl<A> ClientListeners<A> {
         });
     }
 
-    /// A TLS listener.
-    pub fn add_tls(&mut self, addr: &str, settings: TlsSettings) {
+    /// A TLS listener; `resumption`: `session_resumption`.
+    pub fn add_tls(&mut self, addr: &str, settings: TlsSettings, resumption: bool) {
         self.addresses.push(addr.to_string());
         self.endpoints.push(Endpoint {
             addr: addr.to_string(),
-            tls: Some(settings),
+            tls: Some(TlsEndpoint {
+                settings,
+                resumption,
+            }),
         });
     }
 }
@@ -122,7 +147,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ClientListeners<A> {
                     std::process::exit(1);
                 }
             };
-            let tls = endpoint.tls.map(|settings| Arc::new(settings.build()));
+            let tls = endpoint.tls.map(|tls| Arc::new(tls.acceptor()));
             for _ in 0..listeners_per_fd.max(1) {
                 let accepting = AcceptLoop {
                     addr: endpoint.addr.clone(),
