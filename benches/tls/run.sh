@@ -4,8 +4,8 @@
 # proxying to the same nginx upstream over HTTP/1.1, loopback only.
 #
 #   handshakes    wrk, `Connection: close`: every request is a new TLS 1.3
-#                 connection (full handshake, no resumption); req/s is
-#                 handshakes/s
+#                 connection (full handshake: resumption off on both sides,
+#                 else wrk resumes); req/s is handshakes/s
 #   h2            h2load, keep-alive HTTP/2: $CONNS connections, 10 streams
 #                 each; public route and cached user (gateway only)
 #   instructions  each proxy under callgrind, 1,000 h2 requests after a
