@@ -138,8 +138,9 @@ async fn first_bytes(
 /// Whether Pingora carried bytes of a pipelined next request over in the
 /// settings: that request is served at once, not after the socket's next
 /// bytes (an empty prefix is no request). Asked only when the guard's count
-/// cannot rule it out (a body, a pipelined start): about 1,600 instructions. Pingora 0.9 has no accessor for
-/// them; its derived `Debug` names the field, and this reads the first
+/// cannot rule it out (a body, a pipelined start): about 1,600
+/// instructions. Pingora 0.9 has no accessor for them; its derived `Debug`
+/// names the field, and this reads the first
 /// characters of its value and stops. Should the text not be the one
 /// expected (another Pingora), the answer is yes: the request is handed
 /// over at once, as Pingora's own loop would, and only the idle memory is
