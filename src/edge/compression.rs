@@ -52,22 +52,21 @@ impl Compression {
     ) -> pingora::Result<()> {
         // No `Accept-Encoding`: the module leaves the response alone
         // whatever its level.
-        let headers = &session.req_header().headers;
-        if !headers.contains_key(http::header::ACCEPT_ENCODING) {
-            return Ok(());
-        }
-        set_level(&mut session.downstream_modules_ctx, policy.level);
-        if policy.level == 0 {
-            return Ok(());
-        }
-        self.negotiated = true;
-        let accept = session
+        let Some(accept) = session
             .req_header()
             .headers
-            .get(http::header::ACCEPT_ENCODING);
-        self.wants_brotli = accept.is_some_and(prefers_brotli);
-        if let Some(preferred) = accept.and_then(preferred_encodings) {
-            self.original_accept_encoding = accept.cloned();
+            .get(http::header::ACCEPT_ENCODING)
+        else {
+            return Ok(());
+        };
+        let preferred = (policy.level > 0)
+            .then(|| preferred_encodings(accept).map(|p| (p, accept.clone())))
+            .flatten();
+        self.wants_brotli = policy.level > 0 && prefers_brotli(accept);
+        self.negotiated = policy.level > 0;
+        set_level(&mut session.downstream_modules_ctx, policy.level);
+        if let Some((preferred, original)) = preferred {
+            self.original_accept_encoding = Some(original);
             session
                 .req_header_mut()
                 .insert_header(http::header::ACCEPT_ENCODING, preferred)?;

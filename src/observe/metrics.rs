@@ -415,7 +415,6 @@ impl Metrics {
     }
 }
 
-/// The `method` label: standard methods as themselves, the rest `OTHER`.
 /// Counts one finished request in `gateway_requests_total`. The counter of
 /// a label set is kept in a small per-thread list of the sets seen last:
 /// the vector's own look-up hashes the four values and takes its lock on
@@ -468,6 +467,7 @@ pub fn count_request(route: &str, method: &'static str, status: u16, upstream: O
     });
 }
 
+/// The `method` label: standard methods as themselves, the rest `OTHER`.
 pub fn method_label(method: &http::Method) -> &'static str {
     use http::Method;
     match *method {

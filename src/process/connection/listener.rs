@@ -311,10 +311,11 @@ async fn handshake(
     acceptor: Arc<Acceptor>,
     deadline: Duration,
 ) -> Option<Stream> {
+    // Kept for the failure's log line; written out only then.
     let peer = stream
         .get_socket_digest()
-        .and_then(|digest| digest.peer_addr().map(|addr| addr.to_string()))
-        .unwrap_or_default();
+        .and_then(|digest| digest.peer_addr().cloned());
+    let peer = || peer.as_ref().map_or_else(String::new, ToString::to_string);
     match tokio::time::timeout(deadline, acceptor.tls_handshake(stream)).await {
         Ok(Ok(tls)) => Some(Box::new(tls)),
         Ok(Err(e)) => {
@@ -322,7 +323,7 @@ async fn handshake(
                 .connections_refused
                 .with_label_values(&["tls_handshake_failed"])
                 .inc();
-            debug!("TLS handshake with {peer} failed: {e}");
+            debug!("TLS handshake with {} failed: {e}", peer());
             None
         }
         Err(_) => {
@@ -330,7 +331,7 @@ async fn handshake(
                 .connections_refused
                 .with_label_values(&["tls_handshake_timeout"])
                 .inc();
-            debug!("TLS handshake with {peer} passed its deadline");
+            debug!("TLS handshake with {} passed its deadline", peer());
             None
         }
     }
