@@ -271,6 +271,16 @@ async fn the_shared_limiter_speaks_tls_to_redis_and_checks_it() {
         statuses.push(get(gw.port, "/api/x", &[]).await.status);
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // More on one instance: its threads' own TLS connections decide them
+    // (a thread's first request queued while its connection opened).
+    for _ in 0..6 {
+        assert_eq!(get(a.port, "/api/x", &[]).await.status, 429);
+    }
+    let alone = metric_value(a.admin_port, "gateway_rate_limit_store_sent_alone_total").await;
+    assert!(
+        alone >= 4,
+        "{alone} of 9 decisions sent on a thread's own connection"
+    );
     for gw in [&a, &b] {
         assert_eq!(
             metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,

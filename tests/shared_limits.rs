@@ -355,7 +355,9 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
 }
 
 /// One request at a time: each decision goes to Redis at once, from the
-/// request itself, not through the driver's queue (README, "Shared limits").
+/// request itself on its thread's own connection, not through the
+/// driver's queue (README, "Shared limits"). A thread's first request
+/// queues while that connection opens.
 #[tokio::test(flavor = "multi_thread")]
 async fn sequential_requests_send_their_decisions_alone() {
     let redis = RedisServer::start();
@@ -373,5 +375,95 @@ async fn sequential_requests_send_their_decisions_alone() {
         metric_value(gw.admin_port, "gateway_rate_limit_store_round_trips_total").await;
     let alone = metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await;
     assert_eq!(round_trips, 20, "one call per request");
-    assert_eq!(alone, 20, "every call sent by its request");
+    // Two threads: each one's first request, and any that came while its
+    // connection was opening, went through the queue.
+    assert!(
+        (16..=18).contains(&alone),
+        "{alone} of 20 calls sent by their requests"
+    );
+    let fallbacks = metric_value(
+        gw.admin_port,
+        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
+    )
+    .await;
+    assert_eq!(fallbacks, 0, "every decision made in Redis");
+}
+
+/// Redis forgets the script (`SCRIPT FLUSH`, as a restart or a failover
+/// does) while the threads' connections stay open: the next call gets
+/// `NOSCRIPT`, sends the script itself, and the budget stays exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flushed_script_is_sent_again_and_the_budget_holds() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 10, "");
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique("flushed");
+    add_user(&user);
+    let token = token_for(&user);
+    let mut statuses = Vec::new();
+    for n in 0..14 {
+        if n == 6 {
+            assert_eq!(redis.command("SCRIPT FLUSH"), "+OK");
+        }
+        statuses.push(
+            get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)])
+                .await
+                .status,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
+    let fallbacks = metric_value(
+        gw.admin_port,
+        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
+    )
+    .await;
+    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 10);
+}
+
+/// The URL's user, password and database number hold on every connection
+/// the limiter opens: the driver's and each thread's own. The counters
+/// land in database 3, none in 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_and_a_database_in_the_url_hold_on_every_connection() {
+    let redis = RedisServer::start_with_password(Some("s3cret-pass"));
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 5, "");
+    let gw = Gateway::start_with(GatewayOptions {
+        env: vec![(
+            "REDIS_URL".into(),
+            format!("redis://default:s3cret-pass@127.0.0.1:{}/3", redis.port),
+        )],
+        ..GatewayOptions::new(&routes)
+    });
+    let user = unique("authed");
+    add_user(&user);
+    let token = token_for(&user);
+    let mut allowed = 0;
+    for n in 0..9 {
+        let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        allowed += usize::from(r.status == 200);
+    }
+    assert_eq!(allowed, 5, "one exact budget");
+    let fallbacks = metric_value(
+        gw.admin_port,
+        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
+    )
+    .await;
+    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 5);
+    assert_eq!(redis.command("DBSIZE"), ":0", "nothing in database 0");
+    assert_eq!(
+        redis.command_in(3, "DBSIZE"),
+        ":1",
+        "the user's counter in database 3"
+    );
+    let log = gw.log();
+    assert!(!log.contains("s3cret-pass"), "the password is never logged");
 }

@@ -6,16 +6,17 @@
 //! Each counter is one key with a TTL of the time until its state equals
 //! no state: an idle user costs nothing.
 //!
-//! Decisions are batched under load: while a Redis call is in flight, a
-//! request queues its decision, and one driver task per process sends
-//! everything queued as one script call (up to [`MAX_BATCH`] decisions),
-//! one batch in flight at a time. The script decides them in queue order,
-//! each exactly as if it had been sent alone, so the limit stays exact;
-//! one round trip and one script run serve many requests. When no call is
-//! in flight, the request sends its decision itself, at once: no queue, no
-//! hand-off to the driver and back (the sequential case pays only the
-//! round trip). Every key of a batch is in one script call, so the store
-//! is a single Redis, not a Redis Cluster.
+//! When its thread's connection to Redis is idle, a request sends its
+//! decision itself, at once, on that connection ([`direct`]): no queue, no
+//! hand-off to another task and back, so the sequential case pays only
+//! the round trip. While that connection is in use, decisions are
+//! batched: a request queues its decision, and one driver task per
+//! process sends everything queued as one script call (up to
+//! [`MAX_BATCH`] decisions), one batch in flight at a time. The script
+//! decides them in queue order, each exactly as if it had been sent alone,
+//! so the limit stays exact; one round trip and one script run serve many
+//! requests. Every key of a batch is in one script call, so the store is a
+//! single Redis, not a Redis Cluster.
 //!
 //! The driver opens the process's one multiplexed connection (redis-rs
 //! `ConnectionManager`, which reconnects by itself) on first use, inside
@@ -28,7 +29,10 @@
 //! rather than one per request; the next decision after that tries Redis
 //! again, and recovery needs no restart.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+mod direct;
+mod resp;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +109,18 @@ pub enum StoreError {
     BadAnswer(usize, usize),
     #[error("redis: {0}")]
     Redis(Arc<redis::RedisError>),
+    #[error("redis connection: {0}")]
+    Io(Arc<std::io::Error>),
+    #[error("redis answered: {0}")]
+    Refused(String),
+    #[error("redis sent {0}")]
+    BadReply(&'static str),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -124,27 +140,18 @@ struct Pending {
     reply: oneshot::Sender<Result<Answer, StoreError>>,
 }
 
-/// The process's connection to Redis and its driver, set up on first use.
+/// The driver's queue, set up on first use (its task holds the process's
+/// redis-rs connection).
 struct Store {
-    connection: ConnectionManager,
-    script: redis::Script,
     queue: mpsc::Sender<Pending>,
-    /// Redis calls in flight (a request's own, or the driver's batch).
-    in_flight: Arc<AtomicUsize>,
-}
-
-/// One call counted in [`Store::in_flight`] until dropped (the call ended,
-/// timed out, or the request was abandoned).
-struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 pub struct SharedLimiter {
     client: redis::Client,
+    script: redis::Script,
+    /// Each thread's own connection, on which a request decides alone;
+    /// `None` for a URL those connections do not open.
+    threads: Option<direct::ThreadConnections>,
     /// Opened on first use.
     store: OnceCell<Store>,
     /// The dependency probe's own connection (not the decisions' one: a
@@ -172,20 +179,24 @@ impl SharedLimiter {
     ) -> Result<Self, String> {
         // redis builds its rustls client on the process default.
         crate::tls::crypto::install();
-        let client = match root_cert {
+        let client = match &root_cert {
             None => redis::Client::open(url),
             Some(root_cert) => redis::Client::build_with_tls(
                 url,
                 redis::TlsCertificates {
                     client_tls: None,
-                    root_cert: Some(root_cert),
+                    root_cert: Some(root_cert.clone()),
                 },
             ),
         }
         .map_err(|e| format!("not a Redis URL: {e}"))?;
+        let threads = direct::Endpoint::of(client.get_connection_info(), root_cert.as_deref())?
+            .map(direct::ThreadConnections::new);
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
             client,
+            script: redis::Script::new(GCRA_SCRIPT),
+            threads,
             store: OnceCell::new(),
             probe: tokio::sync::Mutex::new(None),
             timeout,
@@ -235,21 +246,13 @@ impl SharedLimiter {
             return Err(StoreError::Skipped);
         }
         let (interval, tolerance) = gcra_parameters(per_minute);
-        let result = match self.store().await {
-            Ok(store) => {
-                let key = redis_key(&key);
-                match store
-                    .in_flight
-                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-                {
-                    Ok(_) => {
-                        let _counted = InFlight(store.in_flight.clone());
-                        self.decide_alone(store, &key, interval, tolerance).await
-                    }
-                    Err(_) => self.decide(&store.queue, key, interval, tolerance).await,
-                }
-            }
-            Err(e) => Err(e),
+        let key = redis_key(&key);
+        let result = match self.threads.as_ref().and_then(|t| t.lease()) {
+            Some(lease) => self.decide_alone(lease, &key, interval, tolerance).await,
+            None => match self.store().await {
+                Ok(store) => self.decide(&store.queue, key, interval, tolerance).await,
+                Err(e) => Err(e),
+            },
         };
         let m = metrics();
         match result {
@@ -280,11 +283,12 @@ impl SharedLimiter {
         }
     }
 
-    /// Sends the decision itself (no call was in flight), within the
-    /// budget.
+    /// Sends the decision itself on its thread's idle connection, within
+    /// the budget. A call that fails or times out drops the lease, which
+    /// closes the connection.
     async fn decide_alone(
         &self,
-        store: &Store,
+        mut lease: direct::Lease<'_>,
         key: &str,
         interval: u64,
         tolerance: u64,
@@ -292,20 +296,20 @@ impl SharedLimiter {
         let m = metrics();
         m.rate_limit_store_round_trips.inc();
         m.rate_limit_store_sent_alone.inc();
-        let mut connection = store.connection.clone();
-        let mut invocation = store.script.prepare_invoke();
-        invocation.key(key).arg(interval).arg(tolerance);
-        let call = async {
-            let numbers: Vec<u64> = invocation.invoke_async(&mut connection).await?;
-            if numbers.len() != 3 {
-                return Err(StoreError::BadAnswer(numbers.len(), 1));
-            }
-            Ok(answer_at(&numbers, 0))
+        let Some(connection) = lease.connection() else {
+            return Err(StoreError::DriverGone);
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(answer) => answer,
-            Err(_) => Err(StoreError::Timeout),
-        }
+        let script = direct::Script {
+            hash: self.script.get_hash(),
+            text: GCRA_SCRIPT,
+        };
+        let call = connection.decide(&script, key, interval, tolerance);
+        let numbers = match tokio::time::timeout(self.timeout, call).await {
+            Ok(numbers) => numbers?,
+            Err(_) => return Err(StoreError::Timeout),
+        };
+        lease.give_back();
+        Ok(answer_at(&numbers, 0))
     }
 
     /// Queues the decision and waits for its batch's answer, within the
@@ -357,21 +361,13 @@ impl SharedLimiter {
                     )
                 })?;
             let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
-            let in_flight = Arc::new(AtomicUsize::new(0));
-            let script = redis::Script::new(GCRA_SCRIPT);
             tokio::spawn(drive(
-                connection.clone(),
-                script.clone(),
+                connection,
+                self.script.clone(),
                 waiting,
                 self.timeout,
-                in_flight.clone(),
             ));
-            Ok::<_, StoreError>(Store {
-                connection,
-                script,
-                queue,
-                in_flight,
-            })
+            Ok::<_, StoreError>(Store { queue })
         });
         match tokio::time::timeout(CONNECT_BUDGET, setup).await {
             Ok(queue) => queue,
@@ -389,7 +385,6 @@ async fn drive(
     script: redis::Script,
     mut waiting: mpsc::Receiver<Pending>,
     budget: Duration,
-    in_flight: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -400,8 +395,6 @@ async fn drive(
             continue;
         }
         metrics().rate_limit_store_round_trips.inc();
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        let counted = InFlight(in_flight.clone());
         let answers = match tokio::time::timeout(
             budget,
             decide_batch(&script, &mut connection, &batch),
@@ -411,7 +404,6 @@ async fn drive(
             Ok(answers) => answers,
             Err(_) => Err(StoreError::Timeout),
         };
-        drop(counted);
         for (i, pending) in batch.drain(..).enumerate() {
             let answer = match &answers {
                 Ok(numbers) => Ok(answer_at(numbers, i)),

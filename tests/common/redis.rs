@@ -6,13 +6,21 @@ use super::*;
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// `requirepass`, when it was started with one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    /// A Redis that wants `AUTH <password>` (`requirepass`) first.
+    pub fn start_with_password(password: Option<&str>) -> Self {
         let mut server = Self {
             child: None,
             port: free_port(),
+            password: password.map(str::to_owned),
         };
         server.start_again();
         server
@@ -29,6 +37,11 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass", p.as_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,13 +80,41 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        self.try_command("PING")
+            .is_some_and(|reply| reply == "+PONG")
+    }
+
+    /// The first line of Redis's reply to one inline command (after
+    /// `AUTH`, when it wants one), on a connection of its own.
+    pub fn command(&self, inline: &str) -> String {
+        self.try_command(inline)
+            .unwrap_or_else(|| panic!("redis on {} did not answer {inline:?}", self.port))
+    }
+
+    /// [`Self::command`] in database `db`.
+    pub fn command_in(&self, db: u32, inline: &str) -> String {
+        let selected = self.command(&format!("SELECT {db}\r\n{inline}"));
+        selected.lines().last().unwrap_or_default().to_owned()
+    }
+
+    /// Every command in `inline` (one per line) is answered by one line.
+    fn try_command(&self, inline: &str) -> Option<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        let mut reader = BufReader::new(s.try_clone().ok()?);
+        let mut line = String::new();
+        if let Some(password) = &self.password {
+            s.write_all(format!("AUTH {password}\r\n").as_bytes())
+                .ok()?;
+            reader.read_line(&mut line).ok()?;
+            line.clear();
+        }
+        s.write_all(format!("{inline}\r\n").as_bytes()).ok()?;
+        for _ in inline.lines() {
+            reader.read_line(&mut line).ok()?;
+        }
+        Some(line.trim_end().to_owned())
     }
 }
 

@@ -1,0 +1,411 @@
+//! Each worker thread's own connection to Redis, on which a request sends
+//! its decision itself: written, answered and read on the request's task,
+//! with no other task in between (README, "Shared limits").
+//!
+//! A thread's connection is leased to one request at a time. A request
+//! that finds it busy queues its decision for the driver's next batch
+//! (in [`super`]); one that finds none starts opening it, in a task of the
+//! thread's runtime and within [`super::CONNECT_BUDGET`], and queues
+//! meanwhile, so a request never waits for a connect. A call that fails,
+//! times out or is abandoned closes the connection (a late answer must
+//! not be read as the next one's); the thread's next request opens it
+//! again.
+//!
+//! One connection per thread, not one per process: the gateway's threads
+//! each run their own runtime (`work_stealing = false`), and a socket is
+//! driven by the runtime that opened it, so a shared one would wake
+//! another thread for every answer.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use redis::{ConnectionAddr, ConnectionInfo};
+use rustls::pki_types::ServerName;
+use thread_local::ThreadLocal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::resp::{self, Reply, MAX_INTEGERS};
+use super::{StoreError, CONNECT_BUDGET};
+
+/// Largest reply read before the connection is taken as broken (answers
+/// are a few dozen bytes; errors a line).
+const MAX_REPLY: usize = 4096;
+
+/// Where and how the connections are opened: the store's URL, read once.
+pub struct Endpoint {
+    address: Address,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+enum Address {
+    Tcp(String, u16),
+    Tls {
+        host: String,
+        port: u16,
+        connector: TlsConnector,
+        name: ServerName<'static>,
+    },
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// The endpoint of the URL redis-rs parsed, or `None` for one these
+    /// connections do not open (`rediss://...#insecure`, which skips the
+    /// certificate's name check: its decisions all go through the
+    /// driver's redis-rs connection). `root_cert`: PEM trust anchors of
+    /// `rate_limit.redis_ca_file`, else the system's, as redis-rs does.
+    pub fn of(info: &ConnectionInfo, root_cert: Option<&[u8]>) -> Result<Option<Self>, String> {
+        let address = match &info.addr {
+            ConnectionAddr::Tcp(host, port) => Address::Tcp(host.clone(), *port),
+            ConnectionAddr::TcpTls { insecure: true, .. } => return Ok(None),
+            ConnectionAddr::TcpTls { host, port, .. } => Address::Tls {
+                host: host.clone(),
+                port: *port,
+                connector: TlsConnector::from(Arc::new(tls_client(root_cert)?)),
+                name: ServerName::try_from(host.clone())
+                    .map_err(|e| format!("{host}: not a TLS server name: {e}"))?,
+            },
+            ConnectionAddr::Unix(path) => Address::Unix(path.clone()),
+        };
+        Ok(Some(Self {
+            address,
+            username: info.redis.username.clone(),
+            password: info.redis.password.clone(),
+            db: info.redis.db,
+        }))
+    }
+}
+
+/// The rustls client of `rediss://`, on the gateway's crypto provider.
+fn tls_client(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let roots = match root_cert {
+        Some(pem) => crate::tls::root_store_from_pem(pem, Path::new("rate_limit.redis_ca_file"))?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) =
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                return Err("no system trust anchors for rediss:// \
+                            (set rate_limit.redis_ca_file)"
+                    .into());
+            }
+            roots
+        }
+    };
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::crypto::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The GCRA script as Redis knows it: its SHA1 for `EVALSHA`, its text
+/// for `EVAL` when Redis has not seen it (`NOSCRIPT`).
+pub struct Script<'a> {
+    pub hash: &'a str,
+    pub text: &'a str,
+}
+
+/// One open connection and its buffers (kept from call to call).
+pub struct Connection {
+    stream: Stream,
+    command: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(endpoint: &Endpoint) -> Result<Self, StoreError> {
+        let stream = match &endpoint.address {
+            Address::Tcp(host, port) => Stream::Tcp(tcp(host, *port).await?),
+            Address::Tls {
+                host,
+                port,
+                connector,
+                name,
+            } => {
+                let tcp = tcp(host, *port).await?;
+                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
+            Address::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+        };
+        let mut connection = Self {
+            stream,
+            command: Vec::with_capacity(256),
+            reply: Vec::with_capacity(256),
+        };
+        if let Some(password) = &endpoint.password {
+            let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+            auth.extend(endpoint.username.as_deref().map(str::as_bytes));
+            auth.push(password.as_bytes());
+            connection.expect_ok(&auth).await?;
+        }
+        if endpoint.db != 0 {
+            let db = endpoint.db.to_string();
+            connection.expect_ok(&[b"SELECT", db.as_bytes()]).await?;
+        }
+        Ok(connection)
+    }
+
+    async fn expect_ok(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        self.command.clear();
+        resp::command(&mut self.command, parts);
+        match self.round_trip().await? {
+            Answer::Status => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// One decision of the GCRA script: allowed (0/1), tat - now, wait.
+    pub async fn decide(
+        &mut self,
+        script: &Script<'_>,
+        key: &str,
+        interval: u64,
+        tolerance: u64,
+    ) -> Result<[u64; 3], StoreError> {
+        let call = |command: &mut Vec<u8>, verb: &[u8], body: &str| {
+            command.clear();
+            resp::script_call(
+                command,
+                verb,
+                body.as_bytes(),
+                key.as_bytes(),
+                interval,
+                tolerance,
+            );
+        };
+        call(&mut self.command, b"EVALSHA", script.hash);
+        let answer = match self.round_trip().await? {
+            // A Redis restarted or flushed since: EVAL runs the script and
+            // keeps it for the next EVALSHA.
+            Answer::NoScript => {
+                call(&mut self.command, b"EVAL", script.text);
+                self.round_trip().await?
+            }
+            answer => answer,
+        };
+        match answer {
+            Answer::Integers(numbers, 3) => Ok(numbers),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// Writes the command and reads its one reply.
+    async fn round_trip(&mut self) -> Result<Answer, StoreError> {
+        self.stream.write_all(&self.command).await?;
+        self.stream.flush().await?;
+        self.reply.clear();
+        loop {
+            match resp::reply(&self.reply).map_err(|e| StoreError::BadReply(e.0))? {
+                Some((reply, used)) if used == self.reply.len() => return Ok(Answer::of(reply)),
+                // Bytes nobody asked for: the connection is out of step.
+                Some(_) => return Err(StoreError::BadReply("more than one reply")),
+                None if self.reply.len() >= MAX_REPLY => {
+                    return Err(StoreError::BadReply("a reply longer than any answer"))
+                }
+                None => {}
+            }
+            if self.stream.read_buf(&mut self.reply).await? == 0 {
+                return Err(StoreError::Io(Arc::new(
+                    io::ErrorKind::UnexpectedEof.into(),
+                )));
+            }
+        }
+    }
+}
+
+async fn tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect((host, port)).await?;
+    // A command is one small write, answered before the next.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A reply, owned (so that the connection can be written again).
+enum Answer {
+    Status,
+    NoScript,
+    Error(String),
+    Integers([u64; MAX_INTEGERS], usize),
+}
+
+impl Answer {
+    fn of(reply: Reply<'_>) -> Self {
+        match reply {
+            Reply::Status(_) => Self::Status,
+            Reply::Error(text) if text.starts_with(b"NOSCRIPT") => Self::NoScript,
+            Reply::Error(text) => Self::Error(String::from_utf8_lossy(text).into_owned()),
+            Reply::Integers(numbers, len) => Self::Integers(numbers, len),
+        }
+    }
+
+    fn unexpected(self) -> StoreError {
+        match self {
+            Self::Error(text) => StoreError::Refused(text),
+            Self::NoScript => StoreError::Refused("NOSCRIPT after EVAL".into()),
+            Self::Status => StoreError::BadReply("a status where numbers were due"),
+            Self::Integers(_, len) => StoreError::BadAnswer(len, 1),
+        }
+    }
+}
+
+/// Every thread's connection slot.
+pub struct ThreadConnections {
+    endpoint: Arc<Endpoint>,
+    slots: ThreadLocal<Arc<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot(Mutex<State>);
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Missing,
+    Opening,
+    Leased,
+    Idle(Connection),
+}
+
+impl ThreadConnections {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint: Arc::new(endpoint),
+            slots: ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's connection if it is idle. `None` while it is leased
+    /// or opening; when there is none, `None` and it starts opening.
+    pub fn lease(&self) -> Option<Lease<'_>> {
+        let slot = self.slots.get_or(Arc::default);
+        let mut state = slot.0.lock().ok()?;
+        match std::mem::replace(&mut *state, State::Leased) {
+            State::Idle(connection) => Some(Lease {
+                slot,
+                connection: Some(connection),
+            }),
+            State::Missing => {
+                *state = State::Opening;
+                drop(state);
+                self.open(slot.clone());
+                None
+            }
+            busy => {
+                *state = busy;
+                None
+            }
+        }
+    }
+
+    /// Opens the slot's connection in a task of this thread's runtime.
+    fn open(&self, slot: Arc<Slot>) {
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            let next = match tokio::time::timeout(CONNECT_BUDGET, Connection::open(&endpoint)).await
+            {
+                Ok(Ok(connection)) => State::Idle(connection),
+                // The driver's connection meets the same failure and says
+                // so (WARN, the store's gauge); this one stays quiet.
+                Ok(Err(e)) => {
+                    log::debug!("shared rate limits: a thread's connection to Redis: {e}");
+                    State::Missing
+                }
+                Err(_) => State::Missing,
+            };
+            if let Ok(mut state) = slot.0.lock() {
+                *state = next;
+            }
+        });
+    }
+}
+
+/// A thread's connection, leased to one request. Given back after a call
+/// that was answered; dropped otherwise, which closes it.
+pub struct Lease<'a> {
+    slot: &'a Slot,
+    connection: Option<Connection>,
+}
+
+impl Lease<'_> {
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        self.connection.as_mut()
+    }
+
+    pub fn give_back(mut self) {
+        if let (Some(connection), Ok(mut state)) = (self.connection.take(), self.slot.0.lock()) {
+            *state = State::Idle(connection);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.connection.is_some() {
+            if let Ok(mut state) = self.slot.0.lock() {
+                *state = State::Missing;
+            }
+        }
+    }
+}
+
+/// The connection's transport.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
