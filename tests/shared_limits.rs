@@ -314,6 +314,24 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
     let gateways: Vec<Gateway> = (0..3)
         .map(|_| Gateway::start_with(options(&routes, &redis)))
         .collect();
+    // Each instance's threads open their own connections first (another
+    // user's budget), so that the burst finds some of them idle.
+    let warm = unique("warm");
+    add_user(&warm);
+    let warm_token = token_for(&warm);
+    let store = "gateway_rate_limit_store_round_trips_total";
+    let alone = "gateway_rate_limit_store_sent_alone_total";
+    let mut before = (0, 0);
+    for gw in &gateways {
+        let mut tries = 0;
+        while metric_value(gw.admin_port, alone).await == 0 {
+            tries += 1;
+            assert!(tries < 50, "no decision sent alone after {tries} requests");
+            get(gw.port, "/api/robeing/warm", &[bearer(&warm_token)]).await;
+        }
+        before.0 += metric_value(gw.admin_port, store).await;
+        before.1 += metric_value(gw.admin_port, alone).await;
+    }
     let user = unique("batched");
     add_user(&user);
     let token = token_for(&user);
@@ -336,18 +354,18 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
         )
         .await;
         assert_eq!(fallbacks, 0, "every decision made in Redis");
-        round_trips +=
-            metric_value(gw.admin_port, "gateway_rate_limit_store_round_trips_total").await;
+        round_trips += metric_value(gw.admin_port, store).await;
     }
+    round_trips -= before.0;
     assert!(
         (3..90).contains(&round_trips),
         "90 decisions in {round_trips} round trips"
     );
     let mut sent_alone = 0;
     for gw in &gateways {
-        sent_alone +=
-            metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await;
+        sent_alone += metric_value(gw.admin_port, alone).await;
     }
+    sent_alone -= before.1;
     assert!(
         (1..round_trips).contains(&sent_alone),
         "{sent_alone} of {round_trips} calls sent alone: the rest must be batches"

@@ -190,12 +190,13 @@ impl SharedLimiter {
             ),
         }
         .map_err(|e| format!("not a Redis URL: {e}"))?;
+        let script = redis::Script::new(GCRA_SCRIPT);
         let threads = direct::Endpoint::of(client.get_connection_info(), root_cert.as_deref())?
-            .map(direct::ThreadConnections::new);
+            .map(|endpoint| direct::ThreadConnections::new(endpoint, script.get_hash()));
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
             client,
-            script: redis::Script::new(GCRA_SCRIPT),
+            script,
             threads,
             store: OnceCell::new(),
             probe: tokio::sync::Mutex::new(None),
@@ -246,11 +247,17 @@ impl SharedLimiter {
             return Err(StoreError::Skipped);
         }
         let (interval, tolerance) = gcra_parameters(per_minute);
-        let key = redis_key(&key);
+        let key = RedisKey::of(&key);
         let result = match self.threads.as_ref().and_then(|t| t.lease()) {
-            Some(lease) => self.decide_alone(lease, &key, interval, tolerance).await,
+            Some(lease) => {
+                self.decide_alone(lease, key.as_str(), interval, tolerance)
+                    .await
+            }
             None => match self.store().await {
-                Ok(store) => self.decide(&store.queue, key, interval, tolerance).await,
+                Ok(store) => {
+                    self.decide(&store.queue, key.as_str().to_owned(), interval, tolerance)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -299,11 +306,7 @@ impl SharedLimiter {
         let Some(connection) = lease.connection() else {
             return Err(StoreError::DriverGone);
         };
-        let script = direct::Script {
-            hash: self.script.get_hash(),
-            text: GCRA_SCRIPT,
-        };
-        let call = connection.decide(&script, key, interval, tolerance);
+        let call = connection.decide(GCRA_SCRIPT, key, interval, tolerance);
         let numbers = match tokio::time::timeout(self.timeout, call).await {
             Ok(numbers) => numbers?,
             Err(_) => return Err(StoreError::Timeout),
@@ -450,10 +453,64 @@ fn gcra_parameters(per_minute: u32) -> (u64, u64) {
 
 /// `rgw:rl:<scope>:<subject>`: the default scope is 0, a route's own its
 /// pattern's FNV-1a, the same in every instance and binary version.
-fn redis_key(key: &LimitKey) -> String {
-    match key.subject {
-        Subject::User(id) => format!("rgw:rl:{:x}:u:{id:032x}", key.scope),
-        Subject::Ip(ip) => format!("rgw:rl:{:x}:ip:{ip}", key.scope),
+/// Written on the stack, hex by hand: `format!` of a u128 in hex cost 800
+/// instructions a decision.
+struct RedisKey {
+    bytes: [u8; REDIS_KEY_BYTES],
+    len: usize,
+}
+
+/// "rgw:rl:" + 16 hex digits + ":ip:" + the longest IPv6 text (45).
+const REDIS_KEY_BYTES: usize = 7 + 16 + 4 + 45;
+
+impl RedisKey {
+    fn of(key: &LimitKey) -> Self {
+        let mut out = Self {
+            bytes: [0; REDIS_KEY_BYTES],
+            len: 0,
+        };
+        out.push(b"rgw:rl:");
+        out.hex(u128::from(key.scope), 1);
+        match key.subject {
+            Subject::User(id) => {
+                out.push(b":u:");
+                out.hex(id, 32);
+            }
+            Subject::Ip(ip) => {
+                out.push(b":ip:");
+                // An address's text always fits (counted above).
+                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{ip}"));
+            }
+        }
+        out
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(REDIS_KEY_BYTES);
+        self.bytes[self.len..end].copy_from_slice(&bytes[..end - self.len]);
+        self.len = end;
+    }
+
+    /// Lowercase hex of `n`, at least `width` digits.
+    fn hex(&mut self, n: u128, width: usize) {
+        let digits = (128 - n.leading_zeros() as usize).div_ceil(4).max(width);
+        let mut text = [0u8; 32];
+        for (i, slot) in text[..digits].iter_mut().rev().enumerate() {
+            *slot = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        }
+        self.push(&text[..digits]);
+    }
+}
+
+impl std::fmt::Write for RedisKey {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -534,11 +591,40 @@ mod tests {
             scope: 0,
             subject: Subject::User(0xab),
         };
-        assert_eq!(redis_key(&user), format!("rgw:rl:0:u:{:032x}", 0xab));
+        assert_eq!(
+            RedisKey::of(&user).as_str(),
+            format!("rgw:rl:0:u:{:032x}", 0xab)
+        );
         let ip = LimitKey {
             scope: 0x1f,
             subject: Subject::Ip("127.0.0.1".parse().unwrap()),
         };
-        assert_eq!(redis_key(&ip), "rgw:rl:1f:ip:127.0.0.1");
+        assert_eq!(RedisKey::of(&ip).as_str(), "rgw:rl:1f:ip:127.0.0.1");
+        // The widest of each: every digit kept.
+        let widest = LimitKey {
+            scope: u64::MAX,
+            subject: Subject::User(u128::MAX),
+        };
+        assert_eq!(
+            RedisKey::of(&widest).as_str(),
+            format!("rgw:rl:{:x}:u:{:x}", u64::MAX, u128::MAX)
+        );
+        let v6 = LimitKey {
+            scope: u64::MAX,
+            subject: Subject::Ip(
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                    .parse()
+                    .unwrap(),
+            ),
+        };
+        let text = format!("rgw:rl:{:x}:ip:{}", u64::MAX, v6_text(&v6));
+        assert_eq!(RedisKey::of(&v6).as_str(), text);
+    }
+
+    fn v6_text(key: &LimitKey) -> String {
+        match key.subject {
+            Subject::Ip(ip) => ip.to_string(),
+            Subject::User(_) => unreachable!(),
+        }
     }
 }

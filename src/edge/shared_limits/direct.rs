@@ -109,22 +109,17 @@ fn tls_client(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, String> 
     )
 }
 
-/// The GCRA script as Redis knows it: its SHA1 for `EVALSHA`, its text
-/// for `EVAL` when Redis has not seen it (`NOSCRIPT`).
-pub struct Script<'a> {
-    pub hash: &'a str,
-    pub text: &'a str,
-}
-
 /// One open connection and its buffers (kept from call to call).
 pub struct Connection {
     stream: Stream,
+    /// `EVALSHA <the script's hash> 1`, encoded once.
+    evalsha: Arc<[u8]>,
     command: Vec<u8>,
     reply: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(endpoint: &Endpoint) -> Result<Self, StoreError> {
+    async fn open(endpoint: &Endpoint, evalsha: Arc<[u8]>) -> Result<Self, StoreError> {
         let stream = match &endpoint.address {
             Address::Tcp(host, port) => Stream::Tcp(tcp(host, *port).await?),
             Address::Tls {
@@ -140,6 +135,7 @@ impl Connection {
         };
         let mut connection = Self {
             stream,
+            evalsha,
             command: Vec::with_capacity(256),
             reply: Vec::with_capacity(256),
         };
@@ -165,31 +161,25 @@ impl Connection {
         }
     }
 
-    /// One decision of the GCRA script: allowed (0/1), tat - now, wait.
+    /// One decision of the GCRA script (`script`: its text, sent when
+    /// Redis does not know its hash): allowed (0/1), tat - now, wait.
     pub async fn decide(
         &mut self,
-        script: &Script<'_>,
+        script: &str,
         key: &str,
         interval: u64,
         tolerance: u64,
     ) -> Result<[u64; 3], StoreError> {
-        let call = |command: &mut Vec<u8>, verb: &[u8], body: &str| {
-            command.clear();
-            resp::script_call(
-                command,
-                verb,
-                body.as_bytes(),
-                key.as_bytes(),
-                interval,
-                tolerance,
-            );
-        };
-        call(&mut self.command, b"EVALSHA", script.hash);
+        self.command.clear();
+        self.command.extend_from_slice(&self.evalsha);
+        resp::script_arguments(&mut self.command, key.as_bytes(), interval, tolerance);
         let answer = match self.round_trip().await? {
             // A Redis restarted or flushed since: EVAL runs the script and
             // keeps it for the next EVALSHA.
             Answer::NoScript => {
-                call(&mut self.command, b"EVAL", script.text);
+                self.command.clear();
+                resp::script_call_head(&mut self.command, b"EVAL", script.as_bytes());
+                resp::script_arguments(&mut self.command, key.as_bytes(), interval, tolerance);
                 self.round_trip().await?
             }
             answer => answer,
@@ -262,6 +252,8 @@ impl Answer {
 /// Every thread's connection slot.
 pub struct ThreadConnections {
     endpoint: Arc<Endpoint>,
+    /// `EVALSHA <hash> 1`, the head of every call.
+    evalsha: Arc<[u8]>,
     slots: ThreadLocal<Arc<Slot>>,
 }
 
@@ -278,9 +270,13 @@ enum State {
 }
 
 impl ThreadConnections {
-    pub fn new(endpoint: Endpoint) -> Self {
+    /// `script_hash`: the SHA1 of the script every call runs.
+    pub fn new(endpoint: Endpoint, script_hash: &str) -> Self {
+        let mut evalsha = Vec::new();
+        resp::script_call_head(&mut evalsha, b"EVALSHA", script_hash.as_bytes());
         Self {
             endpoint: Arc::new(endpoint),
+            evalsha: evalsha.into(),
             slots: ThreadLocal::new(),
         }
     }
@@ -310,10 +306,10 @@ impl ThreadConnections {
 
     /// Opens the slot's connection in a task of this thread's runtime.
     fn open(&self, slot: Arc<Slot>) {
-        let endpoint = self.endpoint.clone();
+        let (endpoint, evalsha) = (self.endpoint.clone(), self.evalsha.clone());
         tokio::spawn(async move {
-            let next = match tokio::time::timeout(CONNECT_BUDGET, Connection::open(&endpoint)).await
-            {
+            let opening = Connection::open(&endpoint, evalsha);
+            let next = match tokio::time::timeout(CONNECT_BUDGET, opening).await {
                 Ok(Ok(connection)) => State::Idle(connection),
                 // The driver's connection meets the same failure and says
                 // so (WARN, the store's gauge); this one stays quiet.

@@ -15,21 +15,18 @@ pub fn command(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Appends `<verb> <body> 1 <key> <interval> <tolerance>`: the GCRA
-/// script's call for one decision (`EVALSHA` with the script's hash, or
-/// `EVAL` with its text).
-pub fn script_call(
-    out: &mut Vec<u8>,
-    verb: &[u8],
-    body: &[u8],
-    key: &[u8],
-    interval: u64,
-    tolerance: u64,
-) {
+/// Appends `<verb> <body> 1`, the head of the GCRA script's call for
+/// one decision (`EVALSHA` with the script's hash, or `EVAL` with its
+/// text); [`script_arguments`] completes it.
+pub fn script_call_head(out: &mut Vec<u8>, verb: &[u8], body: &[u8]) {
     array_header(out, 6);
     bulk(out, verb);
     bulk(out, body);
     bulk(out, b"1");
+}
+
+/// Appends `<key> <interval> <tolerance>` after [`script_call_head`].
+pub fn script_arguments(out: &mut Vec<u8>, key: &[u8], interval: u64, tolerance: u64) {
     bulk(out, key);
     let mut digits = itoa::Buffer::new();
     bulk(out, digits.format(interval).as_bytes());
@@ -71,7 +68,7 @@ pub struct BadReply(pub &'static str);
 /// The first reply in `buf` and the bytes it took, or `None` while it is
 /// incomplete.
 pub fn reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, BadReply> {
-    let Some((first, mut used)) = line(buf) else {
+    let Some((first, mut used)) = line(buf)? else {
         return Ok(None);
     };
     let (&kind, rest) = first.split_first().ok_or(BadReply("an empty line"))?;
@@ -85,7 +82,7 @@ pub fn reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, BadReply> {
             }
             let mut integers = [0; MAX_INTEGERS];
             for slot in integers.iter_mut().take(len) {
-                let Some((element, took)) = line(&buf[used..]) else {
+                let Some((element, took)) = line(&buf[used..])? else {
                     return Ok(None);
                 };
                 used += took;
@@ -103,9 +100,16 @@ pub fn reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, BadReply> {
 }
 
 /// The line at the start of `buf` without its CRLF, and its length with.
-fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let end = buf.windows(2).position(|w| w == b"\r\n")?;
-    Some((&buf[..end], end + 2))
+/// No line read here holds CR or LF (RESP2 simple strings, errors and
+/// integers cannot), so the first LF ends it; a bare LF is a bad reply.
+fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, BadReply> {
+    let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    match lf.checked_sub(1) {
+        Some(cr) if buf[cr] == b'\r' => Ok(Some((&buf[..cr], lf + 1))),
+        _ => Err(BadReply("a line not ended by CRLF")),
+    }
 }
 
 /// A non-negative decimal that fits in a u64.
@@ -129,7 +133,8 @@ mod tests {
     #[test]
     fn commands_are_packed_as_redis_rs_packs_them() {
         let mut ours = Vec::new();
-        script_call(&mut ours, b"EVALSHA", b"abc", b"rgw:rl:0:u:1", 6_000_000, 0);
+        script_call_head(&mut ours, b"EVALSHA", b"abc");
+        script_arguments(&mut ours, b"rgw:rl:0:u:1", 6_000_000, 0);
         let theirs = redis::cmd("EVALSHA")
             .arg("abc")
             .arg(1)
@@ -176,6 +181,7 @@ mod tests {
             b"*1\r\n:99999999999999999999\r\n",
             b"*x\r\n",
             b"\r\n",
+            b"+OK\n",
         ] {
             assert!(reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
