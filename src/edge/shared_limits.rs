@@ -250,12 +250,12 @@ impl SharedLimiter {
         let key = RedisKey::of(&key);
         let result = match self.threads.as_ref().and_then(|t| t.lease()) {
             Some(lease) => {
-                self.decide_alone(lease, key.as_str(), interval, tolerance)
+                self.decide_alone(lease, key.as_bytes(), interval, tolerance)
                     .await
             }
             None => match self.store().await {
                 Ok(store) => {
-                    self.decide(&store.queue, key.as_str().to_owned(), interval, tolerance)
+                    self.decide(&store.queue, key.to_text(), interval, tolerance)
                         .await
                 }
                 Err(e) => Err(e),
@@ -296,7 +296,7 @@ impl SharedLimiter {
     async fn decide_alone(
         &self,
         mut lease: direct::Lease<'_>,
-        key: &str,
+        key: &[u8],
         interval: u64,
         tolerance: u64,
     ) -> Result<Answer, StoreError> {
@@ -485,9 +485,13 @@ impl RedisKey {
         out
     }
 
-    fn as_str(&self) -> &str {
-        // Only ASCII is ever pushed.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The key as text (only ASCII is ever pushed), for the driver's queue.
+    fn to_text(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -498,12 +502,16 @@ impl RedisKey {
 
     /// Lowercase hex of `n`, at least `width` digits.
     fn hex(&mut self, n: u128, width: usize) {
-        let digits = (128 - n.leading_zeros() as usize).div_ceil(4).max(width);
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 32];
-        for (i, slot) in text[..digits].iter_mut().rev().enumerate() {
-            *slot = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
         }
-        self.push(&text[..digits]);
+        let digits = (128 - n.leading_zeros() as usize)
+            .div_ceil(4)
+            .clamp(width, 32);
+        self.push(&text[32 - digits..]);
     }
 }
 
@@ -592,21 +600,21 @@ mod tests {
             subject: Subject::User(0xab),
         };
         assert_eq!(
-            RedisKey::of(&user).as_str(),
+            RedisKey::of(&user).to_text(),
             format!("rgw:rl:0:u:{:032x}", 0xab)
         );
         let ip = LimitKey {
             scope: 0x1f,
             subject: Subject::Ip("127.0.0.1".parse().unwrap()),
         };
-        assert_eq!(RedisKey::of(&ip).as_str(), "rgw:rl:1f:ip:127.0.0.1");
+        assert_eq!(RedisKey::of(&ip).to_text(), "rgw:rl:1f:ip:127.0.0.1");
         // The widest of each: every digit kept.
         let widest = LimitKey {
             scope: u64::MAX,
             subject: Subject::User(u128::MAX),
         };
         assert_eq!(
-            RedisKey::of(&widest).as_str(),
+            RedisKey::of(&widest).to_text(),
             format!("rgw:rl:{:x}:u:{:x}", u64::MAX, u128::MAX)
         );
         let v6 = LimitKey {
@@ -618,7 +626,7 @@ mod tests {
             ),
         };
         let text = format!("rgw:rl:{:x}:ip:{}", u64::MAX, v6_text(&v6));
-        assert_eq!(RedisKey::of(&v6).as_str(), text);
+        assert_eq!(RedisKey::of(&v6).to_text(), text);
     }
 
     fn v6_text(key: &LimitKey) -> String {

@@ -166,20 +166,20 @@ impl Connection {
     pub async fn decide(
         &mut self,
         script: &str,
-        key: &str,
+        key: &[u8],
         interval: u64,
         tolerance: u64,
     ) -> Result<[u64; 3], StoreError> {
         self.command.clear();
         self.command.extend_from_slice(&self.evalsha);
-        resp::script_arguments(&mut self.command, key.as_bytes(), interval, tolerance);
+        resp::script_arguments(&mut self.command, key, interval, tolerance);
         let answer = match self.round_trip().await? {
             // A Redis restarted or flushed since: EVAL runs the script and
             // keeps it for the next EVALSHA.
             Answer::NoScript => {
                 self.command.clear();
                 resp::script_call_head(&mut self.command, b"EVAL", script.as_bytes());
-                resp::script_arguments(&mut self.command, key.as_bytes(), interval, tolerance);
+                resp::script_arguments(&mut self.command, key, interval, tolerance);
                 self.round_trip().await?
             }
             answer => answer,
@@ -195,7 +195,8 @@ impl Connection {
         self.stream.write_all(&self.command).await?;
         self.stream.flush().await?;
         self.reply.clear();
-        loop {
+        // Nothing to parse before the first read.
+        while self.stream.read_buf(&mut self.reply).await? != 0 {
             match resp::reply(&self.reply).map_err(|e| StoreError::BadReply(e.0))? {
                 Some((reply, used)) if used == self.reply.len() => return Ok(Answer::of(reply)),
                 // Bytes nobody asked for: the connection is out of step.
@@ -205,12 +206,10 @@ impl Connection {
                 }
                 None => {}
             }
-            if self.stream.read_buf(&mut self.reply).await? == 0 {
-                return Err(StoreError::Io(Arc::new(
-                    io::ErrorKind::UnexpectedEof.into(),
-                )));
-            }
         }
+        Err(StoreError::Io(Arc::new(
+            io::ErrorKind::UnexpectedEof.into(),
+        )))
     }
 }
 
