@@ -502,11 +502,12 @@ impl RedisKey {
 
     /// Lowercase hex of `n`, at least `width` digits.
     fn hex(&mut self, n: u128, width: usize) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 32];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(n.to_be_bytes()) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        let bytes = n.to_be_bytes();
+        for i in 0..16 {
+            let pair = HEX_PAIRS[usize::from(bytes[i])];
+            text[2 * i] = pair[0];
+            text[2 * i + 1] = pair[1];
         }
         let digits = (128 - n.leading_zeros() as usize)
             .div_ceil(4)
@@ -514,6 +515,18 @@ impl RedisKey {
         self.push(&text[32 - digits..]);
     }
 }
+
+/// The two lowercase hex digits of every byte.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
 
 impl std::fmt::Write for RedisKey {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
