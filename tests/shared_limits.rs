@@ -485,3 +485,76 @@ async fn a_password_and_a_database_in_the_url_hold_on_every_connection() {
     let log = gw.log();
     assert!(!log.contains("s3cret-pass"), "the password is never logged");
 }
+
+/// HTTP/2 streams share the budget as HTTP/1 requests do: many at once on
+/// one TLS connection are decided in Redis (batched while a call is in
+/// flight) and the budget stays exact; one at a time, each stream's
+/// decision goes alone on its thread's connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_streams_share_the_budget_exactly() {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let dir = cert_dir();
+    let (cert, key) = make_cert(&dir, "edge");
+    let tls_port = free_port();
+    let server_extra = tls_block(tls_port, &cert, &key, "");
+    let routes = limited_routes(&up, 12, "");
+    let gw = Gateway::start_with(GatewayOptions {
+        server_extra: &server_extra,
+        ..options(&routes, &redis)
+    });
+    let user = unique("h2shared");
+    add_user(&user);
+    let auth = format!("Bearer {}", token_for(&user));
+    let client = H2Client::connect(tls_port, &cert).await;
+    let streams = (0..30).map(|i| {
+        let client = client.clone();
+        let auth = auth.clone();
+        async move {
+            client
+                .request(
+                    "GET",
+                    &format!("/api/robeing/{i}"),
+                    &[("authorization", &auth)],
+                    b"",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("stream {i}: {e}"))
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(streams).await;
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+    let alone = "gateway_rate_limit_store_sent_alone_total";
+    let before = metric_value(gw.admin_port, alone).await;
+    for i in 0..6 {
+        let r = client
+            .request(
+                "GET",
+                &format!("/api/robeing/seq{i}"),
+                &[("authorization", &auth)],
+                b"",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("stream seq{i}: {e}"));
+        assert_eq!(r.status, 429);
+    }
+    assert!(
+        metric_value(gw.admin_port, alone).await - before >= 4,
+        "sequential streams decided alone"
+    );
+    let fallbacks = metric_value(
+        gw.admin_port,
+        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
+    )
+    .await;
+    assert_eq!(fallbacks, 0, "every decision made in Redis");
+}
