@@ -24,6 +24,39 @@ fn limited_routes(up: &Upstream, per_minute: u32, extra: &str) -> String {
     ) + &route("/api/robeing/*", up.port, true, "")
 }
 
+/// One gateway sharing a limit of `per_minute` through its own Redis, and
+/// a token of a new user named after `name`.
+struct OneGateway {
+    redis: RedisServer,
+    _up: Upstream,
+    gw: Gateway,
+    token: String,
+}
+
+fn one_gateway(per_minute: u32, extra: &str, name: &str) -> OneGateway {
+    let redis = RedisServer::start();
+    let up = Upstream::start();
+    let routes = limited_routes(&up, per_minute, extra);
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique(name);
+    add_user(&user);
+    OneGateway {
+        token: token_for(&user),
+        redis,
+        _up: up,
+        gw,
+    }
+}
+
+/// Decisions the local limiter made because Redis did not.
+async fn local_fallbacks(admin_port: u16) -> u64 {
+    metric_value(
+        admin_port,
+        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
+    )
+    .await
+}
+
 fn options<'a>(routes: &'a str, redis: &RedisServer) -> GatewayOptions<'a> {
     GatewayOptions {
         env: vec![("REDIS_URL".into(), redis.url())],
@@ -119,14 +152,7 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
         metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
         0
     );
-    assert!(
-        metric_value(
-            gw.admin_port,
-            "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}"
-        )
-        .await
-            >= 6
-    );
+    assert!(local_fallbacks(gw.admin_port).await >= 6);
 
     // Checked in the background, traffic or not.
     wait_for_metric(gw.admin_port, REDIS_UP, 0, Duration::from_secs(3)).await;
@@ -164,13 +190,12 @@ async fn redis_down_falls_back_to_local_limits_and_recovers() {
 // it decides again without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_redis_costs_the_budget_then_is_skipped() {
-    let redis = RedisServer::start();
-    let up = Upstream::start();
-    let routes = limited_routes(&up, 1000, "store_timeout_ms = 50");
-    let gw = Gateway::start_with(options(&routes, &redis));
-    let user = unique("hung");
-    add_user(&user);
-    let token = token_for(&user);
+    let OneGateway {
+        redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway(1000, "store_timeout_ms = 50", "hung");
     assert_eq!(
         get(gw.port, "/api/robeing/0", &[bearer(&token)])
             .await
@@ -192,14 +217,7 @@ async fn a_hung_redis_costs_the_budget_then_is_skipped() {
             "decision {n} took {t:?}"
         );
     }
-    assert!(
-        metric_value(
-            gw.admin_port,
-            "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}"
-        )
-        .await
-            >= 12
-    );
+    assert!(local_fallbacks(gw.admin_port).await >= 12);
     // Eight late answers marked it down: the last ones did not wait.
     let waited = took
         .iter()
@@ -348,11 +366,7 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
     assert_eq!(allowed, 20, "one exact budget for 90 concurrent requests");
     let mut round_trips = 0;
     for gw in &gateways {
-        let fallbacks = metric_value(
-            gw.admin_port,
-            "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
-        )
-        .await;
+        let fallbacks = local_fallbacks(gw.admin_port).await;
         assert_eq!(fallbacks, 0, "every decision made in Redis");
         round_trips += metric_value(gw.admin_port, store).await;
     }
@@ -378,13 +392,12 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
 /// queues while that connection opens.
 #[tokio::test(flavor = "multi_thread")]
 async fn sequential_requests_send_their_decisions_alone() {
-    let redis = RedisServer::start();
-    let up = Upstream::start();
-    let routes = limited_routes(&up, 1000, "");
-    let gw = Gateway::start_with(options(&routes, &redis));
-    let user = unique("alone");
-    add_user(&user);
-    let token = token_for(&user);
+    let OneGateway {
+        redis: _redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway(1000, "", "alone");
     for n in 0..20 {
         let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
         assert_eq!(r.status, 200);
@@ -399,11 +412,7 @@ async fn sequential_requests_send_their_decisions_alone() {
         (16..=18).contains(&alone),
         "{alone} of 20 calls sent by their requests"
     );
-    let fallbacks = metric_value(
-        gw.admin_port,
-        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
-    )
-    .await;
+    let fallbacks = local_fallbacks(gw.admin_port).await;
     assert_eq!(fallbacks, 0, "every decision made in Redis");
 }
 
@@ -412,13 +421,12 @@ async fn sequential_requests_send_their_decisions_alone() {
 /// `NOSCRIPT`, sends the script itself, and the budget stays exact.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flushed_script_is_sent_again_and_the_budget_holds() {
-    let redis = RedisServer::start();
-    let up = Upstream::start();
-    let routes = limited_routes(&up, 10, "");
-    let gw = Gateway::start_with(options(&routes, &redis));
-    let user = unique("flushed");
-    add_user(&user);
-    let token = token_for(&user);
+    let OneGateway {
+        redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway(10, "", "flushed");
     let mut statuses = Vec::new();
     for n in 0..14 {
         if n == 6 {
@@ -436,11 +444,7 @@ async fn a_flushed_script_is_sent_again_and_the_budget_holds() {
         "{statuses:?}"
     );
     assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
-    let fallbacks = metric_value(
-        gw.admin_port,
-        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
-    )
-    .await;
+    let fallbacks = local_fallbacks(gw.admin_port).await;
     assert_eq!(fallbacks, 0, "every decision made in Redis");
     assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 10);
 }
@@ -469,11 +473,7 @@ async fn a_password_and_a_database_in_the_url_hold_on_every_connection() {
         allowed += usize::from(r.status == 200);
     }
     assert_eq!(allowed, 5, "one exact budget");
-    let fallbacks = metric_value(
-        gw.admin_port,
-        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
-    )
-    .await;
+    let fallbacks = local_fallbacks(gw.admin_port).await;
     assert_eq!(fallbacks, 0, "every decision made in Redis");
     assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 5);
     assert_eq!(redis.command("DBSIZE"), ":0", "nothing in database 0");
@@ -551,10 +551,6 @@ async fn h2_streams_share_the_budget_exactly() {
         metric_value(gw.admin_port, alone).await - before >= 4,
         "sequential streams decided alone"
     );
-    let fallbacks = metric_value(
-        gw.admin_port,
-        "gateway_rate_limit_store_fallbacks_total{mode=\"local\"}",
-    )
-    .await;
+    let fallbacks = local_fallbacks(gw.admin_port).await;
     assert_eq!(fallbacks, 0, "every decision made in Redis");
 }
