@@ -554,3 +554,58 @@ async fn h2_streams_share_the_budget_exactly() {
     let fallbacks = local_fallbacks(gw.admin_port).await;
     assert_eq!(fallbacks, 0, "every decision made in Redis");
 }
+
+/// SIGHUP builds the limiter anew (its URL may have changed): the old
+/// one's connections (the driver's, the probe's, each thread's) close with
+/// it, so reloads do not pile connections up on Redis, and the new one
+/// decides at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_closes_the_old_limiters_connections() {
+    let OneGateway {
+        redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway(1000, "", "sighup");
+    let traffic = |round: usize| {
+        let token = token.clone();
+        let port = gw.port;
+        async move {
+            for n in 0..10 {
+                let r = get(
+                    port,
+                    &format!("/api/robeing/{round}-{n}"),
+                    &[bearer(&token)],
+                )
+                .await;
+                assert_eq!(r.status, 200, "round {round}");
+            }
+        }
+    };
+    traffic(0).await;
+    // The dependency probe's connection opens within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = redis.connected_clients();
+    assert!(
+        before >= 3,
+        "the driver's, the probe's and a thread's: {before}"
+    );
+    for round in 1..=3 {
+        gw.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        traffic(round).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = redis.connected_clients();
+    assert!(
+        after <= before,
+        "{before} connections before three SIGHUPs, {after} after"
+    );
+    assert_eq!(
+        local_fallbacks(gw.admin_port).await,
+        0,
+        "every decision made in Redis"
+    );
+    let log = gw.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}

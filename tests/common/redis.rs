@@ -93,11 +93,22 @@ impl RedisServer {
 
     /// [`Self::command`] in database `db`.
     pub fn command_in(&self, db: u32, inline: &str) -> String {
-        let selected = self.command(&format!("SELECT {db}\r\n{inline}"));
-        selected.lines().last().unwrap_or_default().to_owned()
+        self.command(&format!("SELECT {db}\r\n{inline}"))
     }
 
-    /// Every command in `inline` (one per line) is answered by one line.
+    /// Connections Redis has open (`INFO clients`), this query's own
+    /// included.
+    pub fn connected_clients(&self) -> usize {
+        let info = self.command("INFO clients");
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+    }
+
+    /// Sends every command in `inline` (one per line); the last one's
+    /// answer: its line, or a bulk string's text. The others must answer
+    /// in one line.
     fn try_command(&self, inline: &str) -> Option<String> {
         use std::io::{BufRead, BufReader, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
@@ -112,7 +123,18 @@ impl RedisServer {
         }
         s.write_all(format!("{inline}\r\n").as_bytes()).ok()?;
         for _ in inline.lines() {
+            line.clear();
             reader.read_line(&mut line).ok()?;
+        }
+        // A bulk string (`INFO`): its text.
+        if let Some(len) = line
+            .strip_prefix('$')
+            .and_then(|n| n.trim_end().parse::<usize>().ok())
+        {
+            use std::io::Read;
+            let mut text = vec![0; len];
+            reader.read_exact(&mut text).ok()?;
+            return String::from_utf8(text).ok();
         }
         Some(line.trim_end().to_owned())
     }
