@@ -11,10 +11,35 @@ fn server_in(dir: &Path) -> ServerConfig {
         .server
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A directory of the test's own, removed when the test ends (passed or
+/// not), so runs leave nothing in the system's temporary directory.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // A test may have taken the write bit away.
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("handoff-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 #[test]
@@ -35,7 +60,6 @@ fn a_file_is_taken_once_and_is_private() {
     assert_eq!(taken, Some(offered));
     let again: Option<OfferedConfig> = HandoffFile::Config.take(&server).unwrap();
     assert_eq!(again, None);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -51,7 +75,6 @@ fn a_file_open_to_others_is_refused_and_removed() {
         "{taken:?}"
     );
     assert!(!path.exists());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
