@@ -541,30 +541,13 @@ impl RedisKey {
     /// Lowercase hex of `n`, at least `width` digits.
     fn hex(&mut self, n: u128, width: usize) {
         let mut text = [0u8; 32];
-        let bytes = n.to_be_bytes();
-        for i in 0..16 {
-            let pair = HEX_PAIRS[usize::from(bytes[i])];
-            text[2 * i] = pair[0];
-            text[2 * i + 1] = pair[1];
-        }
+        crate::text::hex_lower(&n.to_be_bytes(), &mut text);
         let digits = (128 - n.leading_zeros() as usize)
             .div_ceil(4)
             .clamp(width, 32);
         self.push(&text[32 - digits..]);
     }
 }
-
-/// The two lowercase hex digits of every byte.
-static HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut pairs = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-        i += 1;
-    }
-    pairs
-};
 
 impl std::fmt::Write for RedisKey {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {

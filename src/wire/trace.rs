@@ -114,11 +114,11 @@ impl TraceContext {
     pub fn traceparent(&self) -> HeaderValue {
         let mut out = [0u8; TRACEPARENT_BYTES];
         out[..3].copy_from_slice(b"00-");
-        hex_write(&self.trace_id, &mut out[3..35]);
+        crate::text::hex_lower(&self.trace_id, &mut out[3..35]);
         out[35] = b'-';
-        hex_write(&self.span_id, &mut out[36..52]);
+        crate::text::hex_lower(&self.span_id, &mut out[36..52]);
         out[52] = b'-';
-        hex_write(&[self.flags], &mut out[53..55]);
+        crate::text::hex_lower(&[self.flags], &mut out[53..55]);
         HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
@@ -146,16 +146,6 @@ pub fn random_trace_id() -> [u8; 16] {
 
 fn random_span_id() -> [u8; 8] {
     fastrand::u64(..).max(1).to_le_bytes()
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Lower-case hex of `bytes` into `out` (twice as long).
-pub fn hex_write(bytes: &[u8], out: &mut [u8]) {
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
 }
 
 fn hex_digit(c: u8) -> Option<u8> {

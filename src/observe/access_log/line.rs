@@ -210,8 +210,6 @@ field_prefixes!(
 pub const MAX_USER_AGENT_BYTES: usize = 512;
 pub const MAX_HOST_BYTES: usize = 256;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// `value` cut to `max` bytes, back to a UTF-8 character boundary.
 fn cut(value: &[u8], max: usize) -> &[u8] {
     if value.len() <= max {
@@ -237,10 +235,7 @@ fn push_millis(out: &mut Vec<u8>, time: Duration) {
 /// the stack, then one copy).
 fn push_hex_string(out: &mut Vec<u8>, bytes: &[u8; 16]) {
     let mut text = [b'"'; 34];
-    for (i, b) in bytes.iter().enumerate() {
-        text[1 + 2 * i] = HEX[(b >> 4) as usize];
-        text[2 + 2 * i] = HEX[(b & 0xf) as usize];
-    }
+    crate::text::hex_lower(bytes, &mut text[1..33]);
     out.extend_from_slice(&text);
 }
 
@@ -366,8 +361,9 @@ fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
         out.extend_from_slice(&value[clean_from..i]);
         clean_from = i + 1;
         if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            let mut code = *b"\\u0000";
+            crate::text::hex_lower(&[b], &mut code[4..]);
+            out.extend_from_slice(&code);
         } else {
             out.extend_from_slice(escape);
         }
