@@ -388,7 +388,7 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
 
 /// One request at a time: each decision goes to Redis at once, from the
 /// request itself on its thread's own connection, not through the
-/// driver's queue (README, "Shared limits"). A thread's first request
+/// driver's queue (README, "Running several instances"). A thread's first request
 /// queues while that connection opens.
 #[tokio::test(flavor = "multi_thread")]
 async fn sequential_requests_send_their_decisions_alone() {

@@ -21,9 +21,11 @@
 //! requests. Every key of a batch is in one script call, so the store is a
 //! single Redis, not a Redis Cluster.
 //!
-//! The driver opens the process's one multiplexed connection (redis-rs
-//! `ConnectionManager`, which reconnects by itself) on first use, inside
-//! the server's runtime, within [`CONNECT_BUDGET`]. A decision that Redis
+//! Every connection is the gateway's own ([`direct`], speaking the RESP
+//! of [`resp`]); redis-rs only reads the URL and hashes the script. The
+//! driver is spawned on first use, inside the server's runtime, and opens
+//! its connection when a batch finds none, within [`CONNECT_BUDGET`]; any
+//! failure closes it, and the next batch opens it again. A decision that Redis
 //! does not give within `store_timeout_ms` (down, slow, an error, the
 //! queue full) is made by `on_store_error` instead: the local limiter
 //! (default), allow, or deny (503). After a failure (an error, or
@@ -36,11 +38,11 @@ mod direct;
 mod resp;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use tokio::sync::{mpsc, oneshot, OnceCell};
+use redis::IntoConnectionInfo;
+use tokio::sync::{mpsc, oneshot};
 
 use super::limits::{Decision, LimitKey, Subject};
 use crate::observe::metrics::metrics;
@@ -108,10 +110,8 @@ pub enum StoreError {
     QueueFull,
     #[error("the decision driver has stopped")]
     DriverGone,
-    #[error("the script answered {0} numbers for {1} decisions")]
-    BadAnswer(usize, usize),
-    #[error("redis: {0}")]
-    Redis(Arc<redis::RedisError>),
+    #[error("the script's answer did not hold three numbers for each of {0} decisions")]
+    BadAnswer(usize),
     #[error("redis connection: {0}")]
     Io(Arc<std::io::Error>),
     #[error("redis answered: {0}")]
@@ -126,12 +126,6 @@ impl From<std::io::Error> for StoreError {
     }
 }
 
-impl From<redis::RedisError> for StoreError {
-    fn from(e: redis::RedisError) -> Self {
-        Self::Redis(Arc::new(e))
-    }
-}
-
 /// The script's answer for one decision: allowed, tat - now, wait.
 type Answer = (bool, u64, u64);
 
@@ -143,8 +137,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Answer, StoreError>>,
 }
 
-/// The driver's queue, set up on first use (its task holds the process's
-/// redis-rs connection).
+/// The driver's queue, set up on first use (the driver's task holds its
+/// own connection).
 struct Store {
     queue: mpsc::Sender<Pending>,
 }
@@ -176,18 +170,19 @@ impl Drop for InFlight<'_> {
 }
 
 pub struct SharedLimiter {
-    client: redis::Client,
+    /// Where the connections go: the URL, read once.
+    endpoint: Arc<direct::Endpoint>,
+    /// `EVALSHA <the script's hash>`, encoded once.
+    evalsha: Arc<[u8]>,
     /// Redis calls in flight: a request's own, or the driver's batch.
     in_flight: Arc<AtomicUsize>,
-    script: redis::Script,
-    /// Each thread's own connection, on which a request decides alone;
-    /// `None` for a URL those connections do not open.
-    threads: Option<direct::ThreadConnections>,
-    /// Opened on first use.
-    store: OnceCell<Store>,
+    /// Each thread's own connection, on which a request decides alone.
+    threads: direct::ThreadConnections,
+    /// Set up on first use.
+    store: OnceLock<Store>,
     /// The dependency probe's own connection (not the decisions' one: a
     /// probe must not queue behind them), opened again after a failure.
-    probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    probe: tokio::sync::Mutex<Option<direct::Connection>>,
     timeout: Duration,
     pub fallback: StoreFallback,
     /// Milliseconds since `origin` until which the store is skipped.
@@ -208,29 +203,20 @@ impl SharedLimiter {
         timeout: Duration,
         fallback: StoreFallback,
     ) -> Result<Self, String> {
-        // redis builds its rustls client on the process default.
-        crate::tls::crypto::install();
-        let client = match &root_cert {
-            None => redis::Client::open(url),
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert.clone()),
-                },
-            ),
-        }
-        .map_err(|e| format!("not a Redis URL: {e}"))?;
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("not a Redis URL: {e}"))?;
+        let endpoint = Arc::new(direct::Endpoint::of(&info, root_cert.as_deref())?);
         let script = redis::Script::new(GCRA_SCRIPT);
-        let threads = direct::Endpoint::of(client.get_connection_info(), root_cert.as_deref())?
-            .map(|endpoint| direct::ThreadConnections::new(endpoint, script.get_hash()));
+        let evalsha: Arc<[u8]> =
+            resp::verb_and_body(b"EVALSHA", script.get_hash().as_bytes()).into();
         metrics().rate_limit_store_up.set(1);
         Ok(Self {
-            client,
+            threads: direct::ThreadConnections::new(endpoint.clone(), evalsha.clone()),
+            endpoint,
+            evalsha,
             in_flight: Arc::default(),
-            script,
-            threads,
-            store: OnceCell::new(),
+            store: OnceLock::new(),
             probe: tokio::sync::Mutex::new(None),
             timeout,
             fallback,
@@ -248,22 +234,16 @@ impl SharedLimiter {
             Some(connection) => connection,
             None => tokio::time::timeout(
                 CONNECT_BUDGET,
-                self.client.get_multiplexed_async_connection(),
+                direct::Connection::open(&self.endpoint, self.evalsha.clone()),
             )
             .await
             .map_err(|_| format!("no connection within {CONNECT_BUDGET:?}"))?
             .map_err(|e| e.to_string())?,
         };
-        let pong = tokio::time::timeout(
-            CONNECT_BUDGET,
-            redis::cmd("PING").query_async::<String>(&mut connection),
-        )
-        .await
-        .map_err(|_| format!("no PONG within {CONNECT_BUDGET:?}"))?
-        .map_err(|e| e.to_string())?;
-        if pong != "PONG" {
-            return Err(format!("answered {pong:?} to PING"));
-        }
+        tokio::time::timeout(CONNECT_BUDGET, connection.ping())
+            .await
+            .map_err(|_| format!("no PONG within {CONNECT_BUDGET:?}"))?
+            .map_err(|e| e.to_string())?;
         *probe = Some(connection);
         Ok(())
     }
@@ -281,19 +261,16 @@ impl SharedLimiter {
         let (interval, tolerance) = gcra_parameters(per_minute);
         let key = RedisKey::of(&key);
         let alone = InFlight::first(&self.in_flight)
-            .and_then(|counted| Some((counted, self.threads.as_ref()?.lease()?)));
+            .and_then(|counted| Some((counted, self.threads.lease()?)));
         let result = match alone {
             Some((_counted, lease)) => {
                 self.decide_alone(lease, key.as_bytes(), interval, tolerance)
                     .await
             }
-            None => match self.store().await {
-                Ok(store) => {
-                    self.decide(&store.queue, key.to_text(), interval, tolerance)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+            None => {
+                let queue = &self.store().queue;
+                self.decide(queue, key.to_text(), interval, tolerance).await
+            }
         };
         let m = metrics();
         match result {
@@ -340,13 +317,13 @@ impl SharedLimiter {
         let Some(connection) = lease.connection() else {
             return Err(StoreError::DriverGone);
         };
-        let call = connection.decide(GCRA_SCRIPT, key, interval, tolerance);
-        let numbers = match tokio::time::timeout(self.timeout, call).await {
-            Ok(numbers) => numbers?,
+        let call = connection.decide(GCRA_SCRIPT, std::iter::once((key, interval, tolerance)));
+        let answer = match tokio::time::timeout(self.timeout, call).await {
+            Ok(numbers) => answer_at(numbers?, 0),
             Err(_) => return Err(StoreError::Timeout),
         };
         lease.give_back();
-        Ok(answer_at(&numbers, 0))
+        Ok(answer)
     }
 
     /// Queues the decision and waits for its batch's answer, within the
@@ -376,55 +353,41 @@ impl SharedLimiter {
         }
     }
 
-    /// The connection and the driver's queue: on first use the connection
-    /// is opened within [`CONNECT_BUDGET`] (not the per-decision budget:
-    /// opening takes a few round trips) and the driver spawned on this
-    /// runtime; afterwards the connection reconnects by itself.
-    async fn store(&self) -> Result<&Store, StoreError> {
-        let setup = self.store.get_or_try_init(|| async {
-            // One attempt per try (no retry loop inside): a Redis that is
-            // down at start costs one refused connect per skip period.
-            let config = ConnectionManagerConfig::new()
-                .set_number_of_retries(0)
-                .set_connection_timeout(CONNECT_BUDGET);
-            // Rare (once per failure's skip period), and someone must look:
-            // a store that refuses or fails its TLS check stays down.
-            let connection = ConnectionManager::new_with_config(self.client.clone(), config)
-                .await
-                .inspect_err(|e| {
-                    log::warn!(
-                        "shared rate limits: cannot connect to Redis \
-                         (rate_limit.redis_url_env, rate_limit.redis_ca_file): {e}"
-                    )
-                })?;
+    /// The driver's queue: on first use the driver is spawned on this
+    /// runtime (it opens its connection when its first batch comes).
+    fn store(&self) -> &Store {
+        self.store.get_or_init(|| {
             let (queue, waiting) = mpsc::channel(QUEUE_CAPACITY);
             tokio::spawn(drive(
-                connection,
-                self.script.clone(),
+                Driver {
+                    endpoint: self.endpoint.clone(),
+                    evalsha: self.evalsha.clone(),
+                    budget: self.timeout,
+                    in_flight: self.in_flight.clone(),
+                    connection: None,
+                },
                 waiting,
-                self.timeout,
-                self.in_flight.clone(),
             ));
-            Ok::<_, StoreError>(Store { queue })
-        });
-        match tokio::time::timeout(CONNECT_BUDGET, setup).await {
-            Ok(queue) => queue,
-            Err(_) => Err(StoreError::Timeout),
-        }
+            Store { queue }
+        })
     }
+}
+
+/// The driver's state: its own connection (opened when a batch finds
+/// none, closed by any failure) and the decision budget.
+struct Driver {
+    endpoint: Arc<direct::Endpoint>,
+    evalsha: Arc<[u8]>,
+    budget: Duration,
+    in_flight: Arc<AtomicUsize>,
+    connection: Option<direct::Connection>,
 }
 
 /// The driver: everything queued goes to Redis as one batch, the next
 /// batch once its answer is in. A batch gets the decision budget too
 /// (its waiters have given up after that); it ends when the limiter, and
 /// with it the queue, is dropped.
-async fn drive(
-    mut connection: ConnectionManager,
-    script: redis::Script,
-    mut waiting: mpsc::Receiver<Pending>,
-    budget: Duration,
-    in_flight: Arc<AtomicUsize>,
-) {
+async fn drive(mut driver: Driver, mut waiting: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Waiters that gave up are not decided: their requests were
@@ -434,16 +397,9 @@ async fn drive(
             continue;
         }
         metrics().rate_limit_store_round_trips.inc();
+        let in_flight = driver.in_flight.clone();
         let counted = InFlight::another(&in_flight);
-        let answers = match tokio::time::timeout(
-            budget,
-            decide_batch(&script, &mut connection, &batch),
-        )
-        .await
-        {
-            Ok(answers) => answers,
-            Err(_) => Err(StoreError::Timeout),
-        };
+        let answers = driver.decide_batch(&batch).await;
         drop(counted);
         for (i, pending) in batch.drain(..).enumerate() {
             let answer = match &answers {
@@ -455,24 +411,45 @@ async fn drive(
     }
 }
 
-/// One script call for the whole batch; its flat answer checked for size.
-async fn decide_batch(
-    script: &redis::Script,
-    connection: &mut ConnectionManager,
-    batch: &[Pending],
-) -> Result<Vec<u64>, StoreError> {
-    let mut invocation = script.prepare_invoke();
-    for pending in batch {
-        invocation
-            .key(pending.key.as_str())
-            .arg(pending.interval)
-            .arg(pending.tolerance);
+impl Driver {
+    /// One script call for the whole batch, within the budget; the
+    /// connection is opened first when there is none (within
+    /// [`CONNECT_BUDGET`]: opening takes a few round trips), and closed
+    /// by any failure.
+    async fn decide_batch(&mut self, batch: &[Pending]) -> Result<Vec<u64>, StoreError> {
+        if self.connection.is_none() {
+            let opening = direct::Connection::open(&self.endpoint, self.evalsha.clone());
+            let opened = match tokio::time::timeout(CONNECT_BUDGET, opening).await {
+                Ok(opened) => opened,
+                Err(_) => Err(StoreError::Timeout),
+            };
+            // Once per skip period at most (the failure skips the store),
+            // and someone must look: a store that refuses or fails its TLS
+            // check stays down.
+            let opened = opened.inspect_err(|e| {
+                log::warn!(
+                    "shared rate limits: cannot connect to Redis \
+                     (rate_limit.redis_url_env, rate_limit.redis_ca_file): {e}"
+                )
+            })?;
+            self.connection = Some(opened);
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(StoreError::DriverGone);
+        };
+        let decisions = batch
+            .iter()
+            .map(|p| (p.key.as_bytes(), p.interval, p.tolerance));
+        let call = connection.decide(GCRA_SCRIPT, decisions);
+        let answers = match tokio::time::timeout(self.budget, call).await {
+            Ok(numbers) => numbers.map(<[u64]>::to_vec),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        if answers.is_err() {
+            self.connection = None;
+        }
+        answers
     }
-    let numbers: Vec<u64> = invocation.invoke_async(connection).await?;
-    if numbers.len() != batch.len() * 3 {
-        return Err(StoreError::BadAnswer(numbers.len(), batch.len()));
-    }
-    Ok(numbers)
 }
 
 /// The `i`-th decision of a checked flat answer.
@@ -598,6 +575,14 @@ mod tests {
             StoreFallback::Local,
         );
         assert!(bad.err().unwrap().starts_with("not a Redis URL"));
+        // No certificate check is never the gateway's choice.
+        let insecure = SharedLimiter::new(
+            "rediss://127.0.0.1:1/#insecure",
+            None,
+            Duration::from_millis(5),
+            StoreFallback::Local,
+        );
+        assert!(insecure.err().unwrap().contains("#insecure"));
         assert!(SharedLimiter::new(
             "redis://127.0.0.1:1/",
             None,

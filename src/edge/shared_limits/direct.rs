@@ -1,6 +1,7 @@
-//! Each worker thread's own connection to Redis, on which a request sends
-//! its decision itself: written, answered and read on the request's task,
-//! with no other task in between (README, "Shared limits").
+//! The limiter's connections to Redis: each worker thread's own, on which
+//! a request sends its decision itself (written, answered and read on the
+//! request's task, with no other task in between), the batch driver's and
+//! the dependency probe's (README, "Running several instances").
 //!
 //! A thread's connection is leased to one request at a time. A request
 //! that finds it busy queues its decision for the driver's next batch
@@ -30,12 +31,12 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::resp::{self, Reply, MAX_INTEGERS};
+use super::resp::{self, Reply};
 use super::{StoreError, CONNECT_BUDGET};
 
-/// Largest reply read before the connection is taken as broken (answers
-/// are a few dozen bytes; errors a line).
-const MAX_REPLY: usize = 4096;
+/// Largest reply read before the connection is taken as broken (a full
+/// batch's answer is under 8 KiB; an error is a line).
+const MAX_REPLY: usize = 16 * 1024;
 
 /// Where and how the connections are opened: the store's URL, read once.
 pub struct Endpoint {
@@ -57,15 +58,20 @@ enum Address {
 }
 
 impl Endpoint {
-    /// The endpoint of the URL redis-rs parsed, or `None` for one these
-    /// connections do not open (`rediss://...#insecure`, which skips the
-    /// certificate's name check: its decisions all go through the
-    /// driver's redis-rs connection). `root_cert`: PEM trust anchors of
-    /// `rate_limit.redis_ca_file`, else the system's, as redis-rs does.
-    pub fn of(info: &ConnectionInfo, root_cert: Option<&[u8]>) -> Result<Option<Self>, String> {
+    /// The endpoint of the URL redis-rs parsed. `root_cert`: PEM trust
+    /// anchors of `rate_limit.redis_ca_file`, else the system's, as
+    /// redis-rs loads them. `rediss://...#insecure` (no certificate
+    /// check) is refused: the store decides who may pass.
+    pub fn of(info: &ConnectionInfo, root_cert: Option<&[u8]>) -> Result<Self, String> {
         let address = match &info.addr {
             ConnectionAddr::Tcp(host, port) => Address::Tcp(host.clone(), *port),
-            ConnectionAddr::TcpTls { insecure: true, .. } => return Ok(None),
+            ConnectionAddr::TcpTls { insecure: true, .. } => {
+                return Err(
+                    "#insecure turns the certificate check off, which the gateway \
+                            does not do (rate_limit.redis_ca_file names the roots to trust)"
+                        .into(),
+                )
+            }
             ConnectionAddr::TcpTls { host, port, .. } => Address::Tls {
                 host: host.clone(),
                 port: *port,
@@ -75,12 +81,12 @@ impl Endpoint {
             },
             ConnectionAddr::Unix(path) => Address::Unix(path.clone()),
         };
-        Ok(Some(Self {
+        Ok(Self {
             address,
             username: info.redis.username.clone(),
             password: info.redis.password.clone(),
             db: info.redis.db,
-        }))
+        })
     }
 }
 
@@ -112,14 +118,17 @@ fn tls_client(root_cert: Option<&[u8]>) -> Result<rustls::ClientConfig, String> 
 /// One open connection and its buffers (kept from call to call).
 pub struct Connection {
     stream: Stream,
-    /// `EVALSHA <the script's hash> 1`, encoded once.
+    /// `EVALSHA <the script's hash>`, encoded once.
     evalsha: Arc<[u8]>,
     command: Vec<u8>,
     reply: Vec<u8>,
+    numbers: Vec<u64>,
 }
 
 impl Connection {
-    async fn open(endpoint: &Endpoint, evalsha: Arc<[u8]>) -> Result<Self, StoreError> {
+    /// Connects, then `AUTH` and `SELECT` as the URL says. `evalsha`:
+    /// [`resp::verb_and_body`] of `EVALSHA <the script's hash>`.
+    pub async fn open(endpoint: &Endpoint, evalsha: Arc<[u8]>) -> Result<Self, StoreError> {
         let stream = match &endpoint.address {
             Address::Tcp(host, port) => Stream::Tcp(tcp(host, *port).await?),
             Address::Tls {
@@ -138,66 +147,75 @@ impl Connection {
             evalsha,
             command: Vec::with_capacity(256),
             reply: Vec::with_capacity(256),
+            numbers: Vec::with_capacity(3),
         };
         if let Some(password) = &endpoint.password {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
             auth.extend(endpoint.username.as_deref().map(str::as_bytes));
             auth.push(password.as_bytes());
-            connection.expect_ok(&auth).await?;
+            connection.expect_status(&auth).await?;
         }
         if endpoint.db != 0 {
             let db = endpoint.db.to_string();
-            connection.expect_ok(&[b"SELECT", db.as_bytes()]).await?;
+            connection
+                .expect_status(&[b"SELECT", db.as_bytes()])
+                .await?;
         }
         Ok(connection)
     }
 
-    async fn expect_ok(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+    /// `PING`, answered: the dependency probe.
+    pub async fn ping(&mut self) -> Result<(), StoreError> {
+        self.expect_status(&[b"PING"]).await
+    }
+
+    async fn expect_status(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
         self.command.clear();
         resp::command(&mut self.command, parts);
         match self.round_trip().await? {
             Answer::Status => Ok(()),
-            other => Err(other.unexpected()),
+            other => Err(other.unexpected(0)),
         }
     }
 
-    /// One decision of the GCRA script (`script`: its text, sent when
-    /// Redis does not know its hash): allowed (0/1), tat - now, wait.
-    pub async fn decide(
-        &mut self,
-        script: &str,
-        key: &[u8],
-        interval: u64,
-        tolerance: u64,
-    ) -> Result<[u64; 3], StoreError> {
+    /// The GCRA script's answer for `decisions`, three numbers each
+    /// (allowed 0/1, tat - now, wait), in order. `script`: its text, sent
+    /// when Redis does not know its hash.
+    pub async fn decide<'a, I>(&mut self, script: &str, decisions: I) -> Result<&[u64], StoreError>
+    where
+        I: ExactSizeIterator<Item = resp::Decision<'a>> + Clone,
+    {
+        let n = decisions.len();
         self.command.clear();
-        self.command.extend_from_slice(&self.evalsha);
-        resp::script_arguments(&mut self.command, key, interval, tolerance);
+        resp::script_call(&mut self.command, &self.evalsha, decisions.clone());
         let answer = match self.round_trip().await? {
             // A Redis restarted or flushed since: EVAL runs the script and
             // keeps it for the next EVALSHA.
             Answer::NoScript => {
                 self.command.clear();
-                resp::script_call_head(&mut self.command, b"EVAL", script.as_bytes());
-                resp::script_arguments(&mut self.command, key, interval, tolerance);
+                let eval = resp::verb_and_body(b"EVAL", script.as_bytes());
+                resp::script_call(&mut self.command, &eval, decisions);
                 self.round_trip().await?
             }
             answer => answer,
         };
         match answer {
-            Answer::Integers(numbers, 3) => Ok(numbers),
-            other => Err(other.unexpected()),
+            Answer::Integers if self.numbers.len() == 3 * n => Ok(&self.numbers),
+            other => Err(other.unexpected(n)),
         }
     }
 
-    /// Writes the command and reads its one reply.
+    /// Writes the command and reads its one reply (an integer array's
+    /// numbers into `numbers`).
     async fn round_trip(&mut self) -> Result<Answer, StoreError> {
         self.stream.write_all(&self.command).await?;
         self.stream.flush().await?;
         self.reply.clear();
         // Nothing to parse before the first read.
         while self.stream.read_buf(&mut self.reply).await? != 0 {
-            match resp::reply(&self.reply).map_err(|e| StoreError::BadReply(e.0))? {
+            match resp::reply(&self.reply, &mut self.numbers)
+                .map_err(|e| StoreError::BadReply(e.0))?
+            {
                 Some((reply, used)) if used == self.reply.len() => return Ok(Answer::of(reply)),
                 // Bytes nobody asked for: the connection is out of step.
                 Some(_) => return Err(StoreError::BadReply("more than one reply")),
@@ -225,7 +243,8 @@ enum Answer {
     Status,
     NoScript,
     Error(String),
-    Integers([u64; MAX_INTEGERS], usize),
+    /// In the connection's `numbers`.
+    Integers,
 }
 
 impl Answer {
@@ -234,16 +253,17 @@ impl Answer {
             Reply::Status(_) => Self::Status,
             Reply::Error(text) if text.starts_with(b"NOSCRIPT") => Self::NoScript,
             Reply::Error(text) => Self::Error(String::from_utf8_lossy(text).into_owned()),
-            Reply::Integers(numbers, len) => Self::Integers(numbers, len),
+            Reply::Integers => Self::Integers,
         }
     }
 
-    fn unexpected(self) -> StoreError {
+    /// The error of an answer that is not the one due for `decisions`.
+    fn unexpected(self, decisions: usize) -> StoreError {
         match self {
             Self::Error(text) => StoreError::Refused(text),
             Self::NoScript => StoreError::Refused("NOSCRIPT after EVAL".into()),
             Self::Status => StoreError::BadReply("a status where numbers were due"),
-            Self::Integers(_, len) => StoreError::BadAnswer(len, 1),
+            Self::Integers => StoreError::BadAnswer(decisions),
         }
     }
 }
@@ -251,7 +271,7 @@ impl Answer {
 /// Every thread's connection slot.
 pub struct ThreadConnections {
     endpoint: Arc<Endpoint>,
-    /// `EVALSHA <hash> 1`, the head of every call.
+    /// `EVALSHA <hash>`, encoded once.
     evalsha: Arc<[u8]>,
     slots: ThreadLocal<Arc<Slot>>,
 }
@@ -269,13 +289,10 @@ enum State {
 }
 
 impl ThreadConnections {
-    /// `script_hash`: the SHA1 of the script every call runs.
-    pub fn new(endpoint: Endpoint, script_hash: &str) -> Self {
-        let mut evalsha = Vec::new();
-        resp::script_call_head(&mut evalsha, b"EVALSHA", script_hash.as_bytes());
+    pub fn new(endpoint: Arc<Endpoint>, evalsha: Arc<[u8]>) -> Self {
         Self {
-            endpoint: Arc::new(endpoint),
-            evalsha: evalsha.into(),
+            endpoint,
+            evalsha,
             slots: ThreadLocal::new(),
         }
     }

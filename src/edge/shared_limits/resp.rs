@@ -15,22 +15,38 @@ pub fn command(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Appends `<verb> <body> 1`, the head of the GCRA script's call for
-/// one decision (`EVALSHA` with the script's hash, or `EVAL` with its
-/// text); [`script_arguments`] completes it.
-pub fn script_call_head(out: &mut Vec<u8>, verb: &[u8], body: &[u8]) {
-    array_header(out, 6);
-    bulk(out, verb);
-    bulk(out, body);
-    bulk(out, b"1");
+/// One decision's part of a script call: its counter's key, and the
+/// GCRA's interval and tolerance.
+pub type Decision<'a> = (&'a [u8], u64, u64);
+
+/// Appends the GCRA script's call for `decisions`: `<verb and body> <n>`,
+/// the `n` keys, then each decision's interval and tolerance (KEYS, then
+/// ARGV, as the script reads them). `verb_and_body`: [`verb_and_body`]'s
+/// encoding of `EVALSHA <hash>` or `EVAL <text>`.
+pub fn script_call<'a, I>(out: &mut Vec<u8>, verb_and_body: &[u8], decisions: I)
+where
+    I: ExactSizeIterator<Item = Decision<'a>> + Clone,
+{
+    let n = decisions.len();
+    array_header(out, 3 + 3 * n);
+    out.extend_from_slice(verb_and_body);
+    let mut digits = itoa::Buffer::new();
+    bulk(out, digits.format(n).as_bytes());
+    for (key, _, _) in decisions.clone() {
+        bulk(out, key);
+    }
+    for (_, interval, tolerance) in decisions {
+        bulk(out, digits.format(interval).as_bytes());
+        bulk(out, digits.format(tolerance).as_bytes());
+    }
 }
 
-/// Appends `<key> <interval> <tolerance>` after [`script_call_head`].
-pub fn script_arguments(out: &mut Vec<u8>, key: &[u8], interval: u64, tolerance: u64) {
-    bulk(out, key);
-    let mut digits = itoa::Buffer::new();
-    bulk(out, digits.format(interval).as_bytes());
-    bulk(out, digits.format(tolerance).as_bytes());
+/// The first two parts of a script call (`EVALSHA <hash>`), encoded once.
+pub fn verb_and_body(verb: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(verb.len() + body.len() + 16);
+    bulk(&mut out, verb);
+    bulk(&mut out, body);
+    out
 }
 
 fn array_header(out: &mut Vec<u8>, len: usize) {
@@ -47,18 +63,20 @@ fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Most integers in one reply read here (the script answers three).
-pub const MAX_INTEGERS: usize = 3;
+/// Most integers in one reply read here: the script's answer to a full
+/// batch.
+pub const MAX_INTEGERS: usize = 3 * super::MAX_BATCH;
 
 /// One complete reply.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply<'a> {
-    /// `+OK` and the like.
+    /// `+OK`, `+PONG` and the like.
     Status(&'a [u8]),
     /// `-ERR ...`, `-NOSCRIPT ...`: Redis refused the command.
     Error(&'a [u8]),
-    /// An array of at most [`MAX_INTEGERS`] non-negative integers.
-    Integers([u64; MAX_INTEGERS], usize),
+    /// An array of at most [`MAX_INTEGERS`] non-negative integers, now in
+    /// the caller's `numbers`.
+    Integers,
 }
 
 /// A reply of a shape the limiter never asks for.
@@ -66,8 +84,12 @@ pub enum Reply<'a> {
 pub struct BadReply(pub &'static str);
 
 /// The first reply in `buf` and the bytes it took, or `None` while it is
-/// incomplete.
-pub fn reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, BadReply> {
+/// incomplete. An integer array's numbers go to `numbers` (cleared first).
+pub fn reply<'a>(
+    buf: &'a [u8],
+    numbers: &mut Vec<u64>,
+) -> Result<Option<(Reply<'a>, usize)>, BadReply> {
+    numbers.clear();
     let Some((first, mut used)) = line(buf)? else {
         return Ok(None);
     };
@@ -80,18 +102,17 @@ pub fn reply(buf: &[u8]) -> Result<Option<(Reply<'_>, usize)>, BadReply> {
             if len > MAX_INTEGERS {
                 return Err(BadReply("an array longer than an answer"));
             }
-            let mut integers = [0; MAX_INTEGERS];
-            for slot in integers.iter_mut().take(len) {
+            for _ in 0..len {
                 let Some((element, took)) = line(&buf[used..])? else {
                     return Ok(None);
                 };
                 used += took;
                 match element.split_first() {
-                    Some((b':', digits)) => *slot = number(digits)?,
+                    Some((b':', digits)) => numbers.push(number(digits)?),
                     _ => return Err(BadReply("an array element that is not an integer")),
                 }
             }
-            Ok(Some((Reply::Integers(integers, len), used)))
+            Ok(Some((Reply::Integers, used)))
         }
         _ => Err(BadReply(
             "a reply that is not a status, an error or an array",
@@ -133,14 +154,30 @@ mod tests {
     #[test]
     fn commands_are_packed_as_redis_rs_packs_them() {
         let mut ours = Vec::new();
-        script_call_head(&mut ours, b"EVALSHA", b"abc");
-        script_arguments(&mut ours, b"rgw:rl:0:u:1", 6_000_000, 0);
+        let head = verb_and_body(b"EVALSHA", b"abc");
+        let one: [Decision; 1] = [(b"rgw:rl:0:u:1", 6_000_000, 0)];
+        script_call(&mut ours, &head, one.iter().copied());
         let theirs = redis::cmd("EVALSHA")
             .arg("abc")
             .arg(1)
             .arg("rgw:rl:0:u:1")
             .arg(6_000_000u64)
             .arg(0u64)
+            .get_packed_command();
+        assert_eq!(ours, theirs);
+        // A batch: every key, then every decision's two numbers.
+        ours.clear();
+        let two: [Decision; 2] = [(b"k1", 1, 2), (b"k2", 3, 4)];
+        script_call(&mut ours, &head, two.iter().copied());
+        let theirs = redis::cmd("EVALSHA")
+            .arg("abc")
+            .arg(2)
+            .arg("k1")
+            .arg("k2")
+            .arg(1)
+            .arg(2)
+            .arg(3)
+            .arg(4)
             .get_packed_command();
         assert_eq!(ours, theirs);
         let mut auth = Vec::new();
@@ -154,20 +191,38 @@ mod tests {
 
     #[test]
     fn replies_are_read_whole_or_not_at_all() {
+        let mut numbers = Vec::new();
         let answer = b"*3\r\n:1\r\n:6000000\r\n:0\r\n";
         for cut in 0..answer.len() {
-            assert_eq!(reply(&answer[..cut]), Ok(None), "cut at {cut}");
+            assert_eq!(
+                reply(&answer[..cut], &mut numbers),
+                Ok(None),
+                "cut at {cut}"
+            );
         }
         assert_eq!(
-            reply(answer),
-            Ok(Some((Reply::Integers([1, 6_000_000, 0], 3), answer.len())))
+            reply(answer, &mut numbers),
+            Ok(Some((Reply::Integers, answer.len())))
         );
+        assert_eq!(numbers, [1, 6_000_000, 0]);
         let two = b"+OK\r\n-NOSCRIPT No matching script\r\n";
-        assert_eq!(reply(two), Ok(Some((Reply::Status(b"OK"), 5))));
         assert_eq!(
-            reply(&two[5..]),
+            reply(two, &mut numbers),
+            Ok(Some((Reply::Status(b"OK"), 5)))
+        );
+        assert_eq!(
+            reply(&two[5..], &mut numbers),
             Ok(Some((Reply::Error(b"NOSCRIPT No matching script"), 30)))
         );
+        // A full batch's answer is read; one longer is not.
+        let full = format!("*{MAX_INTEGERS}\r\n{}", ":7\r\n".repeat(MAX_INTEGERS));
+        assert!(matches!(
+            reply(full.as_bytes(), &mut numbers),
+            Ok(Some((Reply::Integers, _)))
+        ));
+        assert_eq!(numbers.len(), MAX_INTEGERS);
+        let longer = format!("*{}\r\n", MAX_INTEGERS + 1);
+        assert!(reply(longer.as_bytes(), &mut numbers).is_err());
     }
 
     #[test]
@@ -175,7 +230,6 @@ mod tests {
         for bad in [
             &b"$3\r\nabc\r\n"[..],
             b":5\r\n",
-            b"*4\r\n",
             b"*1\r\n$1\r\n",
             b"*1\r\n:-1\r\n",
             b"*1\r\n:99999999999999999999\r\n",
@@ -183,7 +237,11 @@ mod tests {
             b"\r\n",
             b"+OK\n",
         ] {
-            assert!(reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                reply(bad, &mut Vec::new()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }
