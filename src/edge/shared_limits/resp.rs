@@ -150,6 +150,35 @@ fn number(digits: &[u8]) -> Result<u64, BadReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Whatever the server sends, the reader answers (a reply, more to
+        // read, or a bad reply) and never holds more than a batch's numbers.
+        #[test]
+        fn any_bytes_are_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut numbers = Vec::new();
+            if let Ok(Some((_, used))) = reply(&bytes, &mut numbers) {
+                prop_assert!(used <= bytes.len());
+            }
+            prop_assert!(numbers.len() <= MAX_INTEGERS);
+        }
+
+        // Every integer array Redis can send for a batch reads back as sent.
+        #[test]
+        fn integer_arrays_read_back_as_sent(
+            values in proptest::collection::vec(0..=i64::MAX as u64, 0..MAX_INTEGERS)
+        ) {
+            let body: String = values.iter().map(|v| format!(":{v}\r\n")).collect();
+            let text = format!("*{}\r\n{body}", values.len());
+            let mut numbers = Vec::new();
+            prop_assert_eq!(
+                reply(text.as_bytes(), &mut numbers),
+                Ok(Some((Reply::Integers, text.len())))
+            );
+            prop_assert_eq!(numbers, values);
+        }
+    }
 
     #[test]
     fn commands_are_packed_as_redis_rs_packs_them() {
