@@ -609,3 +609,31 @@ async fn sighup_closes_the_old_limiters_connections() {
     let log = gw.log();
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// A Redis that wants a password the URL does not give: every decision
+/// falls back, the store is marked down, and the log says why at WARN
+/// (once per skip period, not per request), without the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_password_is_logged_and_falls_back() {
+    let redis = RedisServer::start_with_password(Some("s3cret-pass"));
+    let up = Upstream::start();
+    let routes = limited_routes(&up, 1000, "");
+    let gw = Gateway::start_with(options(&routes, &redis));
+    let user = unique("noauth");
+    add_user(&user);
+    let token = token_for(&user);
+    for n in 0..5 {
+        let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
+        assert_eq!(r.status, 200, "the local limiter decides");
+    }
+    assert!(local_fallbacks(gw.admin_port).await >= 5);
+    assert_eq!(
+        metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
+        0
+    );
+    let log = gw.log();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("NOAUTH")).collect();
+    // One per skip period (a second); a slow machine may see two.
+    assert!((1..=2).contains(&refused.len()), "{log}");
+    assert!(refused[0].contains("WARN") && refused[0].contains("rate_limit.redis_url_env"));
+}

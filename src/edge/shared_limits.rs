@@ -445,8 +445,16 @@ impl Driver {
             Ok(numbers) => numbers.map(<[u64]>::to_vec),
             Err(_) => Err(StoreError::Timeout),
         };
-        if answers.is_err() {
-            self.connection = None;
+        match &answers {
+            Ok(_) => {}
+            // Redis answered, and said no (`NOAUTH`, `NOPERM`, `OOM`,
+            // a script error): a setting for someone to fix, not a blip.
+            // Once per skip period at most, like the connect failure.
+            Err(e @ StoreError::Refused(_)) => {
+                log::warn!("shared rate limits: {e} (rate_limit.redis_url_env)");
+                self.connection = None;
+            }
+            Err(_) => self.connection = None,
         }
         answers
     }
