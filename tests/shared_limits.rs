@@ -34,7 +34,11 @@ struct OneGateway {
 }
 
 fn one_gateway(per_minute: u32, extra: &str, name: &str) -> OneGateway {
-    let redis = RedisServer::start();
+    one_gateway_on(RedisServer::start(), per_minute, extra, name)
+}
+
+/// [`one_gateway`] on a Redis started by the caller.
+fn one_gateway_on(redis: RedisServer, per_minute: u32, extra: &str, name: &str) -> OneGateway {
     let up = Upstream::start();
     let routes = limited_routes(&up, per_minute, extra);
     let gw = Gateway::start_with(options(&routes, &redis));
@@ -615,13 +619,14 @@ async fn sighup_closes_the_old_limiters_connections() {
 /// (once per skip period, not per request), without the password.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_password_is_logged_and_falls_back() {
+    // The URL (`options`) names no password.
     let redis = RedisServer::start_with_password(Some("s3cret-pass"));
-    let up = Upstream::start();
-    let routes = limited_routes(&up, 1000, "");
-    let gw = Gateway::start_with(options(&routes, &redis));
-    let user = unique("noauth");
-    add_user(&user);
-    let token = token_for(&user);
+    let OneGateway {
+        redis: _redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway_on(redis, 1000, "", "noauth");
     for n in 0..5 {
         let r = get(gw.port, &format!("/api/robeing/{n}"), &[bearer(&token)]).await;
         assert_eq!(r.status, 200, "the local limiter decides");

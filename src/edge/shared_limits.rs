@@ -501,8 +501,7 @@ impl RedisKey {
             }
             Subject::Ip(ip) => {
                 out.push(b":ip:");
-                // An address's text always fits (counted above).
-                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{ip}"));
+                out.push(crate::text::IpText::new(ip).as_bytes());
             }
         }
         out
@@ -531,13 +530,6 @@ impl RedisKey {
             .div_ceil(4)
             .clamp(width, 32);
         self.push(&text[32 - digits..]);
-    }
-}
-
-impl std::fmt::Write for RedisKey {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.push(s.as_bytes());
-        Ok(())
     }
 }
 
@@ -576,28 +568,16 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        let bad = SharedLimiter::new(
-            "http://127.0.0.1:1",
-            None,
-            Duration::from_millis(5),
-            StoreFallback::Local,
-        );
-        assert!(bad.err().unwrap().starts_with("not a Redis URL"));
+        let new =
+            |url| SharedLimiter::new(url, None, Duration::from_millis(5), StoreFallback::Local);
+        assert!(new("http://127.0.0.1:1")
+            .err()
+            .unwrap()
+            .starts_with("not a Redis URL"));
         // No certificate check is never the gateway's choice.
-        let insecure = SharedLimiter::new(
-            "rediss://127.0.0.1:1/#insecure",
-            None,
-            Duration::from_millis(5),
-            StoreFallback::Local,
-        );
+        let insecure = new("rediss://127.0.0.1:1/#insecure");
         assert!(insecure.err().unwrap().contains("#insecure"));
-        assert!(SharedLimiter::new(
-            "redis://127.0.0.1:1/",
-            None,
-            Duration::from_millis(5),
-            StoreFallback::Local
-        )
-        .is_ok());
+        assert!(new("redis://127.0.0.1:1/").is_ok());
     }
 
     #[test]
@@ -644,22 +624,16 @@ mod tests {
             RedisKey::of(&widest).to_text(),
             format!("rgw:rl:{:x}:u:{:x}", u64::MAX, u128::MAX)
         );
-        let v6 = LimitKey {
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        let widest_ip = LimitKey {
             scope: u64::MAX,
-            subject: Subject::Ip(
-                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-                    .parse()
-                    .unwrap(),
-            ),
+            subject: Subject::Ip(v6),
         };
-        let text = format!("rgw:rl:{:x}:ip:{}", u64::MAX, v6_text(&v6));
-        assert_eq!(RedisKey::of(&v6).to_text(), text);
-    }
-
-    fn v6_text(key: &LimitKey) -> String {
-        match key.subject {
-            Subject::Ip(ip) => ip.to_string(),
-            Subject::User(_) => unreachable!(),
-        }
+        assert_eq!(
+            RedisKey::of(&widest_ip).to_text(),
+            format!("rgw:rl:{:x}:ip:{v6}", u64::MAX)
+        );
     }
 }

@@ -19,16 +19,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use rustls::pki_types::ServerName;
 use thread_local::ThreadLocal;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::resp::{self, Reply};
@@ -129,8 +126,8 @@ impl Connection {
     /// Connects, then `AUTH` and `SELECT` as the URL says. `evalsha`:
     /// [`resp::verb_and_body`] of `EVALSHA <the script's hash>`.
     pub async fn open(endpoint: &Endpoint, evalsha: Arc<[u8]>) -> Result<Self, StoreError> {
-        let stream = match &endpoint.address {
-            Address::Tcp(host, port) => Stream::Tcp(tcp(host, *port).await?),
+        let stream: Stream = match &endpoint.address {
+            Address::Tcp(host, port) => Box::new(tcp(host, *port).await?),
             Address::Tls {
                 host,
                 port,
@@ -138,9 +135,9 @@ impl Connection {
                 name,
             } => {
                 let tcp = tcp(host, *port).await?;
-                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+                Box::new(connector.connect(name.clone(), tcp).await?)
             }
-            Address::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+            Address::Unix(path) => Box::new(UnixStream::connect(path).await?),
         };
         let mut connection = Self {
             stream,
@@ -371,53 +368,9 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// The connection's transport.
-enum Stream {
-    Tcp(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Unix(UnixStream),
-}
+/// The connection's transport: TCP, TLS over TCP, or a Unix socket.
+trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+type Stream = Box<dyn Transport>;
