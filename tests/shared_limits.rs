@@ -420,6 +420,70 @@ async fn sequential_requests_send_their_decisions_alone() {
     assert_eq!(fallbacks, 0, "every decision made in Redis");
 }
 
+/// Redis closes every idle connection (`CLIENT KILL`, as a restart, its
+/// `timeout` or an operator does): the threads', the driver's and the
+/// probe's connections are seen closed before they are used and opened
+/// again, so no decision falls back to the local limiter for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_redis_closed_while_idle_are_opened_again() {
+    let OneGateway {
+        redis,
+        _up,
+        gw,
+        token,
+    } = one_gateway(1000, "", "killed");
+    let traffic = |round: usize| {
+        let token = token.clone();
+        let port = gw.port;
+        async move {
+            for n in 0..20 {
+                let r = get(
+                    port,
+                    &format!("/api/robeing/{round}-{n}"),
+                    &[bearer(&token)],
+                )
+                .await;
+                assert_eq!(r.status, 200, "round {round}");
+            }
+        }
+    };
+    traffic(0).await;
+    // Every thread's connection is open and idle, and the probe's.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let open = redis.connected_clients();
+    assert!(
+        open >= 3,
+        "the driver's, the probe's and a thread's: {open}"
+    );
+    let killed: usize = redis
+        .command("CLIENT KILL TYPE normal")
+        .trim_start_matches(':')
+        .trim()
+        .parse()
+        .expect("CLIENT KILL answers a count");
+    assert!(killed >= 2, "{killed} connections killed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    traffic(1).await;
+    traffic(2).await;
+    assert_eq!(
+        local_fallbacks(gw.admin_port).await,
+        0,
+        "every decision made in Redis"
+    );
+    assert_eq!(
+        metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
+        1
+    );
+    // The probe opened its connection again rather than report Redis down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric_value(gw.admin_port, "gateway_dependency_up{dependency=\"redis\"}").await,
+        1
+    );
+    let log = gw.log();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+}
+
 /// Redis forgets the script (`SCRIPT FLUSH`, as a restart or a failover
 /// does) while the threads' connections stay open: the next call gets
 /// `NOSCRIPT`, sends the script itself, and the budget stays exact.

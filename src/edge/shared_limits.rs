@@ -230,6 +230,14 @@ impl SharedLimiter {
     /// second at most, off the request path).
     pub async fn ping(&self) -> Result<(), String> {
         let mut probe = self.probe.lock().await;
+        // One Redis closed while idle (restarted, say) is opened again,
+        // not reported down.
+        if probe
+            .as_mut()
+            .is_some_and(direct::Connection::closed_while_idle)
+        {
+            *probe = None;
+        }
         let mut connection = match probe.take() {
             Some(connection) => connection,
             None => tokio::time::timeout(
@@ -417,6 +425,15 @@ impl Driver {
     /// [`CONNECT_BUDGET`]: opening takes a few round trips), and closed
     /// by any failure.
     async fn decide_batch(&mut self, batch: &[Pending]) -> Result<Vec<u64>, StoreError> {
+        // Closed by Redis while idle (restarted, say): open a new one
+        // rather than fail the batch on it.
+        if self
+            .connection
+            .as_mut()
+            .is_some_and(direct::Connection::closed_while_idle)
+        {
+            self.connection = None;
+        }
         if self.connection.is_none() {
             let opening = direct::Connection::open(&self.endpoint, self.evalsha.clone());
             let opened = match tokio::time::timeout(CONNECT_BUDGET, opening).await {

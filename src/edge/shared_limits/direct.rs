@@ -10,7 +10,10 @@
 //! meanwhile, so a request never waits for a connect. A call that fails,
 //! times out or is abandoned closes the connection (a late answer must
 //! not be read as the next one's); the thread's next request opens it
-//! again.
+//! again. So does an idle connection with something to read: Redis
+//! closed it (restarted, `CLIENT KILL`, its `timeout`), and a call on it
+//! would fail and fall back although a new connection would be answered
+//! ([`Connection::closed_while_idle`]).
 //!
 //! One connection per thread, not one per process: the gateway's threads
 //! each run their own runtime (`work_stealing = false`), and a socket is
@@ -19,12 +22,14 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use rustls::pki_types::ServerName;
 use thread_local::ThreadLocal;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
@@ -159,6 +164,21 @@ impl Connection {
                 .await?;
         }
         Ok(connection)
+    }
+
+    /// Whether this idle connection has something to read: an end of
+    /// stream or an error (Redis closed it while it was idle) or bytes
+    /// nobody asked for. Either way it cannot carry the next call. One
+    /// poll with a no-op waker: the readiness the event loop already saw,
+    /// with no system call while there is none (the last read of a call
+    /// was short, which clears it).
+    pub fn closed_while_idle(&mut self) -> bool {
+        let mut scratch = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut scratch);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready()
     }
 
     /// `PING`, answered: the dependency probe.
@@ -299,6 +319,12 @@ impl ThreadConnections {
     pub fn lease(&self) -> Option<Lease<'_>> {
         let slot = self.slots.get_or(Arc::default);
         let mut state = slot.0.lock().ok()?;
+        if let State::Idle(connection) = &mut *state {
+            if connection.closed_while_idle() {
+                // Closed here and opened again; this decision queues.
+                *state = State::Missing;
+            }
+        }
         match std::mem::replace(&mut *state, State::Leased) {
             State::Idle(connection) => Some(Lease {
                 slot,
