@@ -90,6 +90,39 @@ async fn directory_down_serves_cached_users_for_a_bounded_window() {
     }
 }
 
+// PostgreSQL closes the gateway's idle pooled connections (a restart,
+// `pg_terminate_backend`, `idle_session_timeout`): the pool sees them
+// closed before it hands them out and opens new ones, so no lookup is
+// refused for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn directory_connections_closed_while_idle_are_replaced() {
+    let up = Upstream::start();
+    let application = unique("gwpool");
+    let gw = Gateway::start_with(GatewayOptions {
+        database_url: format!("{} application_name={application}", database_url()),
+        ..GatewayOptions::new(&echo_routes(&up))
+    });
+    let new_user_status = || async {
+        let user = unique("idlepool");
+        add_user(&user);
+        status_of(gw.port, &token_for(&user)).await.0
+    };
+    for _ in 0..4 {
+        assert_eq!(new_user_status().await, 200);
+    }
+    let killed = psql(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{application}') AS t"
+    ));
+    assert_ne!(killed, "0", "the gateway's pooled connections were open");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..6 {
+        assert_eq!(new_user_status().await, 200, "lookup {n} after the close");
+    }
+    let log = gw.log();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
 // PostgreSQL hung: lookups end at the query timeout, cached users are not
 // slowed, and once the server answers again the gateway does too (hung
 // connections are dropped, not pooled).
