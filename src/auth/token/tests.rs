@@ -144,6 +144,19 @@ fn bearer_header_parsing() {
     assert_eq!(bearer_token(&h), BearerToken::Present("abc"));
     h.insert("authorization", HeaderValue::from_static("Bearer "));
     assert_eq!(bearer_token(&h), BearerToken::Missing);
+    // A tab does not end the scheme; around the token it is trimmed.
+    h.insert("authorization", HeaderValue::from_static("Bearer\tabc"));
+    assert_eq!(bearer_token(&h), BearerToken::Missing);
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("\tBearer \tabc\t"),
+    );
+    assert_eq!(bearer_token(&h), BearerToken::Present("abc"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_bytes(b"Bearer ab\x80").unwrap(),
+    );
+    assert_eq!(bearer_token(&h), BearerToken::Malformed);
     h.insert("authorization", HeaderValue::from_static("Bearer x"));
     h.append("authorization", HeaderValue::from_static("Bearer y"));
     assert_eq!(bearer_token(&h), BearerToken::Malformed);
