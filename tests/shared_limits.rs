@@ -92,6 +92,12 @@ async fn open_connections_after(
     open
 }
 
+/// No decision of `gw` was made by the local limiter: Redis made them all.
+async fn assert_all_decided_in_redis(gw: &Gateway) {
+    let fallbacks = local_fallbacks(gw.admin_port).await;
+    assert_eq!(fallbacks, 0, "every decision made in Redis");
+}
+
 fn options<'a>(routes: &'a str, redis: &RedisServer) -> GatewayOptions<'a> {
     GatewayOptions {
         env: vec![("REDIS_URL".into(), redis.url())],
@@ -409,8 +415,7 @@ async fn concurrent_requests_are_decided_in_batches_and_stay_exact() {
     assert_eq!(allowed, 20, "one exact budget for 90 concurrent requests");
     let mut round_trips = 0;
     for gw in &gateways {
-        let fallbacks = local_fallbacks(gw.admin_port).await;
-        assert_eq!(fallbacks, 0, "every decision made in Redis");
+        assert_all_decided_in_redis(gw).await;
         round_trips += metric_value(gw.admin_port, store).await;
     }
     round_trips -= before.0;
@@ -455,8 +460,7 @@ async fn sequential_requests_send_their_decisions_alone() {
         (16..=18).contains(&alone),
         "{alone} of 20 calls sent by their requests"
     );
-    let fallbacks = local_fallbacks(gw.admin_port).await;
-    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert_all_decided_in_redis(&gw).await;
 }
 
 /// Redis closes every idle connection (`CLIENT KILL`, as a restart, its
@@ -484,11 +488,7 @@ async fn connections_redis_closed_while_idle_are_opened_again() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     traffic(1).await;
     traffic(2).await;
-    assert_eq!(
-        local_fallbacks(gw.admin_port).await,
-        0,
-        "every decision made in Redis"
-    );
+    assert_all_decided_in_redis(&gw).await;
     assert_eq!(
         metric_value(gw.admin_port, "gateway_rate_limit_store_up").await,
         1
@@ -531,8 +531,7 @@ async fn a_flushed_script_is_sent_again_and_the_budget_holds() {
         "{statuses:?}"
     );
     assert!(statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
-    let fallbacks = local_fallbacks(gw.admin_port).await;
-    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert_all_decided_in_redis(&gw).await;
     assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 10);
 }
 
@@ -560,8 +559,7 @@ async fn a_password_and_a_database_in_the_url_hold_on_every_connection() {
         allowed += usize::from(r.status == 200);
     }
     assert_eq!(allowed, 5, "one exact budget");
-    let fallbacks = local_fallbacks(gw.admin_port).await;
-    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert_all_decided_in_redis(&gw).await;
     assert!(metric_value(gw.admin_port, "gateway_rate_limit_store_sent_alone_total").await >= 5);
     assert_eq!(redis.command("DBSIZE"), ":0", "nothing in database 0");
     assert_eq!(
@@ -638,8 +636,7 @@ async fn h2_streams_share_the_budget_exactly() {
         metric_value(gw.admin_port, alone).await - before >= 4,
         "sequential streams decided alone"
     );
-    let fallbacks = local_fallbacks(gw.admin_port).await;
-    assert_eq!(fallbacks, 0, "every decision made in Redis");
+    assert_all_decided_in_redis(&gw).await;
 }
 
 /// SIGHUP builds the limiter anew (its URL may have changed): the old
@@ -667,11 +664,7 @@ async fn sighup_closes_the_old_limiters_connections() {
         after <= before,
         "{before} connections before three SIGHUPs, {after} after"
     );
-    assert_eq!(
-        local_fallbacks(gw.admin_port).await,
-        0,
-        "every decision made in Redis"
-    );
+    assert_all_decided_in_redis(&gw).await;
     let log = gw.log();
     assert!(!log.contains("ERROR"), "{log}");
 }

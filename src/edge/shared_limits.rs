@@ -232,13 +232,7 @@ impl SharedLimiter {
         let mut probe = self.probe.lock().await;
         // One Redis closed while idle (restarted, say) is opened again,
         // not reported down.
-        if probe
-            .as_mut()
-            .is_some_and(direct::Connection::closed_while_idle)
-        {
-            *probe = None;
-        }
-        let mut connection = match probe.take() {
+        let mut connection = match probe.take().and_then(direct::Connection::if_still_open) {
             Some(connection) => connection,
             None => tokio::time::timeout(
                 CONNECT_BUDGET,
@@ -427,13 +421,10 @@ impl Driver {
     async fn decide_batch(&mut self, batch: &[Pending]) -> Result<Vec<u64>, StoreError> {
         // Closed by Redis while idle (restarted, say): open a new one
         // rather than fail the batch on it.
-        if self
+        self.connection = self
             .connection
-            .as_mut()
-            .is_some_and(direct::Connection::closed_while_idle)
-        {
-            self.connection = None;
-        }
+            .take()
+            .and_then(direct::Connection::if_still_open);
         if self.connection.is_none() {
             let opening = direct::Connection::open(&self.endpoint, self.evalsha.clone());
             let opened = match tokio::time::timeout(CONNECT_BUDGET, opening).await {
@@ -462,16 +453,14 @@ impl Driver {
             Ok(numbers) => numbers.map(<[u64]>::to_vec),
             Err(_) => Err(StoreError::Timeout),
         };
-        match &answers {
-            Ok(_) => {}
+        if let Err(e) = &answers {
             // Redis answered, and said no (`NOAUTH`, `NOPERM`, `OOM`,
             // a script error): a setting for someone to fix, not a blip.
             // Once per skip period at most, like the connect failure.
-            Err(e @ StoreError::Refused(_)) => {
+            if matches!(e, StoreError::Refused(_)) {
                 log::warn!("shared rate limits: {e} (rate_limit.redis_url_env)");
-                self.connection = None;
             }
-            Err(_) => self.connection = None,
+            self.connection = None;
         }
         answers
     }

@@ -13,7 +13,7 @@
 //! again. So does an idle connection with something to read: Redis
 //! closed it (restarted, `CLIENT KILL`, its `timeout`), and a call on it
 //! would fail and fall back although a new connection would be answered
-//! ([`Connection::closed_while_idle`]).
+//! ([`Connection::if_still_open`]).
 //!
 //! One connection per thread, not one per process: the gateway's threads
 //! each run their own runtime (`work_stealing = false`), and a socket is
@@ -166,19 +166,20 @@ impl Connection {
         Ok(connection)
     }
 
-    /// Whether this idle connection has something to read: an end of
-    /// stream or an error (Redis closed it while it was idle) or bytes
-    /// nobody asked for. Either way it cannot carry the next call. One
-    /// poll with a no-op waker: the readiness the event loop already saw,
-    /// with no system call while there is none (the last read of a call
-    /// was short, which clears it).
-    pub fn closed_while_idle(&mut self) -> bool {
+    /// This idle connection, or `None` (closing it) when it has something
+    /// to read: an end of stream or an error (Redis closed it while it was
+    /// idle) or bytes nobody asked for. Either way it cannot carry the
+    /// next call. One poll with a no-op waker: the readiness the event
+    /// loop already saw, with no system call while there is none (the
+    /// last read of a call was short, which clears it).
+    pub fn if_still_open(mut self) -> Option<Self> {
         let mut scratch = [0u8; 64];
         let mut buf = ReadBuf::new(&mut scratch);
         let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.stream)
+        let closed = Pin::new(&mut self.stream)
             .poll_read(&mut cx, &mut buf)
-            .is_ready()
+            .is_ready();
+        (!closed).then_some(self)
     }
 
     /// `PING`, answered: the dependency probe.
@@ -319,25 +320,25 @@ impl ThreadConnections {
     pub fn lease(&self) -> Option<Lease<'_>> {
         let slot = self.slots.get_or(Arc::default);
         let mut state = slot.0.lock().ok()?;
-        if let State::Idle(connection) = &mut *state {
-            if connection.closed_while_idle() {
-                // Closed here and opened again; this decision queues.
-                *state = State::Missing;
+        let idle = match std::mem::replace(&mut *state, State::Leased) {
+            State::Idle(connection) => connection.if_still_open(),
+            State::Missing => None,
+            busy => {
+                *state = busy;
+                return None;
             }
-        }
-        match std::mem::replace(&mut *state, State::Leased) {
-            State::Idle(connection) => Some(Lease {
+        };
+        match idle {
+            Some(connection) => Some(Lease {
                 slot,
                 connection: Some(connection),
             }),
-            State::Missing => {
+            // None, or one Redis closed (dropped here): opened again while
+            // this decision queues.
+            None => {
                 *state = State::Opening;
                 drop(state);
                 self.open(slot.clone());
-                None
-            }
-            busy => {
-                *state = busy;
                 None
             }
         }
